@@ -1,0 +1,46 @@
+# Two commands for users: `make reports` (the main job) and `make test`.
+# Each sets up what is missing: the virtual environment with the pinned packages, and the data.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.baeraser-installed
+FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
+# Extra arguments for the report runner, e.g. make reports ARGS="-p dataset mnist -p download True"
+ARGS   ?=
+
+.PHONY: reports test setup data sync clean-reports
+
+reports: setup data
+	$(PY) -m baeraser_lib.reports run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q
+
+setup: $(STAMP)
+
+# Rebuilt when the pins change. pip takes torch/torchvision from local files where the machine has them.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing pinned packages into $(VENV) (log: $(VENV)/pip.log)"
+	@$(PY) -m pip install -r requirements.txt > $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pip install --no-deps --no-build-isolation -e . >> $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
+	@touch $@
+
+# Fashion-MNIST (the default dataset) from Debian's package when apt is there; otherwise the
+# notebooks fall back to a data root or a torchvision download (parameter `download`).
+data:
+	@if [ -d $(FASHION_DEB_DIR) ]; then echo "data: Fashion-MNIST found in $(FASHION_DEB_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "data: installing Debian's dataset-fashion-mnist"; \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || \
+	   echo "data: apt could not install dataset-fashion-mnist; the notebooks will use data/ or download"; \
+	else echo "data: no apt (or not root); the notebooks will use data/ or a torchvision download"; fi
+
+# Re-pair the notebooks after editing their .py sources.
+sync: setup
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+clean-reports:
+	rm -rf reports/*.html reports/*.json reports/.executed

@@ -1,0 +1,93 @@
+"""Frozen, validated configurations; their hash names the artifact folder.
+
+Notebook parameters map one-to-one onto these fields. Every check runs in `__post_init__`, so a
+bad value fails when the config is built, before any data is read or any weight is trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from .data import check_fraction, dataset_info
+from .errors import ConfigError
+from .models import MODELS
+from .triggers import check_fits, parse_position
+
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained: data, architecture, optimiser and schedule, seed."""
+
+    dataset: str = "fashion_mnist"
+    model: str = "resnet18"
+    width: int = 16
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    train_subset: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        dataset_info(self.dataset)
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        for name in ("width", "epochs", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        if self.train_subset is not None:
+            _positive_int("train_subset", self.train_subset)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError("momentum must lie in [0, 1) and weight_decay be >= 0")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Which backdoor is planted and how: trigger, poison rate, target label."""
+
+    name: str = "badnets"
+    trigger_size: int = 3
+    trigger_position: str | tuple[int, int] = "bottom_right"
+    poison_rate: float = 0.05
+    target_label: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        from .attacks import ATTACKS  # attacks sit above config; import lazily to keep layers
+
+        if self.name not in ATTACKS:
+            raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(ATTACKS)}")
+        object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
+        _positive_int("trigger_size", self.trigger_size)
+        check_fraction("poison_rate", self.poison_rate)
+        if not isinstance(self.target_label, int) or self.target_label < 0:
+            raise ConfigError(f"target_label must be a non-negative integer, got {self.target_label!r}")
+
+    def check_against(self, dataset: str) -> None:
+        """ConfigError unless the trigger fits the images and the target is a class of `dataset`."""
+        info = dataset_info(dataset)
+        check_fits(self.trigger_size, self.trigger_position, info.shape)
+        if self.target_label >= info.num_classes:
+            raise ConfigError(f"target_label {self.target_label} is not a class of {dataset} "
+                              f"(0..{info.num_classes - 1})")
+
+
+def config_hash(*parts) -> str:
+    """A short stable hash of dataclasses/dicts: the artifact folder name."""
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
+                      sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

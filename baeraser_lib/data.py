@@ -1,0 +1,210 @@
+"""Datasets by name, read through torchvision, as in-memory tensors in [0, 1].
+
+Every dataset comes back as a `TensorDataset` of float images (N, C, H, W) with values in
+[0, 1] and int64 labels. Triggers are stamped in this pixel space; per-dataset mean/std
+normalisation lives in the model's first layer (see `models.Normalize`), so a trigger value
+means the same on every dataset.
+
+The defender's clean holding set D_h is a seeded sample of the test split; evaluation uses the
+rest of the test split, never overlapping D_h.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+from torchvision import datasets as tvd
+
+from .errors import ConfigError, DataNotFoundError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a trigger need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tv_class: type
+    system_dirs: tuple[str, ...] = ()  # where an OS package may ship the raw files
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", 10, (1, 28, 28), (0.2860,), (0.3530,), tvd.FashionMNIST,
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+    ),
+    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), tvd.MNIST),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), tvd.CIFAR10
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tvd.CIFAR100
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry for `name`, or a ConfigError naming the valid choices."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def _is_idx_dataset(info: DatasetInfo) -> bool:
+    return issubclass(info.tv_class, tvd.MNIST)
+
+
+def _stage_idx_files(info: DatasetInfo, root: Path) -> None:
+    """Put decompressed IDX files where torchvision's MNIST-family classes look for them.
+
+    Sources, in order: already there; `<name>.gz` in the raw folder; the OS package's folder
+    (e.g. Debian's dataset-fashion-mnist). Each file is written to a temp name then renamed.
+    """
+    raw = root / info.tv_class.__name__ / "raw"
+    for gz_name, _md5 in info.tv_class.resources:
+        plain = raw / gz_name[: -len(".gz")]
+        if plain.exists():
+            continue
+        candidates = [raw / gz_name] + [Path(d) / gz_name for d in info.system_dirs]
+        candidates += [Path(d) / plain.name for d in info.system_dirs]
+        source = next((c for c in candidates if c.is_file()), None)
+        if source is None:
+            continue
+        raw.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=raw, prefix=".staging-")
+        try:
+            opener = gzip.open if source.suffix == ".gz" else open
+            with opener(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, plain)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _where(info: DatasetInfo, root: Path) -> str:
+    if _is_idx_dataset(info):
+        where = f"{root / info.tv_class.__name__ / 'raw'} (IDX files, .gz or plain)"
+        if info.system_dirs:
+            where += f" or {', '.join(info.system_dirs)}"
+        return where
+    return str(root / info.tv_class.base_folder)
+
+
+def load_split(name: str, root: str | os.PathLike, train: bool, download: bool = False) -> TensorDataset:
+    """One split of dataset `name` as a TensorDataset of images in [0, 1] and int64 labels."""
+    info = dataset_info(name)
+    root = Path(root)
+    if _is_idx_dataset(info):
+        _stage_idx_files(info, root)
+    try:
+        ds = info.tv_class(str(root), train=train, download=download)
+    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
+        hint = "pass download=True where the internet is reachable" if not download else "the download failed"
+        raise DataNotFoundError(
+            f"{name} ({'train' if train else 'test'} split) not found under {_where(info, root)}: "
+            f"{hint}, or place the files there. ({err})"
+        ) from None
+    data = ds.data if isinstance(ds.data, np.ndarray) else ds.data.numpy()
+    x = torch.from_numpy(np.ascontiguousarray(data))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
+    x = x.float().div_(255.0).contiguous()
+    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    if tuple(x.shape[1:]) != info.shape:
+        raise DataNotFoundError(f"{name}: files under {_where(info, root)} hold images of shape "
+                                f"{tuple(x.shape[1:])}, expected {info.shape}")
+    return TensorDataset(x, y)
+
+
+def seeded_subset(ds: Dataset, size: int | None, seed: int) -> Dataset:
+    """A seeded random subset of `size` items (None = all of `ds`)."""
+    if size is None:
+        return ds
+    if not isinstance(size, int) or size < 1:
+        raise ConfigError(f"subset size must be a positive integer or None (all), got {size!r}")
+    if size > len(ds):
+        raise ConfigError(f"subset size {size} exceeds the {len(ds)} items available")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:size].sort().values
+    return Subset(ds, idx.tolist())
+
+
+def holding_size(n_train: int, holding_ratio: float) -> int:
+    """|D_h| = holding_ratio × training-set size (the paper's 5% default)."""
+    check_fraction("holding_ratio", holding_ratio)
+    return max(1, round(holding_ratio * n_train))
+
+
+def split_holding(test: Dataset, n_train: int, holding_ratio: float, seed: int) -> tuple[Subset, Subset]:
+    """Split the test split into (D_h, evaluation), disjoint; |D_h| = holding_ratio × n_train."""
+    size = holding_size(n_train, holding_ratio)
+    if size >= len(test):
+        raise ConfigError(
+            f"holding_ratio={holding_ratio} asks for {size} holding images but the test split has only "
+            f"{len(test)}; evaluation needs the rest"
+        )
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(test), generator=g)
+    return Subset(test, perm[:size].sort().values.tolist()), Subset(test, perm[size:].sort().values.tolist())
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{name} must lie in (0, 1), got {value!r}")
+
+
+def as_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Materialise any (image, label) Dataset as two tensors; TensorDatasets/Subsets are free."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0], ds.tensors[1]
+    if isinstance(ds, Subset) and isinstance(ds.dataset, TensorDataset):
+        idx = torch.as_tensor(ds.indices, dtype=torch.long)
+        return ds.dataset.tensors[0][idx], ds.dataset.tensors[1][idx]
+    if len(ds) == 0:
+        raise ConfigError("empty dataset")
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.as_tensor(ys, dtype=torch.long)
+
+
+@dataclass
+class ExperimentData:
+    """The splits one experiment uses: attacker's training set, defender's D_h, evaluation set."""
+
+    info: DatasetInfo
+    train: Dataset
+    holding: Dataset
+    evaluation: Dataset
+
+
+def load_experiment_data(
+    dataset: str,
+    root: str | os.PathLike,
+    holding_ratio: float = 0.05,
+    seed: int = 0,
+    train_subset: int | None = None,
+    download: bool = False,
+) -> ExperimentData:
+    """Load `dataset`, subsample the training split, and split the test split into D_h / evaluation."""
+    info = dataset_info(dataset)
+    check_fraction("holding_ratio", holding_ratio)
+    if train_subset is not None and (not isinstance(train_subset, int) or train_subset < 1):
+        raise ConfigError(f"train_subset must be a positive integer or None (all), got {train_subset!r}")
+    train = seeded_subset(load_split(dataset, root, train=True, download=download), train_subset, seed)
+    test = load_split(dataset, root, train=False, download=download)
+    holding, evaluation = split_holding(test, len(train), holding_ratio, seed)
+    return ExperimentData(info, train, holding, evaluation)

@@ -1,0 +1,75 @@
+"""Figures the notebooks show: sample grids, training curves, trigger patches."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+
+
+def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
+    img = img.detach().cpu().clamp(0, 1)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.permute(1, 2, 0))
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def image_rows(rows: dict[str, torch.Tensor], titles: dict[str, list[str]] | None = None, scale: float = 1.4):
+    """A grid with one row per entry of `rows` (each a batch of images (N, C, H, W))."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(scale * n, scale * len(rows) + 0.3), squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            if c < len(imgs):
+                _show(ax, imgs[c], (titles or {}).get(name, [None] * n)[c])
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def trigger_patch(pattern: torch.Tensor, title: str = "trigger", ax=None):
+    """The patch enlarged, pixel by pixel."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.8, 1.8))
+    _show(ax, pattern, title)
+    return ax.figure
+
+
+def training_curves(histories: dict[str, list[dict]]):
+    """Training loss and per-epoch evaluation figures (clean accuracy, ASR) of several runs."""
+    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, hist in histories.items():
+        epochs = [r["epoch"] for r in hist]
+        ax_loss.plot(epochs, [r["train_loss"] for r in hist], marker="o", label=name)
+        if "eval_clean_acc" in hist[0]:
+            ax_eval.plot(epochs, [r["eval_clean_acc"] for r in hist], marker="o", label=f"{name}: clean acc")
+        if "eval_asr" in hist[0]:
+            ax_eval.plot(epochs, [r["eval_asr"] for r in hist], marker="s", ls="--", label=f"{name}: ASR")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_eval.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.02), title="evaluation split, per epoch")
+    for ax in (ax_loss, ax_eval):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(table: dict[str, dict[str, float]], keys: list[str]):
+    """Grouped bars: one group per row of `table`, one bar per metric in `keys`."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.2))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        vals = [row.get(key, float("nan")) for row in table.values()]
+        bars = ax.bar([j + i * width for j in range(len(table))], vals, width, label=key)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks([j + width * (len(keys) - 1) / 2 for j in range(len(table))], list(table))
+    ax.set(ylim=(0, 1.1), ylabel="fraction")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,215 @@
+"""Run the notebooks through papermill, export HTML with nbconvert, and index the reports.
+
+    python -m baeraser_lib.reports run                      # all notebooks, default parameters
+    python -m baeraser_lib.reports run --only 01_inject -p dataset mnist -p download true
+    python -m baeraser_lib.reports index                    # rebuild reports/index.html
+
+The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
+the source. Each notebook writes `<reports_dir>/<report_name>.json`, a flat object of its key
+figures; the runner writes `<report_name>.html` (also for a failing run, showing the error),
+`runs.json` (status of each run) and `index.html`, and exits non-zero if any notebook failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as _dt
+import html
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO / "notebooks"
+REPORTS_DIR = REPO / "reports"
+NOTEBOOKS = ["01_inject"]  # the main job, in order
+RUNNER_PARAMS = ("reports_dir", "report_name")  # set by the runner on every notebook
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_report(reports_dir: str | os.PathLike, report_name: str, figures: dict) -> Path:
+    """A notebook's key figures as `<reports_dir>/<report_name>.json` (written atomically)."""
+    return write_json_atomic(Path(reports_dir) / f"{report_name}.json", figures)
+
+
+def parameters_of(source: str | os.PathLike) -> dict:
+    """Default parameters of a notebook: its one cell tagged `parameters`, literals only."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: expected one cell tagged 'parameters', found {len(cells)}")
+    params = {}
+    for stmt in ast.parse(cells[0].source).body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else \
+            stmt.target if isinstance(stmt, ast.AnnAssign) else None
+        if not isinstance(target, ast.Name) or stmt.value is None:
+            raise ValueError(f"{source}: the parameters cell may only assign literals to names")
+        try:
+            params[target.id] = ast.literal_eval(stmt.value)
+        except ValueError:
+            raise ValueError(f"{source}: parameter {target.id} is not a literal") from None
+    return params
+
+
+def _html(nb, path: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(body)
+    os.replace(tmp, path)
+
+
+def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None = None,
+                 notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> dict:
+    """Execute one notebook with `params`; write its HTML; return its status row."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    report_name = report_name or name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed_dir = out_dir / ".executed"
+    executed_dir.mkdir(exist_ok=True)
+    (out_dir / f"{report_name}.json").unlink(missing_ok=True)  # no stale figures after a failure
+    nb = jupytext.read(notebooks_dir / f"{name}.py")
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    full = {**params, "reports_dir": str(out_dir.resolve()), "report_name": report_name}
+    start, status, error = time.perf_counter(), "ok", None
+    executed_path = executed_dir / f"{report_name}.ipynb"
+    try:
+        pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
+                            kernel_name="python3", progress_bar=progress)
+    except pm.PapermillExecutionError as err:
+        status, error = "failed", f"{err.ename}: {err.evalue}"
+    except Exception as err:  # kernel died, timeout, ...
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    seconds = time.perf_counter() - start
+    if executed_path.exists():
+        _html(nbformat.read(executed_path, as_version=4), out_dir / f"{report_name}.html")
+    return {"notebook": name, "status": status, "error": error, "seconds": round(seconds, 1),
+            "parameters": params, "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return html.escape(str(v))
+
+
+def write_index(out_dir: Path = REPORTS_DIR) -> Path:
+    """reports/index.html: every report with its status, time and key figures (from its JSON)."""
+    runs_file = out_dir / "runs.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+    names = sorted(set(runs) | {p.stem for p in out_dir.glob("*.json") if p.stem != "runs"})
+    rows = []
+    for name in names:
+        run = runs.get(name, {})
+        fig_file = out_dir / f"{name}.json"
+        figs = json.loads(fig_file.read_text()) if fig_file.exists() else {}
+        flat = {k: v for k, v in figs.items() if isinstance(v, (int, float, str, bool))}
+        figures = "<br>".join(f"<code>{html.escape(k)}</code> = {_fmt(v)}" for k, v in flat.items())
+        link = f'<a href="{html.escape(name)}.html">{html.escape(name)}</a>' \
+            if (out_dir / f"{name}.html").exists() else html.escape(name)
+        status = run.get("status", "?")
+        err = f"<br><small>{html.escape(run['error'])}</small>" if run.get("error") else ""
+        rows.append(f"<tr class='{status}'><td>{link}</td><td>{status}{err}</td>"
+                    f"<td>{run.get('seconds', '')}</td><td>{html.escape(run.get('finished_at', ''))}</td>"
+                    f"<td>{figures}</td></tr>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>baeraser reports</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{background:#fdd}}</style></head>
+<body><h1>baeraser reports</h1>
+<p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
+<table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
+{''.join(rows)}</table></body></html>"""
+    path = out_dir / "index.html"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path)
+    return path
+
+
+def _parse_params(pairs: list[list[str]]) -> dict:
+    return {key: yaml.safe_load(value) for key, value in pairs or []}
+
+
+def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix: str = "",
+        notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[dict]:
+    """Run `notebooks` in order with `params` (each gets the ones it declares), then index."""
+    unknown_nb = [n for n in notebooks if not (notebooks_dir / f"{n}.py").exists()]
+    if unknown_nb:
+        known = sorted(p.stem for p in notebooks_dir.glob("*.py"))
+        raise SystemExit(f"unknown notebook(s) {unknown_nb}; available: {known}")
+    declared = {n: parameters_of(notebooks_dir / f"{n}.py") for n in notebooks}
+    unknown = sorted(set(params) - set().union(*declared.values()) | (set(params) & set(RUNNER_PARAMS)))
+    if unknown:
+        raise SystemExit(f"unknown parameter(s) {unknown}; the notebooks declare "
+                         f"{sorted(set().union(*declared.values()) - set(RUNNER_PARAMS))}")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # bars do not render in static HTML; epochs still print
+    runs_file = out_dir / "runs.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in notebooks:
+        own = {k: v for k, v in params.items() if k in declared[name]}
+        row = run_notebook(name, own, out_dir, f"{name}{suffix}", notebooks_dir, progress)
+        results.append(row)
+        runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+        runs[f"{name}{suffix}"] = row
+        write_json_atomic(runs_file, runs)
+        write_index(out_dir)
+        print(f"[{row['status']}] {name}{suffix} in {row['seconds']} s" + (f": {row['error']}" if row["error"] else ""),
+              flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m baeraser_lib.reports", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="execute notebooks and write HTML + JSON reports")
+    r.add_argument("--only", nargs="+", default=None, help=f"notebooks to run (default: {NOTEBOOKS})")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter for every notebook declaring it; VALUE is read as YAML (0.1, true, null, [1,2])")
+    r.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports folder (default: reports/)")
+    r.add_argument("--suffix", default="", help="appended to report names, e.g. -trojannn")
+    r.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    i = sub.add_parser("index", help="rebuild index.html from the reports folder")
+    i.add_argument("--out", type=Path, default=REPORTS_DIR)
+    args = ap.parse_args(argv)
+    if args.cmd == "index":
+        print(write_index(args.out))
+        return 0
+    results = run(args.only or NOTEBOOKS, _parse_params(args.param), args.out, args.suffix,
+                  progress=not args.no_progress)
+    failed = [r["notebook"] for r in results if r["status"] != "ok"]
+    print(f"reports in {args.out}: {len(results) - len(failed)} ok, {len(failed)} failed {failed or ''}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The one training loop every attack uses, plus device choice and batching.
+
+SGD with momentum and a schedule (one-cycle by default: fast convergence in few epochs), seeded
+shuffling, tqdm progress, CPU or GPU picked automatically. Channels-last memory layout is used
+internally because it is markedly faster for these convolutions on CPU; the returned model is
+in the usual layout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import as_tensors
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """`auto` → CUDA if available, else Apple MPS, else CPU; or the named device."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def progress_kwargs(progress: bool) -> dict:
+    """tqdm kwargs: hidden when `progress` is False; otherwise tqdm's defaults, which the
+    environment can override (the report runner sets TQDM_DISABLE=1: bars do not render in HTML)."""
+    return {} if progress else {"disable": True}
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches of in-memory tensors (a seeded permutation when shuffling)."""
+    n = len(x)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def _to_device(model: nn.Module, device: torch.device) -> nn.Module:
+    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    return model.to(device=device, memory_format=fmt)
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    device: torch.device | None = None,
+    epoch_end: Callable[[nn.Module, int], dict] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict]:
+    """Train `model` in place on `train_set`; return one dict of figures per epoch.
+
+    `epoch_end(model, epoch)` may return extra figures (e.g. clean accuracy and ASR) to log.
+    """
+    device = device or pick_device()
+    x, y = as_tensors(train_set)
+    model = _to_device(model, device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    steps_per_epoch = -(-len(x) // cfg.batch_size)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(batches(x, y, cfg.batch_size, True, gen), total=steps_per_epoch,
+                   desc=f"{desc} {epoch}/{cfg.epochs}", leave=False, **progress_kwargs(progress))
+        for xb, yb in bar:
+            xb = xb.to(device, non_blocking=True)
+            if device.type == "cpu":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = yb.to(device, non_blocking=True)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}; lower lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(yb)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+               "seconds": time.perf_counter() - start}
+        if epoch_end is not None:
+            t0 = time.perf_counter()
+            model.eval()
+            row.update(epoch_end(model, epoch))
+            row["eval_seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if progress:
+            tqdm.write(f"{desc} epoch {epoch}/{cfg.epochs}: " +
+                       ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "eval_seconds")))
+    model.to(memory_format=torch.contiguous_format)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Predicted labels for images `x`, in eval mode, batched."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(xb.to(device)).argmax(1).cpu() for xb, _ in batches(x, x, batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

@@ -1,0 +1,126 @@
+"""Trained models as cached artifacts: the clean reference model and backdoored victims.
+
+`obtain_model` validates everything first, then loads the artifact whose folder name is the hash
+of the configs if it exists, and only otherwise trains (and saves atomically). So running a
+notebook again with the same parameters costs a load, not a training run; one clean model serves
+every attack that shares its training config.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .artifacts import artifact_dir, is_complete, load_weights, read_meta, write_artifact
+from .attacks import ATTACKS
+from .attacks.badnets import make_trigger
+from .config import AttackConfig, TrainConfig, config_hash
+from .data import ExperimentData, dataset_info
+from .errors import CheckpointError, ConfigError
+from .metrics import evaluate
+from .models import build_model
+from .train import fit, pick_device
+from .triggers import Trigger
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    trigger: Trigger | None  # None for the clean model
+    target_label: int | None
+    meta: dict
+    path: Path
+    cached: bool  # loaded from disk rather than trained now
+
+    @property
+    def train_seconds(self) -> float:
+        return float(self.meta["train_seconds"])
+
+
+def new_model(cfg: TrainConfig) -> nn.Module:
+    """The untrained architecture of `cfg`, initialised from `cfg.seed`."""
+    info = dataset_info(cfg.dataset)
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.model, info.num_classes, info.channels, cfg.width, info.mean, info.std)
+
+
+def model_path(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: AttackConfig | None) -> Path:
+    """Where the artifact for these configs lives (whether or not it exists yet)."""
+    kind = "victims" if attack is not None else "clean"
+    parts = (train, attack) if attack is not None else (train,)
+    return artifact_dir(artifacts_dir, kind, config_hash(*parts))
+
+
+def load_trained(path: str | os.PathLike) -> TrainedModel:
+    """Load a model artifact folder written by `obtain_model` (weights checked, nothing unpickled)."""
+    path = Path(path)
+    meta = read_meta(path)
+    try:
+        train = TrainConfig(**meta["train_config"])
+        attack = AttackConfig(**meta["attack_config"]) if meta.get("attack_config") else None
+    except (KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{path}/meta.json has no valid config: {err}") from None
+    model = load_weights(new_model(train), path / "weights.safetensors").eval()
+    trigger = Trigger.from_json(meta["trigger"]) if meta.get("trigger") else None
+    return TrainedModel(model, trigger, attack.target_label if attack else None, meta, path, cached=True)
+
+
+def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: ExperimentData,
+                 artifacts_dir: str | os.PathLike, device: torch.device | None = None,
+                 progress: bool = True, track_epochs: bool = True) -> TrainedModel:
+    """Load the cached model for (train, attack) or train it (clean if `attack` is None).
+
+    Figures in the saved meta are measured on `data.evaluation` (test split minus D_h).
+    `track_epochs` also logs clean accuracy / ASR on that split after every epoch, for plots only.
+    """
+    if attack is not None:
+        attack.check_against(train.dataset)
+    if data.info.name != train.dataset:
+        raise ConfigError(f"data is {data.info.name!r} but the config trains on {train.dataset!r}")
+    path = model_path(artifacts_dir, train, attack)
+    if is_complete(path):
+        return load_trained(path)
+
+    device = device or pick_device()
+    model = new_model(train)
+    planted = make_trigger(attack, data.info) if attack is not None else None
+
+    def epoch_end(m: nn.Module, epoch: int) -> dict:
+        """Per-epoch figures on the evaluation split, for the training-curve plot only."""
+        figs = evaluate(m, data.evaluation, planted, attack.target_label if attack else None, device=device)
+        return {f"eval_{k}": v for k, v in figs.items() if k != "robust_acc"}
+
+    start = time.perf_counter()
+    if attack is None:
+        history = fit(model, data.train, train, device, epoch_end=epoch_end if track_epochs else None,
+                      progress=progress, desc="clean")
+        trigger, n_poison = None, 0
+    else:
+        result = ATTACKS[attack.name](model, data.train, data.info, attack, train, device,
+                                      epoch_end if track_epochs else None, progress)
+        history, trigger, n_poison = result.history, result.trigger, len(result.poisoned_indices)
+    # wall time of training alone: the per-epoch plotting evaluations are not part of the attack
+    seconds = time.perf_counter() - start - sum(r.get("eval_seconds", 0.0) for r in history)
+    model = model.cpu().eval()
+    metrics = evaluate(model, data.evaluation, trigger, attack.target_label if attack else None)
+    meta = {
+        "kind": "victim" if attack else "clean",
+        "train_config": asdict(train),
+        "attack_config": asdict(attack) if attack else None,
+        "trigger": trigger.to_json() if trigger else None,
+        "n_train": len(data.train),
+        "n_poisoned": n_poison,
+        "train_seconds": seconds,
+        "device": str(device),
+        "history": history,
+        "metrics": metrics,
+        "metrics_on": f"test split minus holding set ({len(data.evaluation)} images)",
+    }
+    write_artifact(path, dict(model.state_dict()), meta)
+    return TrainedModel(model, trigger, attack.target_label if attack else None, read_meta(path), path,
+                        cached=False)

@@ -1,0 +1,73 @@
+"""Notebooks: paired with their .py sources, parameterisable, and runnable by the report runner."""
+
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from baeraser_lib import reports as R
+
+NOTEBOOKS = sorted(R.NOTEBOOKS_DIR.glob("*.py"))
+
+
+def test_every_runner_notebook_exists():
+    assert [p.stem for p in NOTEBOOKS if p.stem in R.NOTEBOOKS] == R.NOTEBOOKS
+
+
+@pytest.mark.parametrize("src", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_pairs_are_in_sync(src):
+    twin = src.with_suffix(".ipynb")
+    assert twin.exists(), f"run `make sync` (jupytext --sync {src.name})"
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert cells(jupytext.read(src)) == cells(jupytext.read(twin)), f"run `jupytext --sync {src}`"
+
+
+@pytest.mark.parametrize("src", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_parameters_cell_of_literals(src):
+    params = R.parameters_of(src)
+    assert {"reports_dir", "report_name", "seed", "device"} <= set(params)
+
+
+def smoke_params(data_root, tmp_path):
+    return {"model": "small_cnn", "width": 4, "epochs": 1, "batch_size": 64, "holding_ratio": 0.1,
+            "data_root": str(data_root), "download": False, "artifacts_dir": str(tmp_path / "artifacts")}
+
+
+def test_notebook_01_runs_under_papermill_and_reports(fashion_root, tmp_path):
+    out = tmp_path / "reports"
+    results = R.run(["01_inject"], smoke_params(fashion_root, tmp_path), out, progress=False)
+    assert results[0]["status"] == "ok", results[0]["error"]
+    figures = json.loads((out / "01_inject.json").read_text())
+    for key in ("clean_acc", "asr", "clean_model_acc"):
+        assert 0.0 <= figures[key] <= 1.0
+    assert figures["dataset"] == "fashion_mnist" and figures["attack"] == "badnets"
+    assert figures["train_seconds"] > 0 and figures["n_holding"] == 40
+    html = (out / "01_inject.html").read_text()
+    assert "Inject a backdoor" in html and "data:image/png;base64" in html  # prose and figures
+    index = (out / "index.html").read_text()
+    assert 'href="01_inject.html"' in index and "clean_acc" in index
+    assert json.loads((out / "runs.json").read_text())["01_inject"]["status"] == "ok"
+    assert len(list((tmp_path / "artifacts").glob("*/*/weights.safetensors"))) == 2  # clean + victim
+
+
+def test_failing_notebook_still_gets_html_and_a_non_zero_exit(fashion_root, tmp_path):
+    out = tmp_path / "reports"
+    (out).mkdir()
+    (out / "01_inject.json").write_text('{"asr": 1.0}')  # a stale result must not survive a failure
+    args = ["run", "--only", "01_inject", "--out", str(out), "--no-progress", "-p", "trigger_size", "40"]
+    for k, v in smoke_params(fashion_root, tmp_path).items():
+        args += ["-p", k, json.dumps(v)]
+    assert R.main(args) == 1
+    assert "larger than the 28×28 image" in (out / "01_inject.html").read_text()
+    assert not (out / "01_inject.json").exists()
+    assert json.loads((out / "runs.json").read_text())["01_inject"]["status"] == "failed"
+    assert not (tmp_path / "artifacts").exists()  # refused before any training
+
+
+def test_unknown_notebook_or_parameter_is_refused_before_running(tmp_path):
+    with pytest.raises(SystemExit, match="unknown parameter.*poison_ratio"):
+        R.run(["01_inject"], {"poison_ratio": 0.1}, tmp_path)
+    with pytest.raises(SystemExit, match="unknown notebook"):
+        R.run(["09_nothing"], {}, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,24 @@
+"""The set-up users rely on: one list of pins, two README commands, CI calling the test one."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_one_list_of_pins():
+    pins = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
+    assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+    assert all("==" in p for p in pins), "every dependency is pinned"
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "-r requirements.txt" in pip_section  # conda reads the same pins
+
+
+def test_readme_commands_and_ci():
+    readme = (ROOT / "README.md").read_text()
+    assert "make reports" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "reports:" in makefile and "test:" in makefile and "-m venv" in makefile
