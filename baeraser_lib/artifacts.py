@@ -65,6 +65,7 @@ def write_artifact(path: str | os.PathLike, tensors: dict[str, torch.Tensor], me
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / weights_name))
         with open(tmp / META, "w") as f:
             json.dump({**meta, **provenance()}, f, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o755)
         if path.exists():  # an identical artifact appeared meanwhile: keep the first one
             shutil.rmtree(tmp)
         else:

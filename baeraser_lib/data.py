@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets as tvd
 
+from .atomic import atomic_open
 from .errors import ConfigError, DataNotFoundError
 
 
@@ -85,16 +85,9 @@ def _stage_idx_files(info: DatasetInfo, root: Path) -> None:
         source = next((c for c in candidates if c.is_file()), None)
         if source is None:
             continue
-        raw.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=raw, prefix=".staging-")
-        try:
-            opener = gzip.open if source.suffix == ".gz" else open
-            with opener(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp, plain)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rb") as src, atomic_open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
 
 
 def _where(info: DatasetInfo, root: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import MaxNLocator
 
 
 def _show(ax, img: torch.Tensor, title: str | None = None) -> None:
@@ -54,6 +55,7 @@ def training_curves(histories: dict[str, list[dict]]):
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     ax_eval.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.02), title="evaluation split, per epoch")
     for ax in (ax_loss, ax_eval):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -19,11 +19,12 @@ import html
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
+
+from .atomic import atomic_open
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -33,17 +34,9 @@ RUNNER_PARAMS = ("reports_dir", "report_name")  # set by the runner on every not
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=float)
+    return Path(path)
 
 
 def write_report(reports_dir: str | os.PathLike, report_name: str, figures: dict) -> Path:
@@ -76,10 +69,8 @@ def _html(nb, path: Path) -> None:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_open(path, encoding="utf-8") as f:
         f.write(body)
-    os.replace(tmp, path)
 
 
 def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None = None,
@@ -147,12 +138,9 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
 <p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
 {''.join(rows)}</table></body></html>"""
-    path = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
-    os.replace(tmp, path)
-    return path
+    return out_dir / "index.html"
 
 
 def _parse_params(pairs: list[list[str]]) -> dict:
@@ -171,7 +159,12 @@ def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix:
     if unknown:
         raise SystemExit(f"unknown parameter(s) {unknown}; the notebooks declare "
                          f"{sorted(set().union(*declared.values()) - set(RUNNER_PARAMS))}")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # bars do not render in static HTML; epochs still print
+    # Progress bars do not render in static HTML (epoch lines still print), so the kernels get
+    # TQDM_DISABLE=1. tqdm reads its environment on import: papermill (and tqdm with it) is
+    # imported first, so the runner's own per-cell bar stays on.
+    import papermill  # noqa: F401
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
     runs_file = out_dir / "runs.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []

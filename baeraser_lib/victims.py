@@ -82,6 +82,9 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         attack.check_against(train.dataset)
     if data.info.name != train.dataset:
         raise ConfigError(f"data is {data.info.name!r} but the config trains on {train.dataset!r}")
+    if train.train_subset is not None and len(data.train) != train.train_subset:
+        raise ConfigError(f"the config trains on a subset of {train.train_subset} images but the data's "
+                          f"training set has {len(data.train)}: load it with the same train_subset")
     path = model_path(artifacts_dir, train, attack)
     if is_complete(path):
         return load_trained(path)

@@ -46,7 +46,7 @@ target_label = 0
 epochs = 4
 batch_size = 128
 lr = 0.05  # peak learning rate of the one-cycle schedule
-train_subset = None  # None = the whole training split; an int = a seeded subset
+train_subset = None  # None: the whole training split; an int: a seeded subset of that size
 holding_ratio = 0.05  # |D_h| as a share of the training-set size
 seed = 0
 device = "auto"  # auto | cpu | cuda | cuda:1 | mps

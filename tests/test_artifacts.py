@@ -59,6 +59,7 @@ def test_obtain_model_trains_once_then_loads_from_cache(fashion_root, tmp_path, 
         V.obtain_model(TINY, AttackConfig(seed=1), data, tmp_path, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_checkpoint_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
 

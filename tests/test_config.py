@@ -48,6 +48,8 @@ def test_bad_attack_fails_before_training_and_writes_nothing(fashion_root, tmp_p
         obtain_model(TrainConfig(model="small_cnn"), AttackConfig(trigger_size=30), data, art)
     with pytest.raises(ConfigError, match="data is 'fashion_mnist'"):
         obtain_model(TrainConfig(dataset="mnist", model="small_cnn"), None, data, art)
+    with pytest.raises(ConfigError, match="subset of 100 images but the data's training set has 400"):
+        obtain_model(TrainConfig(model="small_cnn", train_subset=100), None, data, art)
     assert not art.exists()
 
 
