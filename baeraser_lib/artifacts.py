@@ -120,10 +120,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load a checkpoint into `model` after checking every tensor name and shape."""
     state = load_state(path)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = [k for k in expected if k not in state]  # in the model's order: stable messages
+    unexpected = [k for k in state if k not in expected]
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
+             for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         parts = []
         if missing:

@@ -124,7 +124,10 @@ def fit(
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
             device: torch.device | None = None) -> torch.Tensor:
-    """Predicted labels for images `x`, in eval mode, batched."""
+    """Predicted labels for images `x`, in eval mode, batched (on `device` if given, which moves
+    the model there; else where the model is)."""
+    if device is not None:
+        model.to(device)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -91,11 +91,12 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
 
     device = device or pick_device()
     model = new_model(train)
+    target = attack.target_label if attack is not None else None
     planted = make_trigger(attack, data.info) if attack is not None else None
 
     def epoch_end(m: nn.Module, epoch: int) -> dict:
         """Per-epoch figures on the evaluation split, for the training-curve plot only."""
-        figs = evaluate(m, data.evaluation, planted, attack.target_label if attack else None, device=device)
+        figs = evaluate(m, data.evaluation, planted, target, device=device)
         return {f"eval_{k}": v for k, v in figs.items() if k != "robust_acc"}
 
     start = time.perf_counter()
@@ -110,7 +111,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     # wall time of training alone: the per-epoch plotting evaluations are not part of the attack
     seconds = time.perf_counter() - start - sum(r.get("eval_seconds", 0.0) for r in history)
     model = model.cpu().eval()
-    metrics = evaluate(model, data.evaluation, trigger, attack.target_label if attack else None)
+    metrics = evaluate(model, data.evaluation, trigger, target)
     meta = {
         "kind": "victim" if attack else "clean",
         "train_config": asdict(train),
@@ -125,5 +126,4 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "metrics_on": f"test split minus holding set ({len(data.evaluation)} images)",
     }
     write_artifact(path, dict(model.state_dict()), meta)
-    return TrainedModel(model, trigger, attack.target_label if attack else None, read_meta(path), path,
-                        cached=False)
+    return TrainedModel(model, trigger, target, read_meta(path), path, cached=False)

@@ -22,3 +22,14 @@ def test_readme_commands_and_ci():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "reports:" in makefile and "test:" in makefile and "-m venv" in makefile
+
+
+def test_readme_results_match_the_committed_report():
+    import json
+
+    figures = json.loads((ROOT / "reports" / "01_inject.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert f"| {figures['clean_acc']:.3f} |" in readme
+    assert f"| {figures['asr']:.4f} |" in readme
+    assert f"| {figures['clean_model_acc']:.3f} |" in readme
+    assert f"| {figures['acc_cost_points']:.2f} points |" in readme
