@@ -47,6 +47,17 @@ def provenance() -> dict:
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): the identity of an external checkpoint."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def artifact_dir(root: str | os.PathLike, kind: str, digest: str) -> Path:
     return Path(root) / kind / digest
 

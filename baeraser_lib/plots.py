@@ -75,3 +75,45 @@ def metric_bars(table: dict[str, dict[str, float]], keys: list[str]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def label_scores(per_label: list[dict], tau: float):
+    """Per-label recovered ASR (staircase labels solid; labels pruned after screening hatched, at
+    their screening ASR) with the τ line, and the anomaly index of each label."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    labels = [r["label"] for r in per_label]
+    for r in per_label:
+        full = r["recovered_asr"] is not None
+        val = r["recovered_asr"] if full else r["screen_asr"]
+        ax.bar(r["label"], val, color="tab:red" if r["kept"] else ("tab:blue" if full else "lightgray"),
+               hatch="" if full else "//", edgecolor="k", linewidth=0.5)
+    ax.axhline(tau, color="k", ls="--", lw=1, label=f"τ = {tau}")
+    ax.set(xticks=labels, ylim=(0, 1.05), xlabel="candidate label", ylabel="ASR on held-out D_h",
+           title="recovered ASR (red: kept; hatched: pruned after screening)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax2.bar(labels, [r["anomaly_index"] for r in per_label], color="tab:purple")
+    ax2.axhline(2, color="k", ls=":", lw=1, label="2 (a usual outlier cut)")
+    ax2.set(xticks=labels, xlabel="candidate label", ylabel="(score − median) / (1.4826·MAD)",
+            title="anomaly index")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stage_curves(stage_logs: list[dict]):
+    """Hinge, entropy estimate, mean target probability and ASR per staircase stage, per label."""
+    keys = [("hinge", "hinge max(0, ε − p)"), ("entropy", "entropy estimate Î (nats)"),
+            ("target_prob", "mean target probability"), ("asr", "ASR on held-out D_h")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(13, 3))
+    for label in sorted({r["label"] for r in stage_logs}):
+        rows = [r for r in stage_logs if r["label"] == label]
+        for ax, (key, title) in zip(axes, keys):
+            ax.plot([r["stage"] for r in rows], [r[key] for r in rows], marker="o", label=f"label {label}")
+            ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("stage")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

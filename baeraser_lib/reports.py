@@ -29,7 +29,7 @@ from .atomic import atomic_open
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
 REPORTS_DIR = REPO / "reports"
-NOTEBOOKS = ["01_inject"]  # the main job, in order
+NOTEBOOKS = ["01_inject", "02_recover_triggers"]  # the main job, in order
 RUNNER_PARAMS = ("reports_dir", "report_name")  # set by the runner on every notebook
 
 
@@ -160,9 +160,9 @@ def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix:
         raise SystemExit(f"unknown parameter(s) {unknown}; the notebooks declare "
                          f"{sorted(set().union(*declared.values()) - set(RUNNER_PARAMS))}")
     # Progress bars do not render in static HTML (epoch lines still print), so the kernels get
-    # TQDM_DISABLE=1. tqdm reads its environment on import: papermill (and tqdm with it) is
-    # imported first, so the runner's own per-cell bar stays on.
-    import papermill  # noqa: F401
+    # TQDM_DISABLE=1. tqdm reads its environment when it is imported: importing it here first
+    # keeps the runner's own per-cell bar (papermill's) on.
+    import tqdm.auto  # noqa: F401
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     runs_file = out_dir / "runs.json"

@@ -70,6 +70,23 @@ def load_trained(path: str | os.PathLike) -> TrainedModel:
     return TrainedModel(model, trigger, attack.target_label if attack else None, meta, path, cached=True)
 
 
+def find_model(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: AttackConfig | None) -> TrainedModel:
+    """The artifact notebook 01 saved for these configs, or a clear error saying how to make it."""
+    path = model_path(artifacts_dir, train, attack)
+    if not is_complete(path):
+        raise CheckpointError(f"no trained model for these parameters under {path}: run notebook 01 "
+                              f"(01_inject) with the same parameters first, or pass model_path")
+    return load_trained(path)
+
+
+def load_checkpoint_model(path: str | os.PathLike, model: str, dataset: str, width: int) -> nn.Module:
+    """An external checkpoint (safetensors, or a weights-only PyTorch state_dict) loaded into the
+    registry architecture `model` for `dataset` at `width`; every tensor name and shape is checked."""
+    info = dataset_info(dataset)
+    net = build_model(model, info.num_classes, info.channels, width, info.mean, info.std)
+    return load_weights(net, path).eval()
+
+
 def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: ExperimentData,
                  artifacts_dir: str | os.PathLike, device: torch.device | None = None,
                  progress: bool = True, track_epochs: bool = True) -> TrainedModel:
