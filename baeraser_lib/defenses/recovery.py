@@ -349,11 +349,13 @@ def _generator_asr(victim: _Victim, gen_p: N.Params, labels, offsets, xva, yva, 
 
 
 def anomaly_index(scores: list[float]) -> list[float]:
-    """(score − median) / (1.4826 · MAD): how far each label stands out (Neural Cleanse's rule)."""
+    """(score − median) / (1.4826 · MAD): how far each label stands out (Neural Cleanse's rule).
+    MAD is floored at 0.01 (about one validation image in a hundred), so that labels that all
+    score 0 do not turn one hit into an infinite index."""
     t = torch.tensor(scores, dtype=torch.float64)
     med = t.median()
     mad = (t - med).abs().median() * 1.4826
-    return ((t - med) / max(float(mad), 1e-6)).tolist()
+    return ((t - med) / max(float(mad), 0.01)).tolist()
 
 
 def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: RecoveryConfig = RecoveryConfig(),
