@@ -122,7 +122,7 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
         run = runs.get(name, {})
         fig_file = out_dir / f"{name}.json"
         figs = json.loads(fig_file.read_text()) if fig_file.exists() else {}
-        flat = {k: v for k, v in figs.items() if isinstance(v, (int, float, str, bool))}
+        flat = {k: v for k, v in figs.items() if isinstance(v, (int, float, str, bool, list))}
         figures = "<br>".join(f"<code>{html.escape(k)}</code> = {_fmt(v)}" for k, v in flat.items())
         link = f'<a href="{html.escape(name)}.html">{html.escape(name)}</a>' \
             if (out_dir / f"{name}.html").exists() else html.escape(name)
@@ -131,13 +131,21 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
         rows.append(f"<tr class='{status}'><td>{link}</td><td>{status}{err}</td>"
                     f"<td>{run.get('seconds', '')}</td><td>{html.escape(run.get('finished_at', ''))}</td>"
                     f"<td>{figures}</td></tr>")
+    bench_rows = []
+    for f in sorted((out_dir / "benchmarks").glob("*.json")):
+        figs = json.loads(f.read_text())
+        flat = "<br>".join(f"<code>{html.escape(k)}</code> = {_fmt(v)}" for k, v in figs.items()
+                           if isinstance(v, (int, float, str, bool, list)))
+        bench_rows.append(f"<tr><td>benchmarks/{html.escape(f.name)}</td><td>{flat}</td></tr>")
+    benchmarks = ("<h2>Benchmarks</h2><p>Scripts in <code>benchmarks/</code>; figures as they printed them.</p>"
+                  f"<table><tr><th>file</th><th>figures</th></tr>{''.join(bench_rows)}</table>") if bench_rows else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>baeraser reports</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{background:#fdd}}</style></head>
 <body><h1>baeraser reports</h1>
 <p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
-{''.join(rows)}</table></body></html>"""
+{''.join(rows)}</table>{benchmarks}</body></html>"""
     with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return out_dir / "index.html"

@@ -226,12 +226,14 @@ if truth is not None:
         off = torch.tensor([pool.offsets[i]] * len(x_eval)) if pool.offsets[i] is not None else "random"
         pred = predict(suspect, stamp(x_eval, p, off, g), device=dev)
         evaluation["recovered_asr_on_evaluation_split"] = float((pred == true_t).float().mean())
-        fig = image_rows({"true trigger": true_trig.pattern.unsqueeze(0),
-                          "recovered mean": mean_patch.unsqueeze(0) if "patch_l1_to_true" in evaluation
-                          else patches[:1], "recovered samples": patches[:6]},
-                         {"true trigger": [f"at {true_off or 'random'}"],
-                          "recovered mean": [f"at {tuple(pool.offsets[i]) if pool.offsets[i] else 'random'}"]},
-                         scale=1.3)
+        where = tuple(pool.offsets[i]) if pool.offsets[i] else "random"
+        samples = {"recovered": patches[:6]}, {"recovered": [f"sample {j}, at {where}" for j in range(6)]}
+        if "patch_l1_to_true" in evaluation:  # same size: one row, true | mean | samples
+            fig = image_rows({"patches": torch.cat([true_trig.pattern[None], mean_patch[None], patches[:6]])},
+                             {"patches": [f"true, at {true_off or 'random'}", "recovered mean"] + samples[1]["recovered"]},
+                             scale=1.5)
+        else:  # the guessed size differs from the true one
+            fig = image_rows({"true": true_trig.pattern[None], **samples[0]}, {"true": ["true"], **samples[1]})
         plt.show()
     for k, v in evaluation.items():
         print(f"{k:>36}: {v}")

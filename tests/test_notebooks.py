@@ -60,6 +60,23 @@ def test_notebooks_01_and_02_run_under_papermill_and_report(fashion_root, tmp_pa
     assert len(list((tmp_path / "artifacts").glob("pools/*/pool.safetensors"))) == 1
 
 
+def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
+    from safetensors.torch import save_file
+
+    from baeraser_lib.config import TrainConfig
+    from baeraser_lib.victims import new_model
+
+    model = new_model(TrainConfig(model="small_cnn", width=8))
+    save_file(model.state_dict(), str(tmp_path / "suspect.safetensors"))
+    params = {**smoke_params(fashion_root, tmp_path), "width": 8, "model_path": str(tmp_path / "suspect.safetensors")}
+    out = tmp_path / "reports"
+    results = R.run(["02_recover_triggers"], params, out, progress=False)
+    assert results[0]["status"] == "ok", results[0]["error"]
+    figures = json.loads((out / "02_recover_triggers.json").read_text())
+    assert "target_label_found" not in figures  # no ground truth for someone else's model
+    assert len(figures["victim_id"]) == 16 and isinstance(figures["labels_kept"], list)
+
+
 def test_notebook_02_without_a_victim_says_to_run_01(fashion_root, tmp_path):
     out = tmp_path / "reports"
     results = R.run(["02_recover_triggers"], smoke_params(fashion_root, tmp_path), out, progress=False)

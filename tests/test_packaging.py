@@ -33,3 +33,18 @@ def test_readme_results_match_the_committed_report():
     assert f"| {figures['asr']:.4f} |" in readme
     assert f"| {figures['clean_model_acc']:.3f} |" in readme
     assert f"| {figures['acc_cost_points']:.2f} points |" in readme
+
+
+def test_readme_recovery_figures_match_the_committed_reports():
+    import json
+
+    rec = json.loads((ROOT / "reports" / "02_recover_triggers.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert f"| {rec['recovered_asr']:.3f} |" in readme
+    assert f"| {rec['mean_patch_cosine_to_true']:.3f} |" in readme
+    assert f"| {rec['seconds_recovery']:.1f} s |" in readme
+    assert f"| {len([k for k in rec['labels_kept'] if k != 0])} |" in readme
+    bench = ROOT / "reports" / "benchmarks" / "recovery_speed.json"
+    if bench.exists():
+        b = json.loads(bench.read_text())
+        assert f"{b['speedup']:.1f}×" in readme and f"{b['k100_seconds']:.0f} s" in readme

@@ -19,6 +19,7 @@ from . import networks as N
 from .recovery import RecoveryConfig, RecoveryResult
 
 POOL_FILE = "pool.safetensors"
+ALGORITHM = "msa-2"  # bump when recovery's results change for the same config: old pools are not reused
 
 
 @dataclass
@@ -91,13 +92,14 @@ def obtain_pool(model, victim_id: str, holding, num_classes: int, cfg: RecoveryC
     from ..artifacts import artifact_dir, is_complete
     from ..config import config_hash
 
-    path = artifact_dir(artifacts_dir, "pools", config_hash({"victim": victim_id, **holding_key}, cfg))
+    key = {"victim": victim_id, "algorithm": ALGORITHM, **holding_key}
+    path = artifact_dir(artifacts_dir, "pools", config_hash(key, cfg))
     if is_complete(path, POOL_FILE):
         pool, meta = load_pool(path)
         return pool, meta, path, True
     from .recovery import recover_triggers
 
     result = recover_triggers(model, holding, num_classes, cfg, device=device, progress=progress)
-    save_pool(path, result, {"victim_id": victim_id, "holding": holding_key})
+    save_pool(path, result, {"victim_id": victim_id, "holding": holding_key, "algorithm": ALGORITHM})
     pool, meta = load_pool(path)
     return pool, meta, path, False

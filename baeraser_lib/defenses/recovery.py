@@ -5,7 +5,8 @@ the trigger, nor where it sits, nor the target label. For every candidate label 
 
 1. **Placement search** (our extension of the paper; see the spec's "Stamping"). A free s×s patch
    is optimised at each position of a grid to send D_h images to y_p; per label, the worse half
-   of the positions is dropped after each round (successive halving). The best position's
+   of the positions is dropped after each round, and each round gets twice the steps of the one
+   before (successive halving). The best position's
    validation ASR is the label's *screening score*, and its patch is where the generator starts.
 2. **Label pruning** (ours, for speed): labels whose screening score is far below τ are not worth
    the staircase; the rest go on (at most `max_candidates`, best first).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ class RecoveryConfig:
     placement: str = "grid"  # grid: search a grid of positions; random: a new place per image (authors' code)
     grid_size: int = 5  # grid_size × grid_size candidate positions, corners included
     search_rounds: int = 3  # successive-halving rounds of the placement search
-    search_steps: int = 8  # Adam steps per round
+    search_steps: int = 8  # Adam steps in the last round; each earlier round has half the next one's
     search_batch: int = 8
     search_val: int = 128  # validation images per label to score the surviving positions
     search_lr: float = 0.1
@@ -121,11 +122,6 @@ class RecoveryResult:
     offsets: dict[int, tuple[int, int] | None]  # per kept label; None = random placement
     seconds: float
     mode: str
-    screening_patches: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        return {"labels_kept": list(self.kept), "seconds_recovery": self.seconds, "mode": self.mode,
-                "num_classes": self.num_classes}
 
 
 def grid_offsets(h: int, w: int, s: int, n: int) -> torch.Tensor:
@@ -193,13 +189,15 @@ def _placement_search(victim: _Victim, labels: list[int], xtr, xva, yva, shape, 
     img_gen = torch.Generator().manual_seed(cfg.seed + 11)
     target = torch.tensor(labels, device=victim.device)
     pairs_per_pass = max(1, cfg.max_images_per_pass // cfg.search_batch)
-    bar = tqdm(total=cfg.search_rounds * cfg.search_steps, desc="placement search", leave=False,
+    # successive halving: few steps while many positions compete, more as they thin out
+    steps = [max(1, cfg.search_steps >> (cfg.search_rounds - 1 - r)) for r in range(cfg.search_rounds)]
+    bar = tqdm(total=sum(steps), desc="placement search", leave=False,
                **progress_kwargs(progress))
     for rnd in range(cfg.search_rounds):
         logits = logits.detach().requires_grad_(True)
         opt = torch.optim.Adam([logits], lr=cfg.search_lr)
         score = torch.zeros(k, logits.shape[1], device=victim.device)
-        for _ in range(cfg.search_steps):
+        for _ in range(steps[rnd]):
             idx = torch.randint(0, len(xtr), (cfg.search_batch,), generator=img_gen)
             xb = xtr[idx].to(victim.device)
             opt.zero_grad(set_to_none=True)
@@ -428,5 +426,4 @@ def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: 
         r["anomaly_index"] = a
     generators = {n: torch.cat([p[n] for p in kept_params]) for n in kept_params[0]} if kept_params else {}
     return RecoveryResult(cfg, shape, num_classes, rows, logs_all, generators, kept,
-                          {label: per_label[label]["offset"] for label in kept}, seconds, mode,
-                          {d["label"]: d["patch"] for d in screened})
+                          {label: per_label[label]["offset"] for label in kept}, seconds, mode)
