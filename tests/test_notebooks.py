@@ -30,16 +30,25 @@ def test_one_parameters_cell_of_literals(src):
 
 
 def smoke_params(data_root, tmp_path):
-    """Tiny but real: a small CNN learns the backdoor in seconds; recovery takes a few steps."""
-    return {"model": "small_cnn", "width": 16, "epochs": 6, "batch_size": 32, "lr": 0.1, "poison_rate": 0.2,
+    """Tiny but real: a width-4 ResNet-18 learns the backdoor in seconds (NAD needs its residual
+    stages); recovery and the defenses take a few steps."""
+    return {"model": "resnet18", "width": 4, "epochs": 6, "batch_size": 32, "lr": 0.1, "poison_rate": 0.2,
             "holding_ratio": 0.25, "data_root": str(data_root), "download": False,
-            "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3}
+            "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3,
+            "unlearn_epochs": 2, "finetune_epochs": 1, "nad_epochs": 1}
 
 
-def test_notebooks_01_and_02_run_under_papermill_and_report(fashion_root, tmp_path):
+def declared_by(name, params):
+    """The subset of `params` that notebook `name` declares (the runner refuses the others)."""
+    declared = R.parameters_of(R.NOTEBOOKS_DIR / f"{name}.py")
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def test_notebooks_01_to_03_run_under_papermill_and_report(fashion_root, tmp_path):
     out = tmp_path / "reports"
-    results = R.run(["01_inject", "02_recover_triggers"], smoke_params(fashion_root, tmp_path), out, progress=False)
-    assert [r["status"] for r in results] == ["ok", "ok"], [r["error"] for r in results]
+    results = R.run(["01_inject", "02_recover_triggers", "03_unlearn"], smoke_params(fashion_root, tmp_path), out,
+                    progress=False)
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"], [r["error"] for r in results]
     figures = json.loads((out / "01_inject.json").read_text())
     for key in ("clean_acc", "asr", "clean_model_acc"):
         assert 0.0 <= figures[key] <= 1.0
@@ -58,6 +67,12 @@ def test_notebooks_01_and_02_run_under_papermill_and_report(fashion_root, tmp_pa
     assert 0 <= recovery["recovered_asr"] <= 1 and recovery["seconds_recovery"] > 0
     assert "Recover the trigger" in (out / "02_recover_triggers.html").read_text()
     assert len(list((tmp_path / "artifacts").glob("pools/*/pool.safetensors"))) == 1
+    unlearning = json.loads((out / "03_unlearn.json").read_text())
+    assert set(unlearning["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad"}
+    for row in unlearning["methods"].values():
+        assert set(row) >= {"clean_acc", "asr", "robust_acc", "der", "seconds"}
+        assert 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
+    assert unlearning["victim_train_seconds"] > 0 and unlearning["recovery_seconds"] > 0
 
 
 def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
@@ -66,9 +81,10 @@ def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
     from baeraser_lib.config import TrainConfig
     from baeraser_lib.victims import new_model
 
-    model = new_model(TrainConfig(model="small_cnn", width=8))
+    model = new_model(TrainConfig(model="resnet18", width=8))
     save_file(model.state_dict(), str(tmp_path / "suspect.safetensors"))
-    params = {**smoke_params(fashion_root, tmp_path), "width": 8, "model_path": str(tmp_path / "suspect.safetensors")}
+    params = {**declared_by("02_recover_triggers", smoke_params(fashion_root, tmp_path)), "width": 8,
+              "model_path": str(tmp_path / "suspect.safetensors")}
     out = tmp_path / "reports"
     results = R.run(["02_recover_triggers"], params, out, progress=False)
     assert results[0]["status"] == "ok", results[0]["error"]
@@ -79,7 +95,8 @@ def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
 
 def test_notebook_02_without_a_victim_says_to_run_01(fashion_root, tmp_path):
     out = tmp_path / "reports"
-    results = R.run(["02_recover_triggers"], smoke_params(fashion_root, tmp_path), out, progress=False)
+    params = declared_by("02_recover_triggers", smoke_params(fashion_root, tmp_path))
+    results = R.run(["02_recover_triggers"], params, out, progress=False)
     assert results[0]["status"] == "failed" and "run notebook 01" in results[0]["error"]
 
 
@@ -88,10 +105,8 @@ def test_failing_notebook_still_gets_html_and_a_non_zero_exit(fashion_root, tmp_
     (out).mkdir()
     (out / "01_inject.json").write_text('{"asr": 1.0}')  # a stale result must not survive a failure
     args = ["run", "--only", "01_inject", "--out", str(out), "--no-progress", "-p", "trigger_size", "40"]
-    declared = R.parameters_of(R.NOTEBOOKS_DIR / "01_inject.py")
-    for k, v in smoke_params(fashion_root, tmp_path).items():
-        if k in declared:
-            args += ["-p", k, json.dumps(v)]
+    for k, v in declared_by("01_inject", smoke_params(fashion_root, tmp_path)).items():
+        args += ["-p", k, json.dumps(v)]
     assert R.main(args) == 1
     assert "larger than the 28×28 image" in (out / "01_inject.html").read_text()
     assert not (out / "01_inject.json").exists()

@@ -1,0 +1,68 @@
+"""What every repairing defense shares: the defender's own train/validation split of D_h,
+triggered copies drawn from the recovered pool, and defender-side validation figures.
+
+Nothing here receives test data, the true trigger or the target label: a defense sees a model,
+D_h and (for unlearning) the pool recovery produced.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data import as_tensors, check_fraction
+from ..errors import ConfigError
+from ..train import predict
+from ..triggers import stamp
+from .pool import TriggerPool
+
+
+def split_defense(holding: Dataset, val_fraction: float, seed: int):
+    """D_h → (defense-train x, y, defense-validation x, y), seeded and disjoint."""
+    check_fraction("val_fraction", val_fraction)
+    x, y = as_tensors(holding)
+    n_val = round(val_fraction * len(x))
+    if n_val < 2 or len(x) - n_val < 2:
+        raise ConfigError(f"the holding set ({len(x)} images) is too small to split into defense-train and "
+                          f"validation parts (val_fraction={val_fraction})")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 101))
+    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+
+
+def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    """Stamp a batch with patches sampled from the pool: each image gets a random pool entry,
+    images whose true label is that entry's label are left out. Returns (x_triggered, pool_labels)."""
+    if len(pool) == 0:
+        raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
+    entry = torch.randint(0, len(pool), (len(x),), generator=gen)
+    labels = torch.tensor(pool.labels)[entry]
+    keep = labels != y
+    xs, entry, labels = x[keep], entry[keep], labels[keep]
+    out = xs.clone()
+    for i in range(len(pool)):
+        sel = torch.nonzero(entry == i).flatten()
+        if len(sel) == 0:
+            continue
+        patches = pool.sample(i, max(2, len(sel)), gen)[:len(sel)]
+        where = pool.offsets[i]
+        pos = torch.tensor([where] * len(sel)) if where is not None else "random"
+        out[sel] = stamp(xs[sel], patches, pos, gen)
+    return out, labels
+
+
+def defender_figures(model: nn.Module, pool: TriggerPool | None, xv: torch.Tensor, yv: torch.Tensor,
+                     seed: int, device=None) -> dict:
+    """Validation accuracy on the defender's held-out part of D_h, and (with a pool) the recovered
+    triggers' ASR there: the only figures a defense may steer by."""
+    out = {"val_acc": (predict(model, xv, device=device) == yv).float().mean().item()}
+    if pool is not None and len(pool):
+        xt, lt = triggered_copy(pool, xv, yv, torch.Generator().manual_seed(seed + 7))
+        out["val_recovered_asr"] = (predict(model, xt, device=device) == lt).float().mean().item()
+    return out
+
+
+def check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(f"{what}: the loss became {loss.item() if loss.numel() == 1 else 'non-finite'}; "
+                                 f"nothing was saved (lower the learning rate or α)")
