@@ -72,7 +72,7 @@ prune = True
 max_candidates = 3
 # BAERASER's unlearning
 alpha = 1.0
-beta = 1.0  # β/α = 1 (see "Choices of ours")
+beta = 1.0  # so β/α is 1 (see "Choices of ours")
 unlearn_lr = 0.01
 unlearn_epochs = 10
 unlearn_batch_size = 128

@@ -27,6 +27,9 @@ def test_notebook_pairs_are_in_sync(src):
 def test_one_parameters_cell_of_literals(src):
     params = R.parameters_of(src)
     assert {"reports_dir", "report_name", "seed", "device"} <= set(params)
+    cell = next(c for c in jupytext.read(src).cells if "parameters" in c.metadata.get("tags", []))
+    crowded = [line for line in cell.source.splitlines() if line.count("=") > 1]
+    assert not crowded, f"papermill cannot parse a second '=' (e.g. in a comment): {crowded}"
 
 
 def smoke_params(data_root, tmp_path):

@@ -48,3 +48,12 @@ def test_readme_recovery_figures_match_the_committed_reports():
     if bench.exists():
         b = json.loads(bench.read_text())
         assert f"{b['speedup']:.1f}×" in readme and f"{b['k100_seconds']:.0f} s" in readme
+
+
+def test_readme_unlearning_table_matches_the_committed_report():
+    import json
+
+    methods = json.loads((ROOT / "reports" / "03_unlearn.json").read_text())["methods"]
+    readme = (ROOT / "README.md").read_text()
+    for name, r in methods.items():
+        assert f"| {name} | {r['clean_acc']:.4f} | {r['asr']:.4f} | {r['robust_acc']:.4f} | {r['der']:.3f} |" in readme
