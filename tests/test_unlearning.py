@@ -152,3 +152,17 @@ def test_nan_and_empty_pool_are_refused(repaired_setup):
 def test_bad_unlearning_configs(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         U.UnlearnConfig(**kwargs)
+
+
+def test_defenses_never_import_an_attack():
+    """The threat model as an import rule: a defense sees a model, clean data and a pool."""
+    import ast
+    from pathlib import Path
+
+    import baeraser_lib.defenses as D
+
+    for path in Path(D.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [n for n in names if "attacks" in n], path.name
