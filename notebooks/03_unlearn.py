@@ -84,7 +84,8 @@ finetune_epochs = 10
 fineprune_acc_drop = 0.05
 nad_beta = 5000.0
 nad_epochs = 10
-curve_images = 2000  # evaluation images behind the per-epoch curves (evaluation only)
+curve_images = 2000  # evaluation images behind the trade-off curves (evaluation only)
+trace_every = 2  # BAERASER's curve gets a point every this many SGD steps (plotting only)
 device = "auto"
 data_root = "../data"
 download = True
@@ -179,7 +180,8 @@ def run(name, fn):
 
 
 if len(pool):
-    run("baeraser", lambda: unlearn(victim.model, data.holding, pool, unlearn_cfg, device=dev, on_epoch=curve))
+    run("baeraser", lambda: unlearn(victim.model, data.holding, pool, unlearn_cfg, device=dev, on_epoch=curve,
+                                    trace_every=trace_every))
     run("vanilla", lambda: unlearn(victim.model, data.holding, pool, vanilla_cfg, device=dev, on_epoch=curve))
 else:  # recovery kept no label: unlearning has nothing to act on and returns the model as it is
     print("the trigger pool is empty: BAERASER and plain ascent leave the model unchanged")
@@ -209,9 +211,10 @@ plt.show()
 
 # %% [markdown]
 # ## The trade-off along the way
-# ASR and clean accuracy after every epoch of BAERASER and of plain ascent (on a fixed part of
-# the evaluation split; the defense itself steered by its validation part of D_h, in the right
-# panel). The marked point is the epoch BAERASER returned.
+# ASR and clean accuracy as unlearning proceeds: BAERASER every `trace_every` SGD steps, plain
+# ascent after every epoch (on a fixed part of the evaluation split; the right panel is what the
+# defense itself steered by: its validation part of D_h and the recovered triggers). The grey
+# line marks the epoch BAERASER returned.
 
 # %%
 fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))

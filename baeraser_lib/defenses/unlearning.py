@@ -124,12 +124,15 @@ def fisher_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnConfig = UnlearnConfig(),
-            device=None, progress: bool = True, on_epoch=None) -> tuple[nn.Module, list[dict]]:
+            device=None, progress: bool = True, on_epoch=None,
+            trace_every: int | None = None) -> tuple[nn.Module, list[dict]]:
     """Return a repaired copy of `model` and one row of defender-side figures per epoch.
 
     `on_epoch(model, epoch)`, if given, is called after each epoch (and with epoch 0 before the
     first) and may return extra figures for the history, e.g. a notebook's evaluation on test data
     for plotting; its result never steers unlearning or the choice of the returned model.
+    `trace_every` adds such rows (marked "trace", fractional epochs) every that many SGD steps,
+    for a finer trade-off curve; traces do not take part in stopping or choosing the model.
     """
     device = pick_device() if device is None else torch.device(device)
     xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
@@ -141,7 +144,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    def row(epoch: int, extra: dict) -> dict:
+    def row(epoch: float, extra: dict) -> dict:
         figs = {"epoch": epoch, **defender_figures(student, pool, xv, yv, cfg.seed, device), **extra}
         if on_epoch is not None:
             figs.update(on_epoch(student, epoch) or {})
@@ -159,7 +162,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             fisher_weights(student, xtr, ytr, cfg.batch_size, cfg.fisher_batches, gen, device)
         student.train()
         sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0}
-        for xb, yb in batches(xtr, ytr, cfg.batch_size, True, gen):
+        for done, (xb, yb) in enumerate(batches(xtr, ytr, cfg.batch_size, True, gen), start=1):
             xt, lt = triggered_copy(pool, xb, yb, gen)
             xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
             u = unlearning_term(student(xt), lt, cfg) if len(xt) else torch.zeros((), device=device)
@@ -182,6 +185,10 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             sums["unlearn_loss"] += u.item() / steps
             sums["penalty"] += pen.item() / steps
             bar.update(1)
+            if trace_every and done % trace_every == 0 and done < steps:
+                student.eval()
+                history.append({**row(epoch - 1 + done / steps, {}), "trace": True})
+                student.train()
         student.eval()
         history.append(row(epoch, {**sums, "seconds": time.perf_counter() - start}))
         h = history[-1]
