@@ -170,9 +170,10 @@ histories = {}
 
 
 def run(name, fn):
+    """Run one defense; its seconds exclude the plotting-only evaluation it was asked to log."""
     start = time.perf_counter()
     repaired, history = fn()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - history[0].get("overhead_seconds", 0.0)
     histories[name] = history
     results[name] = {**score(repaired), "seconds": seconds}
     print(f"{name:>10}: " + "  ".join(f"{k} = {v:.4f}" for k, v in results[name].items()))

@@ -100,6 +100,7 @@ def test_traces_add_finer_rows_without_changing_the_result(repaired_setup):
     assert traces and all(0 < h["epoch"] < 2 and h["epoch"] % 1 for h in traces) and seen[0] == 0
     assert [h["epoch"] for h in h2 if not h.get("trace")] == [h["epoch"] for h in h1]
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), traced.state_dict().values()))
+    assert h2[0]["overhead_seconds"] > 0 and h1[0]["overhead_seconds"] == 0
 
 
 def test_vanilla_ascent_runs_every_epoch_without_the_clean_term(repaired_setup):
