@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..artifacts import read_meta, write_artifact
+from ..artifacts import artifact_dir, is_complete, read_meta, write_artifact
+from ..config import config_hash
 from ..errors import CheckpointError
 from . import networks as N
-from .recovery import RecoveryConfig, RecoveryResult
+from .recovery import RecoveryConfig, RecoveryResult, recover_triggers
 
 POOL_FILE = "pool.safetensors"
 ALGORITHM = "msa-2"  # bump when recovery's results change for the same config: old pools are not reused
@@ -89,16 +90,11 @@ def obtain_pool(model, victim_id: str, holding, num_classes: int, cfg: RecoveryC
     describes how D_h was drawn (dataset, ratio, seed), so a different D_h is a different pool.
     Returns (pool, meta, path, cached).
     """
-    from ..artifacts import artifact_dir, is_complete
-    from ..config import config_hash
-
     key = {"victim": victim_id, "algorithm": ALGORITHM, **holding_key}
     path = artifact_dir(artifacts_dir, "pools", config_hash(key, cfg))
     if is_complete(path, POOL_FILE):
         pool, meta = load_pool(path)
         return pool, meta, path, True
-    from .recovery import recover_triggers
-
     result = recover_triggers(model, holding, num_classes, cfg, device=device, progress=progress)
     save_pool(path, result, {"victim_id": victim_id, "holding": holding_key, "algorithm": ALGORITHM})
     pool, meta = load_pool(path)

@@ -151,8 +151,8 @@ class _Victim:
     """The frozen model: forward passes with input gradients only, in chunks that bound memory.
     On CPU, inputs go in channels-last layout (several times faster for these convolutions)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, max_images: int):
-        self.model, self.device, self.max_images = model, device, max_images
+    def __init__(self, model: nn.Module, device: torch.device, max_images: int, num_classes: int):
+        self.model, self.device, self.max_images, self.num_classes = model, device, max_images, num_classes
         self.layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,7 +209,7 @@ def _placement_search(victim: _Victim, labels: list[int], xtr, xva, yva, shape, 
                 sl = slice(start, start + pairs_per_pass)
                 patches = torch.sigmoid(flat_logits[sl]).unsqueeze(1).expand(-1, len(xb), c, s, s)
                 xs = _stamp_many(xb, patches, flat_off[sl] if flat_off is not None else None, img_gen)
-                lp = victim.log_probs(xs).view(-1, len(xb), victim_classes(victim, xs))
+                lp = victim.log_probs(xs).view(-1, len(xb), victim.num_classes)
                 lp_t = lp.gather(2, flat_target[sl].view(-1, 1, 1).expand(-1, len(xb), 1)).squeeze(2)
                 (-lp_t.mean(1)).sum().backward()
                 lp_all.append(lp_t.detach().exp().mean(1))
@@ -240,14 +240,6 @@ def _placement_search(victim: _Victim, labels: list[int], xtr, xva, yva, shape, 
         off = tuple(int(v) for v in offsets[i, j]) if offsets is not None else None
         out.append({"label": label, "screen_asr": float(asr[i, j]), "offset": off, "patch": patches[i, j].cpu()})
     return out
-
-
-def victim_classes(victim: _Victim, x: torch.Tensor) -> int:
-    """Number of classes the victim outputs (read once, from a forward pass, then cached)."""
-    if not hasattr(victim, "_classes"):
-        with torch.no_grad():
-            victim._classes = victim.model(x[:1].to(victim.device)).shape[1]
-    return victim._classes
 
 
 def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg: RecoveryConfig, progress):
@@ -306,7 +298,7 @@ def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg:
                 sample = N.generate(gp, d[sl], cfg.noise_chunks)
                 dv, surrogate, new_ema[sl] = N.mine_terms(mp, d[sl], d_marg[sl], sample, ema[sl], cfg.mine_ema)
                 xs = _stamp_many(xb, sample.view(-1, b, c, s, s), offsets_of(sl), place_gen)
-                lp = victim.log_probs(xs).view(-1, b, victim_classes(victim, xs))
+                lp = victim.log_probs(xs).view(-1, b, victim.num_classes)
                 p_t = lp.gather(2, target[sl].view(-1, 1, 1).expand(-1, b, 1)).squeeze(2).exp()
                 hinge = F.relu(eps - p_t).mean(1)
                 loss = hinge - cfg.lambda_h * surrogate
@@ -380,13 +372,13 @@ def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: 
         p.requires_grad_(False)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    victim = _Victim(model, device, cfg.max_images_per_pass)
     start = time.perf_counter()
     try:
         with torch.no_grad():
             out_classes = model(xtr[:2].to(device)).shape[1]
         if out_classes != num_classes:
             raise ConfigError(f"the model outputs {out_classes} classes, num_classes says {num_classes}")
+        victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
         labels = list(range(num_classes))
         if mode == "batched":
             screened = _placement_search(victim, labels, xtr, xva, yva, shape, cfg, progress)
