@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 from .data import check_fraction, dataset_info
 from .errors import ConfigError
@@ -21,6 +21,14 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_number(name: str, value, integer: bool = False) -> None:
+    """ConfigError unless `value` is a positive number (a positive int if `integer`)."""
+    if integer:
+        return _positive_int(name, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,17 +73,49 @@ class AttackConfig:
     poison_rate: float = 0.05
     target_label: int = 0
     seed: int = 0
+    options: dict = field(default_factory=dict)  # the attack's own knobs, e.g. {"neurons": 3}
 
     def __post_init__(self):
-        from .attacks import ATTACKS  # attacks sit above config; import lazily to keep layers
-
-        if self.name not in ATTACKS:
-            raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(ATTACKS)}")
+        if self.name not in self.registry():
+            raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(self.registry())}")
+        self.resolved_options()  # unknown or bad option names fail here
         object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
         _positive_int("trigger_size", self.trigger_size)
         check_fraction("poison_rate", self.poison_rate)
         if not isinstance(self.target_label, int) or self.target_label < 0:
             raise ConfigError(f"target_label must be a non-negative integer, got {self.target_label!r}")
+
+    @staticmethod
+    def registry() -> dict:
+        from .attacks import ATTACKS  # attacks sit above config; import lazily to keep layers
+
+        return ATTACKS
+
+    def resolved_options(self):
+        """The attack's options dataclass with `options` applied (None for option-less attacks)."""
+        spec = self.registry()[self.name]
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"attack options must be a dict, got {self.options!r}")
+        if spec.options is None:
+            if self.options:
+                raise ConfigError(f"attack {self.name!r} takes no options, got {sorted(self.options)}")
+            return None
+        known = {f.name for f in fields(spec.options)}
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown} for attack {self.name!r}; it takes {sorted(known)}")
+        return spec.options(**self.options)
+
+    def identity(self) -> dict:
+        """What names the victim: every field, with the attack's options resolved to their full
+        defaults (and left out for option-less attacks, so BadNets' names predate options)."""
+        d = asdict(self)
+        resolved = self.resolved_options()
+        if resolved is None:
+            d.pop("options")
+        else:
+            d["options"] = asdict(resolved)
+        return d
 
     def check_against(self, dataset: str) -> None:
         """ConfigError unless the trigger fits the images and the target is a class of `dataset`."""

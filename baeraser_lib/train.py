@@ -69,10 +69,14 @@ def fit(
     epoch_end: Callable[[nn.Module, int], dict] | None = None,
     progress: bool = True,
     desc: str = "train",
+    epoch_start: Callable[[nn.Module, int], tuple[Dataset | None, dict]] | None = None,
 ) -> list[dict]:
     """Train `model` in place on `train_set`; return one dict of figures per epoch.
 
     `epoch_end(model, epoch)` may return extra figures (e.g. clean accuracy and ASR) to log.
+    `epoch_start(model, epoch)` runs before each epoch (model in eval mode) and returns
+    `(dataset or None, figures)`: a dataset of the same size replaces the training data from
+    that epoch on (IMC re-stamps its poisoned images with a re-optimised trigger this way).
     """
     device = device or pick_device()
     x, y = as_tensors(train_set)
@@ -84,8 +88,16 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
     for epoch in range(1, cfg.epochs + 1):
+        start, extra = time.perf_counter(), {}
+        if epoch_start is not None:
+            model.eval()
+            new_set, extra = epoch_start(model, epoch)
+            if new_set is not None:
+                x, y = as_tensors(new_set)
+                if -(-len(x) // cfg.batch_size) != steps_per_epoch:
+                    raise ValueError(f"{desc}: epoch_start changed the training-set size to {len(x)}")
         model.train()
-        start, total_loss, correct, seen = time.perf_counter(), 0.0, 0, 0
+        total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(batches(x, y, cfg.batch_size, True, gen), total=steps_per_epoch,
                    desc=f"{desc} {epoch}/{cfg.epochs}", leave=False, **progress_kwargs(progress))
         for xb, yb in bar:
@@ -106,7 +118,7 @@ def fit(
             seen += len(yb)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
         row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
-               "seconds": time.perf_counter() - start}
+               "seconds": time.perf_counter() - start, **extra}
         if epoch_end is not None:
             t0 = time.perf_counter()
             model.eval()

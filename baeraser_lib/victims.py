@@ -18,7 +18,6 @@ from torch import nn
 
 from .artifacts import artifact_dir, is_complete, load_weights, read_meta, write_artifact
 from .attacks import ATTACKS
-from .attacks.badnets import make_trigger
 from .config import AttackConfig, TrainConfig, config_hash
 from .data import ExperimentData, dataset_info
 from .errors import CheckpointError, ConfigError
@@ -52,7 +51,7 @@ def new_model(cfg: TrainConfig) -> nn.Module:
 def model_path(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: AttackConfig | None) -> Path:
     """Where the artifact for these configs lives (whether or not it exists yet)."""
     kind = "victims" if attack is not None else "clean"
-    parts = (train, attack) if attack is not None else (train,)
+    parts = (train, attack.identity()) if attack is not None else (train,)
     return artifact_dir(artifacts_dir, kind, config_hash(*parts))
 
 
@@ -87,6 +86,15 @@ def load_checkpoint_model(path: str | os.PathLike, model: str, dataset: str, wid
     return load_weights(net, path).eval()
 
 
+def check_attack(train: TrainConfig, attack: AttackConfig) -> None:
+    """Every check that needs the architecture (TrojanNN's layer and neuron count), on an
+    untrained copy of it: cheap, and run before any data is read or weight trained."""
+    attack.check_against(train.dataset)
+    spec = ATTACKS[attack.name]
+    if spec.check is not None:
+        spec.check(new_model(train), attack.resolved_options())
+
+
 def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: ExperimentData,
                  artifacts_dir: str | os.PathLike, device: torch.device | None = None,
                  progress: bool = True, track_epochs: bool = True) -> TrainedModel:
@@ -94,9 +102,11 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
 
     Figures in the saved meta are measured on `data.evaluation` (test split minus D_h).
     `track_epochs` also logs clean accuracy / ASR on that split after every epoch, for plots only.
+    Attacks that start from a trained model (TrojanNN, IMC) get the clean model of `train`, which
+    is itself loaded or trained (and cached) first; `train_seconds` counts the attack's own time.
     """
     if attack is not None:
-        attack.check_against(train.dataset)
+        check_attack(train, attack)
     if data.info.name != train.dataset:
         raise ConfigError(f"data is {data.info.name!r} but the config trains on {train.dataset!r}")
     if train.train_subset is not None and len(data.train) != train.train_subset:
@@ -109,22 +119,28 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     device = device or pick_device()
     model = new_model(train)
     target = attack.target_label if attack is not None else None
-    planted = make_trigger(attack, data.info) if attack is not None else None
+    spec = ATTACKS[attack.name] if attack is not None else None
+    start_from = None
+    if spec is not None and spec.starts_from_clean:
+        start_from = obtain_model(train, None, data, artifacts_dir, device, progress, track_epochs)
+        model.load_state_dict(start_from.model.state_dict())
 
-    def epoch_end(m: nn.Module, epoch: int) -> dict:
-        """Per-epoch figures on the evaluation split, for the training-curve plot only."""
-        figs = evaluate(m, data.evaluation, planted, target, device=device)
+    def epoch_end(m: nn.Module, epoch: int, trigger: Trigger | None = None) -> dict:
+        """Per-epoch figures on the evaluation split (with that epoch's trigger), for plots only."""
+        figs = evaluate(m, data.evaluation, trigger, target, device=device)
         return {f"eval_{k}": v for k, v in figs.items() if k != "robust_acc"}
 
     start = time.perf_counter()
+    details = {}
     if attack is None:
         history = fit(model, data.train, train, device, epoch_end=epoch_end if track_epochs else None,
                       progress=progress, desc="clean")
         trigger, n_poison = None, 0
     else:
-        result = ATTACKS[attack.name](model, data.train, data.info, attack, train, device,
-                                      epoch_end if track_epochs else None, progress)
+        result = spec.fn(model, data.train, data.info, attack, train, device,
+                         epoch_end if track_epochs else None, progress)
         history, trigger, n_poison = result.history, result.trigger, len(result.poisoned_indices)
+        details = result.details
     # wall time of training alone: the per-epoch plotting evaluations are not part of the attack
     seconds = time.perf_counter() - start - sum(r.get("eval_seconds", 0.0) for r in history)
     model = model.cpu().eval()
@@ -139,6 +155,8 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "train_seconds": seconds,
         "device": str(device),
         "history": history,
+        "attack_details": details,
+        "started_from": start_from.path.name if start_from is not None else None,
         "metrics": metrics,
         "metrics_on": f"test split minus holding set ({len(data.evaluation)} images)",
     }

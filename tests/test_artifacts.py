@@ -7,6 +7,7 @@ import torch
 
 from baeraser_lib import artifacts as A
 from baeraser_lib import victims as V
+from baeraser_lib.attacks import AttackSpec
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.errors import CheckpointError
@@ -50,7 +51,7 @@ def test_obtain_model_trains_once_then_loads_from_cache(fashion_root, tmp_path, 
         raise AssertionError("trained again despite a cached artifact")
 
     monkeypatch.setattr(V, "fit", no_training)
-    monkeypatch.setitem(V.ATTACKS, "badnets", no_training)
+    monkeypatch.setitem(V.ATTACKS, "badnets", AttackSpec(no_training))
     again = V.obtain_model(TINY, attack, data, tmp_path, progress=False)
     assert again.cached and again.path == first.path
     assert torch.equal(again.trigger.pattern, first.trigger.pattern)

@@ -24,7 +24,7 @@ def plant(fashion_root, position, epochs=6, poison_rate=0.2):
     train = TrainConfig(model="small_cnn", width=16, epochs=epochs, batch_size=32, lr=0.1)
     attack = AttackConfig(poison_rate=poison_rate, target_label=3, trigger_position=position)
     model = new_model(train)
-    ATTACKS["badnets"](model, data.train, data.info, attack, train, progress=False)
+    ATTACKS["badnets"].fn(model, data.train, data.info, attack, train, progress=False)
     return model.eval(), data
 
 

@@ -37,5 +37,6 @@ def badnets(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: Att
     """Plant a BadNets backdoor in `model` (trained in place) and return the trigger and history."""
     trigger = make_trigger(attack, info)
     poisoned, idx = poison(train_set, trigger, attack)
-    history = fit(model, poisoned, train, device, epoch_end=epoch_end, progress=progress, desc="victim")
+    log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="badnets")
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)
