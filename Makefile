@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.baeraser-installed
 FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
 # Extra arguments for the report runner, e.g. make reports ARGS="-p dataset mnist -p download True"
 ARGS   ?=
+# make reports ATTACKS=all: notebooks 01 → 03 once per attack (badnets, trojannn, imc); or a list
+ATTACKS ?=
 
 .PHONY: reports test setup data sync clean-reports
 
 reports: setup data
-	$(PY) -m baeraser_lib.reports run $(ARGS)
+	$(PY) -m baeraser_lib.reports run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -108,13 +108,17 @@ class AttackConfig:
 
     def identity(self) -> dict:
         """What names the victim: every field, with the attack's options resolved to their full
-        defaults (and left out for option-less attacks, so BadNets' names predate options)."""
+        defaults, and the attack's algorithm version (both left out where empty, so BadNets'
+        names predate them)."""
         d = asdict(self)
         resolved = self.resolved_options()
         if resolved is None:
             d.pop("options")
         else:
             d["options"] = asdict(resolved)
+        version = self.registry()[self.name].version
+        if version:
+            d["version"] = version
         return d
 
     def check_against(self, dataset: str) -> None:

@@ -117,3 +117,35 @@ def stage_curves(stage_logs: list[dict]):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def optimised_trigger(start: torch.Tensor, final: torch.Tensor, details: dict, history: list[dict],
+                      attack: str):
+    """An optimised attack's trigger beside its starting point, plus what the optimisation moved:
+    the chosen neurons' activation (TrojanNN) or the trigger's target loss per epoch (IMC)."""
+    fig, axes = plt.subplots(1, 4 if attack == "imc" else 3, figsize=(12 if attack == "imc" else 9, 2.8),
+                             gridspec_kw={"width_ratios": [1, 1, 2.4, 2.4][:4 if attack == "imc" else 3]})
+    _show(axes[0], start, "starting patch (random)")
+    _show(axes[1], final, f"{attack} trigger")
+    ax = axes[2]
+    names = [f"n{n}" for n in details["neurons"]]
+    xs = range(len(names))
+    w = 0.27
+    for i, (key, label) in enumerate([("activation_clean", "clean image"), ("activation_start", "random patch"),
+                                      ("activation_end", "TrojanNN patch")]):
+        bars = ax.bar([x + (i - 1) * w for x in xs], details[key], w, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(list(xs), names)
+    ax.set(ylabel="mean activation", title=f"chosen neurons of `{details['layer']}` (clean model)")
+    ax.legend(fontsize=7)
+    if attack == "imc":
+        ax = axes[3]
+        epochs = [r["epoch"] for r in history]
+        ax.plot(epochs, [r["trigger_loss_before"] for r in history], marker="o", label="before the trigger step")
+        ax.plot(epochs, [r["trigger_loss_after"] for r in history], marker="s", label="after (trains this epoch)")
+        ax.set(xlabel="epoch", ylabel="CE towards the target", yscale="log", title="IMC: trigger loss per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -2,12 +2,16 @@
 
     python -m baeraser_lib.reports run                      # all notebooks, default parameters
     python -m baeraser_lib.reports run --only 01_inject -p dataset mnist -p download true
+    python -m baeraser_lib.reports run --attacks all        # 01 → 03 once per attack
     python -m baeraser_lib.reports index                    # rebuild reports/index.html
 
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
 the source. Each notebook writes `<reports_dir>/<report_name>.json`, a flat object of its key
 figures; the runner writes `<report_name>.html` (also for a failing run, showing the error),
 `runs.json` (status of each run) and `index.html`, and exits non-zero if any notebook failed.
+With `--attacks`, the notebooks run once per attack: the default attack's reports keep their
+plain names, the others carry the attack (`01_inject-trojannn.json`); `batches.json` records the
+wall time of the whole batch, and the index gains an attack × defense table.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ NOTEBOOKS_DIR = REPO / "notebooks"
 REPORTS_DIR = REPO / "reports"
 NOTEBOOKS = ["01_inject", "02_recover_triggers", "03_unlearn"]  # the main job, in order
 RUNNER_PARAMS = ("reports_dir", "report_name")  # set by the runner on every notebook
+DEFAULT_ATTACK = "badnets"  # its reports keep the plain names
+NOT_REPORTS = {"runs", "batches"}  # JSON files of the runner itself
+DEFENSES = [("baeraser", "BAERASER"), ("finetune", "fine-tuning"), ("fineprune", "fine-pruning"), ("nad", "NAD"),
+            ("vanilla", "vanilla ascent")]
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
@@ -116,7 +124,7 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
     """reports/index.html: every report with its status, time and key figures (from its JSON)."""
     runs_file = out_dir / "runs.json"
     runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
-    names = sorted(set(runs) | {p.stem for p in out_dir.glob("*.json") if p.stem != "runs"})
+    names = sorted(set(runs) | {p.stem for p in out_dir.glob("*.json") if p.stem not in NOT_REPORTS})
     rows = []
     for name in names:
         run = runs.get(name, {})
@@ -144,11 +152,68 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
 td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{background:#fdd}}</style></head>
 <body><h1>baeraser reports</h1>
 <p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
+{attack_table(out_dir)}
+<h2>All reports</h2>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
 {''.join(rows)}</table>{benchmarks}</body></html>"""
     with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return out_dir / "index.html"
+
+
+def attack_rows(out_dir: Path = REPORTS_DIR) -> list[dict]:
+    """One row per attack with both a notebook 01 and a notebook 03 report: the victim's clean
+    accuracy and ASR, and each defense's ASR, accuracy and DER (from 03's `methods`)."""
+    rows = []
+    for f in sorted(out_dir.glob("03_unlearn*.json")):
+        suffix = f.stem[len("03_unlearn"):]
+        inject = out_dir / f"01_inject{suffix}.json"
+        if not inject.exists():
+            continue
+        a, u = json.loads(inject.read_text()), json.loads(f.read_text())
+        if a.get("attack") != u.get("attack"):
+            continue  # reports of different runs under one name: do not pair them
+        rows.append({"attack": a["attack"], "suffix": suffix, "clean_acc": a["clean_acc"], "asr": a["asr"],
+                     "clean_model_acc": a["clean_model_acc"],
+                     "defenses": {k: u["methods"][k] for k, _ in DEFENSES if k in u.get("methods", {})}})
+    order = {name: i for i, name in enumerate(["badnets", "trojannn", "imc"])}
+    return sorted(rows, key=lambda r: (order.get(r["attack"], 99), r["suffix"]))
+
+
+def attack_table(out_dir: Path = REPORTS_DIR) -> str:
+    """The index's attack × defense table (HTML), or nothing when no attack has both reports."""
+    rows = attack_rows(out_dir)
+    if not rows:
+        return ""
+    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in DEFENSES)
+    sub = "<th>ASR</th><th>acc</th><th>DER</th>" * len(DEFENSES)
+    body = []
+    for r in rows:
+        cells = []
+        best = max((d["der"] for d in r["defenses"].values()), default=None)
+        for key, _ in DEFENSES:
+            d = r["defenses"].get(key)
+            if d is None:
+                cells.append("<td></td>" * 3)
+                continue
+            der = f"<b>{d['der']:.3f}</b>" if d["der"] == best else f"{d['der']:.3f}"
+            cells.append(f"<td>{d['asr']:.4f}</td><td>{d['clean_acc']:.4f}</td><td>{der}</td>")
+        links = " · ".join(f'<a href="{n}{r["suffix"]}.html">{n[:2]}</a>'
+                           for n in NOTEBOOKS if (out_dir / f"{n}{r['suffix']}.html").exists())
+        body.append(f"<tr><td>{html.escape(r['attack'])}<br><small>{links}</small></td>"
+                    f"<td>{r['clean_model_acc']:.4f}</td><td>{r['clean_acc']:.4f}</td><td>{r['asr']:.4f}</td>"
+                    f"{''.join(cells)}</tr>")
+    batches_file = out_dir / "batches.json"
+    timing = ""
+    if batches_file.exists():
+        b = json.loads(batches_file.read_text())
+        timing = (f"<p>Last batch: attacks {html.escape(', '.join(b['attacks']))}, {b['seconds'] / 60:.1f} min "
+                  f"of wall time, finished {html.escape(b['finished_at'])}.</p>")
+    return (f"<h2>Attacks × defenses</h2><p>Evaluation split, true trigger (evaluation only). "
+            f"Accuracy and ASR before defense come from notebook 01; every defense from notebook 03. "
+            f"Bold: the best DER of the row.</p>{timing}"
+            f"<table><tr><th rowspan=2>attack</th><th rowspan=2>clean model acc</th><th rowspan=2>victim acc</th>"
+            f"<th rowspan=2>ASR before</th>{head}</tr><tr>{sub}</tr>{''.join(body)}</table>")
 
 
 def _parse_params(pairs: list[list[str]]) -> dict:
@@ -189,6 +254,30 @@ def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix:
     return results
 
 
+def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR,
+                notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[dict]:
+    """Run `notebooks` once per attack (names as in the module docstring); record the batch."""
+    from .attacks import ATTACKS
+
+    attacks = list(ATTACKS) if attacks == ["all"] else attacks
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise SystemExit(f"unknown attack(s) {unknown}; choose from {sorted(ATTACKS)} or 'all'")
+    if "attack" in params:
+        raise SystemExit("give the attacks with --attacks, not with -p attack")
+    start, results = time.perf_counter(), []
+    for attack in attacks:
+        suffix = "" if attack == DEFAULT_ATTACK else f"-{attack}"
+        results += run(notebooks, {**params, "attack": attack}, out_dir, suffix, notebooks_dir, progress)
+    write_json_atomic(out_dir / "batches.json", {
+        "attacks": attacks, "notebooks": notebooks, "parameters": params,
+        "seconds": round(time.perf_counter() - start, 1),
+        "status": "ok" if all(r["status"] == "ok" for r in results) else "failed",
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    write_index(out_dir)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m baeraser_lib.reports", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a parameter for every notebook declaring it; VALUE is read as YAML (0.1, true, null, [1,2])")
     r.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports folder (default: reports/)")
     r.add_argument("--suffix", default="", help="appended to report names, e.g. -trojannn")
+    r.add_argument("--attacks", nargs="+", default=None, metavar="ATTACK",
+                   help="run the notebooks once per attack ('all': every registered one)")
     r.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
     i = sub.add_parser("index", help="rebuild index.html from the reports folder")
     i.add_argument("--out", type=Path, default=REPORTS_DIR)
@@ -205,8 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "index":
         print(write_index(args.out))
         return 0
-    results = run(args.only or NOTEBOOKS, _parse_params(args.param), args.out, args.suffix,
-                  progress=not args.no_progress)
+    if args.attacks:
+        if args.suffix:
+            raise SystemExit("--suffix and --attacks do not mix: each attack names its own reports")
+        results = run_attacks(args.attacks, args.only or NOTEBOOKS, _parse_params(args.param), args.out,
+                              progress=not args.no_progress)
+    else:
+        results = run(args.only or NOTEBOOKS, _parse_params(args.param), args.out, args.suffix,
+                      progress=not args.no_progress)
     failed = [r["notebook"] for r in results if r["status"] != "ok"]
     print(f"reports in {args.out}: {len(results) - len(failed)} ok, {len(failed)} failed {failed or ''}")
     return 1 if failed else 0

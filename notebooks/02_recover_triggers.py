@@ -49,7 +49,8 @@
 # %% tags=["parameters"]
 # the victim: notebook 01's artifact with these parameters, or an external checkpoint
 dataset = "fashion_mnist"
-attack = "badnets"
+attack = "badnets"  # badnets | trojannn | imc
+attack_options = {}  # as in notebook 01 (names the victim)
 model = "resnet18"
 width = 16
 trigger_size = 3
@@ -117,7 +118,8 @@ if model_path is None:
     train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size,
                             lr=lr, train_subset=train_subset, seed=seed)
     attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
-                              poison_rate=poison_rate, target_label=target_label, seed=seed)
+                              poison_rate=poison_rate, target_label=target_label, seed=seed,
+                              options=attack_options)
     victim = find_model(artifacts_dir, train_cfg, attack_cfg)
     suspect, victim_id = victim.model, victim.path.name
     truth = {"trigger": victim.trigger, "target": victim.target_label}  # for the EVALUATION cells only

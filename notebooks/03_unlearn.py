@@ -43,7 +43,8 @@
 # %% tags=["parameters"]
 # the victim and its pool: found by the parameters of notebooks 01 and 02
 dataset = "fashion_mnist"
-attack = "badnets"
+attack = "badnets"  # badnets | trojannn | imc
+attack_options = {}  # as in notebook 01 (names the victim)
 model = "resnet18"
 width = 16
 trigger_size = 3
@@ -117,7 +118,8 @@ notebook_start = time.perf_counter()
 train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                         train_subset=train_subset, seed=seed)
 attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
-                          poison_rate=poison_rate, target_label=target_label, seed=seed)
+                          poison_rate=poison_rate, target_label=target_label, seed=seed,
+                          options=attack_options)
 recovery_cfg = RecoveryConfig(patch_size=patch_size, eps=tuple(eps), lambda_h=lambda_h, tau=tau,
                               steps_per_stage=steps_per_stage, batch_size=recovery_batch_size, lr=recovery_lr,
                               mine_lr=mine_lr, noise_dim=noise_dim, hidden=hidden, placement=placement,

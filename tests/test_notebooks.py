@@ -123,3 +123,31 @@ def test_unknown_notebook_or_parameter_is_refused_before_running(tmp_path):
     with pytest.raises(SystemExit, match="unknown notebook"):
         R.run(["09_nothing"], {}, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_notebooks_run_per_attack_and_the_index_tables_attacks_by_defenses(fashion_root, tmp_path):
+    out = tmp_path / "reports"
+    params = {**smoke_params(fashion_root, tmp_path), "attack_options": {"steps": 20, "trigger_steps": 5}}
+    results = R.run_attacks(["imc"], R.NOTEBOOKS, params, out, progress=False)
+    assert [r["status"] for r in results] == ["ok"] * 3, [r["error"] for r in results]
+    inject = json.loads((out / "01_inject-imc.json").read_text())
+    assert inject["attack"] == "imc" and inject["trigger_loss_last_epoch"] < inject["trigger_loss_first_epoch"]
+    assert inject["neuron_activation_end"] > inject["neuron_activation_start"]
+    assert "trigger loss per epoch (before its step)" in (out / "01_inject-imc.html").read_text()
+    assert json.loads((out / "03_unlearn-imc.json").read_text())["attack"] == "imc"
+    assert not (out / "01_inject.json").exists()  # only the default attack keeps the plain names
+    batch = json.loads((out / "batches.json").read_text())
+    assert batch["attacks"] == ["imc"] and batch["seconds"] > 0 and batch["status"] == "ok"
+    rows = R.attack_rows(out)
+    assert [r["attack"] for r in rows] == ["imc"] and set(rows[0]["defenses"]) >= {"baeraser", "nad"}
+    index = (out / "index.html").read_text()
+    assert "Attacks × defenses" in index and 'href="03_unlearn-imc.html"' in index
+    assert "batches" not in [p for p in index.split("<td>") if p.startswith("batches")]
+
+
+def test_attack_batches_refuse_unknown_attacks_before_running(tmp_path):
+    with pytest.raises(SystemExit, match="unknown attack"):
+        R.run_attacks(["trojan"], R.NOTEBOOKS, {}, tmp_path)
+    with pytest.raises(SystemExit, match="--attacks, not with -p attack"):
+        R.run_attacks(["imc"], R.NOTEBOOKS, {"attack": "imc"}, tmp_path)
+    assert not any(tmp_path.iterdir())

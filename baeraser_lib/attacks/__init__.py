@@ -12,9 +12,9 @@ from .trojannn import TrojanNNOptions, check_neurons, trojannn
 
 ATTACKS = {
     "badnets": AttackSpec(badnets, summary="random-pixel patch stamped on poison_rate of the images"),
-    "trojannn": AttackSpec(trojannn, TrojanNNOptions, starts_from_clean=True, check=check_neurons,
+    "trojannn": AttackSpec(trojannn, TrojanNNOptions, starts_from_clean=True, check=check_neurons, version="1",
                            summary="patch optimised to fire selected neurons, then poison-retrain"),
-    "imc": AttackSpec(imc, IMCOptions, starts_from_clean=True, check=check_neurons,
+    "imc": AttackSpec(imc, IMCOptions, starts_from_clean=True, check=check_neurons, version="1",
                       summary="TrojanNN patch co-optimised with the model before every epoch"),
 }
 

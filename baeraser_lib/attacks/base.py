@@ -33,3 +33,4 @@ class AttackSpec:
     starts_from_clean: bool = False  # `model` arrives carrying the clean model's weights
     check: Callable[[nn.Module, object], None] | None = None  # validates options against a model
     summary: str = ""
+    version: str = ""  # bumped when the algorithm changes, so cached victims of the old one miss

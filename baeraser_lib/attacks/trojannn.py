@@ -8,8 +8,9 @@ The backdoor rides on a feature the model already has, so it needs less poison t
 `layer` names a module of the model: for an `nn.Linear` (default `linear`, the classifier) the
 neurons are its *inputs*, ranked by Σ|W| of their outgoing weights; for an `nn.Conv2d` they are
 its output channels, ranked by Σ|W| of their incoming weights; a channel's activation is its
-mean over the *footprint*, the output positions the patch's place can reach (over the whole map
-a 3×3 patch would barely move it). Only neurons the patch can reach are eligible.
+mean over the *footprint*, the output positions the patch's place moves most (over the whole map
+a 3×3 patch would barely move it). Only the quarter of neurons the patch moves most is eligible:
+our addition, since a small patch cannot move most neurons of a pooled layer.
 """
 
 from __future__ import annotations
@@ -86,18 +87,18 @@ def select_neurons(model: nn.Module, layer: str, k: int, allowed: torch.Tensor |
     scores = (w.sum(0) if isinstance(module, nn.Linear) else w.sum((1, 2, 3))).cpu()
     if allowed is not None:
         if int(allowed.sum()) < k:
-            raise ConfigError(f"only {int(allowed.sum())} neurons of layer {layer!r} can see the trigger's "
-                              f"place; {k} requested: ask for fewer, or pick a layer with global features")
+            raise ConfigError(f"only {int(allowed.sum())} neurons of layer {layer!r} respond enough to the "
+                              f"trigger's place; {k} requested: ask for fewer, or pick a wider layer")
         scores = scores.masked_fill(~allowed.cpu(), float("-inf"))
     return scores.topk(k).indices.sort().values
 
 
 def patch_reach(model: nn.Module, layer: str, x: torch.Tensor, trigger: Trigger
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(footprint, reachable): for a Conv2d layer the (H', W') mask of output positions that the
-    patch's place can change (None for a Linear), and the boolean mask of neurons it can change.
-    Found by stamping an all-0 and an all-1 patch: a neuron whose receptive field misses the mask
-    is useless to TrojanNN, whatever its weights."""
+    """(footprint, eligible): for a Conv2d layer the (H', W') mask of output positions the patch's
+    place moves most (None for a Linear), and the boolean mask of the neurons the patch can move
+    most (the top quarter by mean |change| between an all-0 and an all-1 patch). A neuron the
+    patch barely reaches is useless to TrojanNN, whatever its weights."""
     module = neuron_layer(model, layer)
     outs = []
 
@@ -112,11 +113,14 @@ def patch_reach(model: nn.Module, layer: str, x: torch.Tensor, trigger: Trigger
                 model(stamp(x, torch.full_like(trigger.pattern, value), trigger.position))
     finally:
         handle.remove()
-    diff = (outs[0] - outs[1]).abs() > 1e-6
-    if isinstance(module, nn.Linear):
-        return None, diff.any(0).cpu()
-    footprint = diff.any(0).any(0)  # (H', W')
-    return footprint.cpu(), diff.any(0).any(-1).any(-1).cpu()
+    change = (outs[0] - outs[1]).abs().mean(0)  # (width,) or (channels, H', W')
+    footprint = None
+    if not isinstance(module, nn.Linear):
+        where = change.mean(0)
+        footprint = where >= 0.5 * where.max()  # deep layers see everything a little: keep the core
+        change = change[:, footprint].mean(-1)
+    eligible = (change > 1e-6) & (change >= change.quantile(0.75))
+    return (None if footprint is None else footprint.cpu()), eligible.cpu()
 
 
 @contextmanager
@@ -203,7 +207,7 @@ def optimise_for_neurons(model: nn.Module, start: Trigger, x: torch.Tensor, laye
 def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
                    options: TrojanNNOptions, device: torch.device, progress: bool = True) -> tuple[Trigger, dict]:
     """TrojanNN's trigger for `model`: from the seeded random patch to the neuron-exciting one.
-    Neurons are chosen by weight among those the patch's place can reach."""
+    Neurons are chosen by weight among those the patch's place moves most."""
     check_neurons(model, options)
     start = make_trigger(attack, info)
     x = sample_images(train_set, options.batch, attack.seed + 2)
