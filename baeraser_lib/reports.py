@@ -4,6 +4,7 @@
     python -m baeraser_lib.reports run --only 01_inject -p dataset mnist -p download true
     python -m baeraser_lib.reports run --attacks all        # 01 → 03 once per attack
     python -m baeraser_lib.reports index                    # rebuild reports/index.html
+    python -m baeraser_lib.reports table                    # attack × defense table, Markdown
 
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
 the source. Each notebook writes `<reports_dir>/<report_name>.json`, a flat object of its key
@@ -180,6 +181,21 @@ def attack_rows(out_dir: Path = REPORTS_DIR) -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r["attack"], 99), r["suffix"]))
 
 
+def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
+    """The attack × defense figures as a Markdown table (the README's, printed by `table`)."""
+    others = [(k, label) for k, label in DEFENSES if k not in ("baeraser", "vanilla")]
+    lines = ["| attack | victim acc | ASR before | BAERASER ASR | BAERASER acc | BAERASER DER | "
+             + " | ".join(f"{label} DER" for _, label in others) + " |",
+             "|---" * (6 + len(others)) + "|"]
+    for r in attack_rows(out_dir):
+        b = r["defenses"]["baeraser"]
+        lines.append(f"| {r['attack']} | {r['clean_acc']:.4f} | {r['asr']:.4f} | {b['asr']:.4f} | "
+                     f"{b['clean_acc']:.4f} | {b['der']:.3f} | "
+                     + " | ".join(f"{r['defenses'][k]['der']:.3f}" if k in r["defenses"] else "" for k, _ in others)
+                     + " |")
+    return "\n".join(lines)
+
+
 def attack_table(out_dir: Path = REPORTS_DIR) -> str:
     """The index's attack × defense table (HTML), or nothing when no attack has both reports."""
     rows = attack_rows(out_dir)
@@ -292,9 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
     i = sub.add_parser("index", help="rebuild index.html from the reports folder")
     i.add_argument("--out", type=Path, default=REPORTS_DIR)
+    t = sub.add_parser("table", help="print the attack × defense table as Markdown")
+    t.add_argument("--out", type=Path, default=REPORTS_DIR)
     args = ap.parse_args(argv)
     if args.cmd == "index":
         print(write_index(args.out))
+        return 0
+    if args.cmd == "table":
+        print(attack_markdown(args.out))
         return 0
     if args.attacks:
         if args.suffix:

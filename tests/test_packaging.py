@@ -57,3 +57,13 @@ def test_readme_unlearning_table_matches_the_committed_report():
     readme = (ROOT / "README.md").read_text()
     for name, r in methods.items():
         assert f"| {name} | {r['clean_acc']:.4f} | {r['asr']:.4f} | {r['robust_acc']:.4f} | {r['der']:.3f} |" in readme
+
+
+def test_readme_attack_table_matches_the_committed_reports():
+    from baeraser_lib.reports import attack_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    lines = attack_markdown(ROOT / "reports").splitlines()[2:]
+    assert [line.split(" | ")[0] for line in lines] == ["| badnets", "| trojannn", "| imc"]
+    for line in lines:
+        assert line in readme, f"README's attack table is stale: {line}"
