@@ -290,5 +290,10 @@ for claim, ok in checks.items():
 #   step. In our development sweep of β ∈ {1, 3, 10, 100} on the default victim, β = 1 gave the
 #   best DER and β = 100 left much of the backdoor in place; notebook 04 sweeps β/α properly. The
 #   authors' lr 1e-4 barely moves the model within 10 epochs here.
-# * **Model choice**: the epoch with the lowest recovered-trigger ASR on D_h's validation part
-#   among those within 2 points of the starting validation accuracy; stop once it is ≤ 1%.
+# * **Model choice**: the epoch with the best DER on D_h's validation part, computed with the
+#   recovered triggers (the paper's own trade-off, on the defender's data only); stop once the
+#   recovered triggers' validation ASR is ≤ 1% within 2 points of the starting validation
+#   accuracy. Until the attacks milestone the choice was "lowest recovered ASR within 2 points";
+#   on the IMC victim that rule rejected epoch 1 (recovered ASR 0.4%, but 2.17 points of
+#   validation accuracy lost, on 600 images) and kept a later epoch where the backdoor had partly
+#   returned (a diagnostic run showed it). We changed the rule after seeing that, so say it here.

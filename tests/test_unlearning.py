@@ -14,7 +14,7 @@ from baeraser_lib.defenses.nad import NADConfig, nad, residual_stages
 from baeraser_lib.defenses.pool import TriggerPool
 from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
 from baeraser_lib.errors import ConfigError
-from baeraser_lib.metrics import evaluate
+from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.victims import new_model
 from test_recovery import FAST, plant
 
@@ -181,3 +181,16 @@ def test_defenses_never_import_an_attack():
         names = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not [n for n in names if "attacks" in n], path.name
+
+
+def test_the_returned_model_is_the_epoch_with_the_best_defender_side_der(repaired_setup):
+    model, data, pool = repaired_setup
+    cfg = U.UnlearnConfig(epochs=3, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0)
+    repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    rows = [h for h in history if not h.get("trace")]
+    assert [h["epoch"] for h in rows] == [0, 1, 2, 3]  # stop_asr 0: no early stop
+    chosen = next(h for h in rows if h["chosen"])
+    assert chosen["epoch"] > 0 and chosen["val_der"] == max(h.get("val_der", 0.5) for h in rows)
+    base = rows[0]
+    assert chosen["val_der"] == pytest.approx(der(base["val_acc"], chosen["val_acc"], base["val_recovered_asr"],
+                                                  chosen["val_recovered_asr"]))
