@@ -172,3 +172,33 @@ def test_option_defaults_name_the_same_victim_as_spelled_out_defaults(tmp_path):
     assert implicit == explicit
     assert V.model_path(tmp_path, TRAIN, AttackConfig(name="imc", options={"neurons": 3})) != implicit
     assert V.model_path(tmp_path, TRAIN, AttackConfig(name="trojannn")) != implicit
+
+
+def test_imc_trains_every_epoch_on_poison_stamped_with_that_epochs_trigger(setting, monkeypatch):
+    import importlib
+
+    I = importlib.import_module("baeraser_lib.attacks.imc")  # the module (the package exports the function)
+
+    data, clean = setting
+    seen = []
+
+    def fake_fit(model, train_set, cfg, device=None, epoch_end=None, progress=True, desc="", epoch_start=None):
+        history = []
+        for epoch in (1, 2):
+            ds, figs = epoch_start(model, epoch)
+            x, _ = ds.tensors
+            seen.append(x.clone())
+            history.append({"epoch": epoch, **figs})
+        return history
+
+    monkeypatch.setattr(I, "fit", fake_fit)
+    attack = AttackConfig(name="imc", poison_rate=0.2, options={"steps": 5, "trigger_steps": 5})
+    result = I.imc(clean, data.train, data.info, attack, TRAIN, torch.device("cpu"), progress=False)
+    idx = result.poisoned_indices
+    final = result.trigger.pattern.expand(len(idx), 1, 3, 3)
+    assert torch.equal(seen[1][idx][:, :, -3:, -3:], final)  # the last epoch used the returned trigger
+    assert not torch.equal(seen[0][idx][:, :, -3:, -3:], final)  # the first used an earlier one
+    rest = torch.ones(len(seen[1]), dtype=torch.bool)
+    rest[idx] = False
+    assert torch.equal(seen[1][rest], data.train.tensors[0][rest] if hasattr(data.train, "tensors")
+                       else torch.stack([data.train[i][0] for i in range(len(data.train))])[rest])

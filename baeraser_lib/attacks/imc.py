@@ -70,7 +70,7 @@ def optimise_for_target(model: nn.Module, trigger: Trigger, x: torch.Tensor, tar
 def imc(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
         train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Co-optimise trigger and `model` (the clean model's weights) epoch by epoch."""
-    options = IMCOptions(**attack.options)
+    options = attack.resolved_options()
     device = device or pick_device()
     trigger, details = trojan_trigger(model, train_set, info, attack, options, device, progress)
     details["trojannn_trigger"] = trigger.to_json()

@@ -223,7 +223,7 @@ def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, atta
 def trojannn(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
              train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Optimise the TrojanNN trigger on `model` (the clean model's weights), then poison-retrain it."""
-    options = TrojanNNOptions(**attack.options)
+    options = attack.resolved_options()
     device = device or pick_device()
     trigger, details = trojan_trigger(model, train_set, info, attack, options, device, progress)
     poisoned, idx = poison(train_set, trigger, attack)
