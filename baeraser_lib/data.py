@@ -182,6 +182,8 @@ class ExperimentData:
     train: Dataset
     holding: Dataset
     evaluation: Dataset
+    test: Dataset | None = None  # the whole test split (D_h ∪ evaluation), for holding-ratio sweeps
+    seed: int = 0  # the seed D_h was drawn with
 
 
 def load_experiment_data(
@@ -200,4 +202,22 @@ def load_experiment_data(
     train = seeded_subset(load_split(dataset, root, train=True, download=download), train_subset, seed)
     test = load_split(dataset, root, train=False, download=download)
     holding, evaluation = split_holding(test, len(train), holding_ratio, seed)
-    return ExperimentData(info, train, holding, evaluation)
+    return ExperimentData(info, train, holding, evaluation, test, seed)
+
+
+def holding_sweep(data: ExperimentData, ratios) -> tuple[dict[float, Subset], Subset]:
+    """Nested holding sets for several ratios and one evaluation set none of them overlaps.
+
+    D_h of ratio r is the first r·|train| images of the same seeded permutation of the test split
+    that `load_experiment_data` uses, so each D_h contains the smaller ones, and D_h at the data's
+    own ratio is exactly `data.holding` (cached trigger pools stay valid). Evaluation is the rest
+    of the test split after the largest D_h: every point of a sweep is scored on the same images.
+    """
+    ratios = sorted(set(ratios))
+    if not ratios:
+        raise ConfigError("holding_sweep needs at least one ratio")
+    if data.test is None:
+        raise ConfigError("holding_sweep needs data loaded by load_experiment_data (it keeps the test split)")
+    holdings = {r: split_holding(data.test, len(data.train), r, data.seed)[0] for r in ratios}
+    evaluation = split_holding(data.test, len(data.train), ratios[-1], data.seed)[1]
+    return holdings, evaluation

@@ -34,7 +34,7 @@ from .atomic import atomic_open
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
 REPORTS_DIR = REPO / "reports"
-NOTEBOOKS = ["01_inject", "02_recover_triggers", "03_unlearn"]  # the main job, in order
+NOTEBOOKS = ["01_inject", "02_recover_triggers", "03_unlearn", "04_ablations"]  # the main job, in order
 RUNNER_PARAMS = ("reports_dir", "report_name")  # set by the runner on every notebook
 DEFAULT_ATTACK = "badnets"  # its reports keep the plain names
 NOT_REPORTS = {"runs", "batches"}  # JSON files of the runner itself

@@ -30,9 +30,11 @@ def split_defense(holding: Dataset, val_fraction: float, seed: int):
     return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
 
 
-def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                   correct_labels: bool = False):
     """Stamp a batch with patches sampled from the pool: each image gets a random pool entry,
-    images whose true label is that entry's label are left out. Returns (x_triggered, pool_labels)."""
+    images whose true label is that entry's label are left out. Returns (x_triggered, pool_labels),
+    or each kept image's own label with `correct_labels` (the same images and patches)."""
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     entry = torch.randint(0, len(pool), (len(x),), generator=gen)
@@ -48,7 +50,7 @@ def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: tor
         where = pool.offsets[i]
         pos = torch.tensor([where] * len(sel)) if where is not None else "random"
         out[sel] = stamp(xs[sel], patches, pos, gen)
-    return out, labels
+    return out, (y[keep] if correct_labels else labels)
 
 
 def defender_figures(model: nn.Module, pool: TriggerPool | None, xv: torch.Tensor, yv: torch.Tensor,

@@ -17,7 +17,10 @@ from the pool, images of the pool label left out):
 the current model at the start of every epoch and normalised to mean 1 ("dynamic"). `vanilla`
 drops the clean term and the penalty: plain gradient ascent, for the catastrophic-forgetting
 comparison. The returned model is the epoch with the best DER on the defender's validation part
-of D_h, measured with the recovered triggers (the paper's own trade-off, on the defender's data).
+of D_h, measured with the recovered triggers (the paper's own trade-off, on the defender's data);
+`select="last"` runs every epoch and returns the last, for ablations of the settings themselves.
+`target="correct"` unlearns each triggered image towards its own correct label instead of the
+pool label: the paper's control that unlearning leaves correct memories alone.
 
 The penalty is stiff (β·ω reaches 10⁴ for the most important weights), which would make plain
 SGD diverge at any useful learning rate. So each SGD step on the first two terms is followed by
@@ -59,6 +62,8 @@ class UnlearnConfig:
     val_fraction: float = 0.2
     acc_tolerance: float = 0.02  # stop early only if the epoch lost at most this much validation accuracy
     stop_asr: float = 0.01  # stop once the recovered triggers' validation ASR is this low
+    select: str = "best_val_der"  # best_val_der: return the best epoch, stop early; last: run every epoch, return the last
+    target: str = "pool"  # pool: unlearn x ⊕ Δ → pool label (BAERASER); correct: → each image's own label (a control)
     seed: int = 0
 
     def __post_init__(self):
@@ -73,6 +78,10 @@ class UnlearnConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not self.bound > 0:
             raise ConfigError(f"bound must be positive, got {self.bound!r}")
+        if self.select not in ("best_val_der", "last"):
+            raise ConfigError(f"select must be 'best_val_der' or 'last', got {self.select!r}")
+        if self.target not in ("pool", "correct"):
+            raise ConfigError(f"target must be 'pool' or 'correct', got {self.target!r}")
         if self.loss not in UNLEARNING_LOSSES:
             raise ConfigError(f"unknown unlearning loss {self.loss!r}; choose one of {list(UNLEARNING_LOSSES)}")
 
@@ -177,7 +186,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         student.train()
         sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0}
         for done, (xb, yb) in enumerate(batches(xtr, ytr, cfg.batch_size, True, gen), start=1):
-            xt, lt = triggered_copy(pool, xb, yb, gen)
+            xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
             xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
             u = unlearning_term(student(xt), lt, cfg) if len(xt) else torch.zeros((), device=device)
             loss = cfg.alpha * u
@@ -207,7 +216,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         history.append(row(epoch, {**sums, "seconds": time.perf_counter() - start}))
         h = history[-1]
         h["val_der"] = val_der(h)
-        if cfg.vanilla:  # plain ascent: no choice, no stopping (the comparison the paper makes)
+        if cfg.vanilla or cfg.select == "last":  # no choice, no stopping: the raw effect of the settings
             best = (h["val_der"], None, epoch)
             continue
         if h["val_der"] > best[0]:

@@ -1,0 +1,224 @@
+"""Building blocks of the ablations (notebook 04) and of the widget panel.
+
+`AblationBench` holds one experiment's data and configs and hands out victims and trigger pools
+from the artifact cache (training or recovering only what is missing), so a sweep never
+retrains what did not change. `run_defenses` runs defenses by name on one footing;
+`position_figures` scores a model with the true trigger moved elsewhere; `verdict` turns a
+measured comparison into the `{"claim", "reproduced", "evidence"}` record the report keeps.
+
+As everywhere, defenses receive a model, D_h and (BAERASER) the recovered pool; test data and the
+true trigger appear only in the scoring helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .config import AttackConfig, TrainConfig
+from .data import ExperimentData, holding_sweep
+from .defenses.fineprune import FinePruneConfig, fineprune
+from .defenses.finetune import FinetuneConfig, finetune
+from .defenses.nad import NADConfig, nad
+from .defenses.pool import TriggerPool, obtain_pool
+from .defenses.recovery import RecoveryConfig
+from .defenses.unlearning import UnlearnConfig, unlearn
+from .errors import ConfigError
+from .metrics import backdoor_metrics, der, evaluate
+from .triggers import Trigger, check_fits, parse_position
+from .victims import TrainedModel, check_attack, obtain_model
+
+DEFENSES = ("baeraser", "finetune", "fineprune", "nad")
+
+# Sweep grids by name: "full" is the issue's grid, "reduced" what `make reports` runs on a CPU,
+# "smoke" what the tests run. Each key may be overridden by a notebook parameter.
+GRIDS: dict[str, dict] = {
+    "full": {"beta_ratios": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], "holding_ratios": [0.01, 0.02, 0.05, 0.1],
+             "trigger_sizes": [3, 5, 7]},
+    "reduced": {"beta_ratios": [1e-4, 1e-2, 1.0, 100.0], "holding_ratios": [0.01, 0.02, 0.05],
+                "trigger_sizes": [3, 5, 7]},
+    "smoke": {"beta_ratios": [1e-4, 100.0], "holding_ratios": [0.2, 0.25], "trigger_sizes": [3, 5]},
+}
+
+
+def grid_values(grid: str, **overrides) -> dict:
+    """The sweep values of `grid`, with any non-None override replacing the grid's list."""
+    if grid not in GRIDS:
+        raise ConfigError(f"unknown grid {grid!r}; choose one of {list(GRIDS)}")
+    unknown = set(overrides) - set(GRIDS[grid])
+    if unknown:
+        raise ConfigError(f"unknown sweep(s) {sorted(unknown)}; the grids sweep {sorted(GRIDS[grid])}")
+    out = {k: list(v) for k, v in GRIDS[grid].items()}
+    out.update({k: list(v) for k, v in overrides.items() if v is not None})
+    for k, v in out.items():
+        if not v:
+            raise ConfigError(f"the sweep {k} is empty")
+    return out
+
+
+@dataclass(frozen=True)
+class DefenseSuite:
+    """The settings of every defense, so a sweep changes one and keeps the rest."""
+
+    unlearn: UnlearnConfig = UnlearnConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    fineprune: FinePruneConfig = FinePruneConfig()
+    nad: NADConfig = NADConfig()
+
+
+@dataclass
+class Repaired:
+    model: nn.Module
+    history: list[dict]
+    seconds: float
+
+
+def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig, device=None,
+                    progress: bool = True, on_epoch=None, trace_every: int | None = None):
+    """`unlearn(...)`, or, when recovery kept no trigger, the model unchanged with a one-row
+    history marked `empty_pool` (there is nothing to unlearn)."""
+    if pool is None or len(pool) == 0:
+        row = {"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": 0.0}
+        row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
+        return model, [row]
+    return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
+                   trace_every=trace_every)
+
+
+def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, suite: DefenseSuite,
+                 names=DEFENSES, device=None, progress: bool = True, on_epoch=None) -> dict[str, Repaired]:
+    """Run the defenses `names` on (model, D_h); BAERASER also gets the recovered pool.
+
+    NAD's teacher is the fine-tuned model when fine-tuning runs too (its time is then added to
+    NAD's), as in notebook 03. An empty pool leaves BAERASER's model unchanged.
+    `on_epoch` is passed to unlearning only (plotting-only evaluation; never steers it).
+    """
+    unknown = [n for n in names if n not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(DEFENSES)}")
+    out: dict[str, Repaired] = {}
+    for name in names:
+        start = time.perf_counter()
+        if name == "baeraser":
+            repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device, progress, on_epoch)
+        elif name == "finetune":
+            repaired, history = finetune(model, holding, suite.finetune, device=device, progress=progress)
+        elif name == "fineprune":
+            repaired, history = fineprune(model, holding, suite.fineprune, device=device, progress=progress)
+        else:
+            teacher = out["finetune"].model if "finetune" in out else None
+            repaired, history = nad(model, holding, suite.nad, device=device, progress=progress, teacher=teacher)
+        seconds = time.perf_counter() - start - history[0].get("overhead_seconds", 0.0)
+        if name == "nad" and "finetune" in out:
+            seconds += out["finetune"].seconds
+        out[name] = Repaired(repaired.eval(), history, seconds)
+    return out
+
+
+def moved(trigger: Trigger, position) -> Trigger:
+    """The same pattern at another position (a name, a (row, col) pair, or "random")."""
+    return Trigger(trigger.pattern, position)
+
+
+def position_figures(model: nn.Module, evaluation: Dataset, trigger: Trigger, target: int, positions,
+                     device=None) -> dict[str, float]:
+    """ASR of `model` with the true pattern stamped at each of `positions` (evaluation only)."""
+    out = {}
+    for p in positions:
+        figs = backdoor_metrics(model, evaluation, moved(trigger, p), target, device=device)
+        out[p if isinstance(p, str) else f"{p[0]},{p[1]}"] = figs["asr"]
+    return out
+
+
+def verdict(claim: str, reproduced: bool, evidence: str) -> dict:
+    """One claim of the paper against what was measured (computed, never typed by hand)."""
+    return {"claim": claim, "reproduced": bool(reproduced), "evidence": evidence}
+
+
+def check_positions(positions, size: int, image_shape) -> list:
+    """Validate trigger positions for a trigger of `size` before any compute."""
+    if not positions:
+        raise ConfigError("give at least one trigger position")
+    out = [parse_position(tuple(p) if isinstance(p, list) else p) for p in positions]
+    for p in out:
+        check_fits(size, p, image_shape)
+    return out
+
+
+@dataclass
+class AblationBench:
+    """One experiment (dataset, training and attack settings, D_h sweep) with cached victims and
+    pools. `victim(...)` and `pool(...)` load from `artifacts_dir`, training or recovering only on
+    a cache miss; `score(...)` is the evaluation side (test images, true trigger)."""
+
+    data: ExperimentData
+    train: TrainConfig
+    attack: AttackConfig
+    recovery: RecoveryConfig
+    artifacts_dir: str | os.PathLike
+    holding_ratios: list[float]
+    evaluation_reserve: float = 0.0  # evaluation also avoids the first this-share of images (a fixed set)
+    recovery_patch: int | None = None  # None: the victim's trigger size
+    device: torch.device | None = None
+    progress: bool = True
+    _victims: dict = field(default_factory=dict, repr=False)
+    _pools: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        ratios = sorted(set(self.holding_ratios) | ({self.evaluation_reserve} if self.evaluation_reserve else set()))
+        self.holdings, self.evaluation = holding_sweep(self.data, ratios)
+        self.holdings = {r: self.holdings[r] for r in sorted(set(self.holding_ratios))}
+
+    def attack_config(self, name: str | None = None, trigger_size: int | None = None) -> AttackConfig:
+        """The base attack with another name and/or trigger size (an attack's options stay only
+        with that attack; another attack runs with its defaults)."""
+        name = name or self.attack.name
+        cfg = dataclasses.replace(self.attack, name=name, trigger_size=trigger_size or self.attack.trigger_size,
+                                  options=self.attack.options if name == self.attack.name else {})
+        check_attack(self.train, cfg)
+        return cfg
+
+    def victim(self, name: str | None = None, trigger_size: int | None = None) -> TrainedModel:
+        cfg = self.attack_config(name, trigger_size)
+        key = (cfg.name, cfg.trigger_size)
+        if key not in self._victims:
+            self._victims[key] = obtain_model(self.train, cfg, self.data, self.artifacts_dir, self.device,
+                                              progress=self.progress)
+        return self._victims[key]
+
+    def pool(self, victim: TrainedModel, ratio: float) -> tuple[TriggerPool, dict]:
+        if ratio not in self.holdings:
+            raise ConfigError(f"holding ratio {ratio} is not in this bench's sweep {sorted(self.holdings)}")
+        patch = self.recovery_patch or victim.trigger.size
+        key = (victim.path.name, ratio, patch)
+        if key not in self._pools:
+            holding = self.holdings[ratio]
+            cfg = dataclasses.replace(self.recovery, patch_size=patch)
+            holding_key = {"dataset": self.data.info.name, "holding_ratio": ratio, "seed": self.data.seed,
+                           "n": len(holding)}
+            pool, meta, _, _ = obtain_pool(victim.model, victim.path.name, holding, self.data.info.num_classes, cfg,
+                                           self.artifacts_dir, holding_key, device=self.device,
+                                           progress=self.progress)
+            self._pools[key] = (pool, meta)
+        return self._pools[key]
+
+    def score(self, model: nn.Module, victim: TrainedModel, on: Dataset | None = None) -> dict:
+        """Clean accuracy, ASR and robust accuracy on the fixed evaluation set (true trigger)."""
+        return evaluate(model, self.evaluation if on is None else on, victim.trigger, victim.target_label,
+                        device=self.device)
+
+
+def scored(bench: AblationBench, victim: TrainedModel, repaired: dict[str, Repaired], before: dict) -> dict:
+    """Evaluation figures and DER of each repaired model against `before` (the victim's own)."""
+    out = {}
+    for name, r in repaired.items():
+        figs = bench.score(r.model, victim)
+        out[name] = {**figs, "der": der(before["clean_acc"], figs["clean_acc"], before["asr"], figs["asr"]),
+                     "seconds": r.seconds}
+    return out

@@ -1,0 +1,562 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Ablations: every claim of the paper, measured
+#
+# The paper makes seven claims beyond its main table. Each section below measures one, plots it,
+# and ends with a **verdict computed from the numbers** (the thresholds are written in the code,
+# before the numbers they judge; "reproduced: false" is a result, not a bug):
+#
+# 1. **β/α** trades ASR for accuracy: tiny β/α erases the backdoor but forgets the clean task
+#    (> 10 points), β/α = 100 keeps accuracy.
+# 2. **Holding ratio**: BAERASER gets better with more clean data and is still strong with 1%.
+# 3. **Trigger size**: BAERASER gets better as the trigger grows (3×3 → 5×5 → 7×7), the
+#    baselines worse.
+# 4. **Iterations**: lower ASR costs accuracy, yet ASR ≈ 0 is reached within < 10 points.
+# 5. **Trigger position**: the repaired model stays clean when the trigger moves.
+# 6. **Correct-label unlearning**: unlearning towards each image's correct label leaves accuracy
+#    intact (the penalty protects correct memories).
+# 7. **Recovered triggers** differ from the true one in few pixels.
+#
+# **Protocol.** Victims and trigger pools come from the artifact cache (notebooks 01 and 02 made
+# the reference ones; a sweep trains or recovers only what it changes). Every point of every sweep
+# is scored on the same evaluation images: the part of the test split after the largest holding
+# set of the full grid, which no D_h of any ratio overlaps (the holding sets are nested prefixes
+# of one seeded permutation). The defenses see a model, D_h and the recovered pool only.
+
+# %% tags=["parameters"]
+# the reference victim (as notebook 01) and D_h (as notebooks 02 and 03)
+dataset = "fashion_mnist"
+attack = "badnets"  # badnets | trojannn | imc
+attack_options = {}  # as in notebook 01 (names the victim)
+model = "resnet18"
+width = 16
+trigger_size = 3
+trigger_position = "bottom_right"
+poison_rate = 0.05
+target_label = 0
+epochs = 4
+batch_size = 128
+lr = 0.05
+train_subset = None
+holding_ratio = 0.05
+seed = 0
+# recovery (as notebook 02); the patch size follows each victim's trigger unless set
+recovery_patch = None
+eps = [0.5, 0.8, 0.9]
+lambda_h = 0.1
+tau = 0.8
+steps_per_stage = 100
+recovery_batch_size = 64
+recovery_lr = 0.0002
+mine_lr = 0.001
+noise_dim = 64
+hidden = None
+placement = "grid"
+grid_size = 5
+prune = True
+max_candidates = 3
+# the defenses (as notebook 03)
+alpha = 1.0
+beta = 1.0
+unlearn_lr = 0.01
+unlearn_epochs = 10
+unlearn_batch_size = 128
+unlearn_loss = "ce"
+bound = 4.605
+finetune_lr = 0.01
+finetune_epochs = 10
+fineprune_acc_drop = 0.05
+nad_beta = 5000.0
+nad_epochs = 10
+# the sweeps: a named grid (reduced: make reports on a CPU; full: the issue's grid; smoke: tests)
+grid = "reduced"
+beta_ratios = None  # None: the grid's values; or a list, e.g. [0.0001, 0.01, 1.0, 100.0]
+holding_ratios = None  # None: the grid's values, fractions of the training-set size
+trigger_sizes = None  # None: the grid's values
+evaluation_reserve = 0.1  # evaluation skips the first 10% of the permutation (the full grid's largest D_h)
+sweep_epochs = 3  # β/α and correct-label runs: every epoch runs, the last one is scored
+trace_every = 4  # the iterations curve gets a point every this many SGD steps
+curve_images = 1000  # evaluation images behind the iterations curve (plotting only)
+positions = ["bottom_right", "bottom_left", "top_right", "top_left", "center", "random"]
+position_images = 2000  # evaluation images behind the position sweep
+panel_curve_images = 1000  # the widget panel scores on this many evaluation images
+device = "auto"
+data_root = "../data"
+download = True
+artifacts_dir = "../artifacts"
+reports_dir = "../reports"
+report_name = "04_ablations"
+
+# %%
+import dataclasses
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from baeraser_lib.ablations import (DEFENSES, AblationBench, DefenseSuite, check_positions, grid_values,
+                                    position_figures, run_defenses, scored, unlearn_or_keep, verdict)
+from baeraser_lib.config import AttackConfig, TrainConfig
+from baeraser_lib.data import load_experiment_data, seeded_subset
+from baeraser_lib.defenses.fineprune import FinePruneConfig
+from baeraser_lib.defenses.finetune import FinetuneConfig
+from baeraser_lib.defenses.nad import NADConfig
+from baeraser_lib.defenses.recovery import RecoveryConfig
+from baeraser_lib.defenses.unlearning import UnlearnConfig
+from baeraser_lib.metrics import der
+from baeraser_lib.plots import image_rows
+from baeraser_lib.reports import write_report
+from baeraser_lib.train import pick_device
+from baeraser_lib.widgets import DefensePanel, bench_runner
+
+notebook_start = time.perf_counter()
+sweeps = grid_values(grid, beta_ratios=beta_ratios, holding_ratios=holding_ratios, trigger_sizes=trigger_sizes)
+train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                        train_subset=train_subset, seed=seed)
+attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
+                          poison_rate=poison_rate, target_label=target_label, seed=seed, options=attack_options)
+for s in sweeps["trigger_sizes"]:  # every victim of the size sweep is checked before anything runs
+    dataclasses.replace(attack_cfg, trigger_size=s).check_against(dataset)
+recovery_cfg = RecoveryConfig(patch_size=recovery_patch or trigger_size, eps=tuple(eps), lambda_h=lambda_h, tau=tau,
+                              steps_per_stage=steps_per_stage, batch_size=recovery_batch_size, lr=recovery_lr,
+                              mine_lr=mine_lr, noise_dim=noise_dim, hidden=hidden, placement=placement,
+                              grid_size=grid_size, prune=prune, max_candidates=max_candidates, seed=seed)
+ft_cfg = FinetuneConfig(lr=finetune_lr, epochs=finetune_epochs, seed=seed)
+suite = DefenseSuite(
+    unlearn=UnlearnConfig(alpha=alpha, beta=beta, lr=unlearn_lr, epochs=unlearn_epochs, batch_size=unlearn_batch_size,
+                          loss=unlearn_loss, bound=bound, seed=seed),
+    finetune=ft_cfg,
+    fineprune=FinePruneConfig(acc_drop=fineprune_acc_drop, finetune=ft_cfg, seed=seed),
+    nad=NADConfig(beta=nad_beta, student=FinetuneConfig(lr=finetune_lr, epochs=nad_epochs, seed=seed), seed=seed),
+)
+sweep_unlearn = dataclasses.replace(suite.unlearn, epochs=sweep_epochs, select="last")
+dev = pick_device(device)
+data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, seed=seed, train_subset=train_subset,
+                            download=download)
+check_positions(positions, max(sweeps["trigger_sizes"] + [trigger_size]), data.info.shape)
+bench = AblationBench(data, train_cfg, attack_cfg, recovery_cfg, artifacts_dir,
+                      sorted(set(sweeps["holding_ratios"]) | {holding_ratio}), evaluation_reserve,
+                      recovery_patch, dev)
+victim = bench.victim()
+pool, pool_meta = bench.pool(victim, holding_ratio)
+before = bench.score(victim.model, victim)
+print(f"victim {victim.path.name}; pool labels {pool.labels}; {len(bench.evaluation)} evaluation images, "
+      f"D_h sizes {{{', '.join(f'{r:g}: {len(h)}' for r, h in bench.holdings.items())}}}")
+print("no defense:", {k: round(v, 4) for k, v in before.items()})
+if not len(pool):
+    print("recovery kept no trigger on the reference D_h: BAERASER's runs below leave the model unchanged")
+seconds = {}
+
+# %% [markdown]
+# `defended(size, ratio)` runs all four defenses once per (trigger size, holding ratio) and
+# remembers the result, so the holding-ratio and trigger-size sweeps share their common point.
+
+# %%
+runs = {}
+
+
+def defended(size, ratio):
+    """Scores of every defense on the victim with an s×s trigger, with D_h of this ratio."""
+    if (size, ratio) not in runs:
+        start = time.perf_counter()
+        v = bench.victim(trigger_size=size)
+        p = bench.pool(v, ratio)[0]
+        base = bench.score(v.model, v)
+        repaired = run_defenses(v.model, bench.holdings[ratio], p, suite, DEFENSES, dev)
+        runs[size, ratio] = {"victim": v, "repaired": repaired, "pool_labels": p.labels,
+                             "scores": {"none": {**base, "der": 0.5, "seconds": 0.0},
+                                        **scored(bench, v, repaired, base)}}
+        print(f"{size}×{size}, D_h {ratio:g}: " + "  ".join(
+            f"{k} asr {r['asr']:.3f} acc {r['clean_acc']:.3f}" for k, r in runs[size, ratio]["scores"].items())
+            + f"  ({time.perf_counter() - start:.0f} s)")
+    return runs[size, ratio]["scores"]
+
+
+def drop(after, base=None):
+    """Accuracy drop in points against `base` (default: the reference victim)."""
+    return 100 * ((base or before)["clean_acc"] - after["clean_acc"])
+
+
+def reduction(after, base=None):
+    """Relative ASR reduction against `base` (default: the reference victim)."""
+    b = (base or before)["asr"]
+    return (b - after["asr"]) / b if b > 0 else float("nan")
+
+
+# %% [markdown]
+# ## 1 · β/α: erasing against remembering
+# β weighs the dynamic penalty, α the unlearning term (α fixed at the notebook's value, β set to
+# β/α · α). Each run takes `sweep_epochs` epochs and is scored at its **last** epoch: the model
+# choice of notebook 03 would hide exactly the effect this sweep is about. The run at the
+# notebook's own β/α also logs the iterations curve of section 4.
+
+# %%
+start = time.perf_counter()
+ref_ratio = beta / alpha
+curve_set = seeded_subset(bench.evaluation, min(curve_images, len(bench.evaluation)), seed)
+beta_rows, iteration_history = [], None
+for ratio in sorted(set(sweeps["beta_ratios"]) | {ref_ratio}):
+    cfg = dataclasses.replace(sweep_unlearn, beta=ratio * alpha)
+    logged = ratio == ref_ratio
+    curve = (lambda m, e: {f"test_{k}": v for k, v in bench.score(m, victim, on=curve_set).items()}) if logged else None
+    t0 = time.perf_counter()
+    repaired, history = unlearn_or_keep(victim.model, bench.holdings[holding_ratio], pool, cfg, dev, on_epoch=curve,
+                                        trace_every=trace_every if logged else None)
+    secs = time.perf_counter() - t0 - history[0].get("overhead_seconds", 0.0)
+    if logged:
+        iteration_history = history
+    if ratio in sweeps["beta_ratios"]:
+        r = bench.score(repaired, victim)
+        beta_rows.append({"beta_over_alpha": ratio, **r, "acc_drop_points": drop(r),
+                          "der": der(before["clean_acc"], r["clean_acc"], before["asr"], r["asr"]), "seconds": secs})
+        print(f"β/α = {ratio:g}: ASR {r['asr']:.4f}, clean acc {r['clean_acc']:.4f} ({drop(r):+.2f} points lost)")
+seconds["beta_alpha"] = time.perf_counter() - start
+
+fig, ax = plt.subplots(figsize=(5.5, 3.3))
+xs = [r["beta_over_alpha"] for r in beta_rows]
+ax.plot(xs, [r["asr"] for r in beta_rows], marker="o", label="ASR")
+ax.plot(xs, [r["clean_acc"] for r in beta_rows], marker="s", label="clean accuracy")
+ax.axhline(before["clean_acc"], color="gray", lw=0.8, ls=":", label="clean accuracy before")
+ax.set(xscale="log", xlabel="β/α", ylabel="fraction", ylim=(-0.02, 1.02),
+       title=f"after {sweep_epochs} epochs of unlearning")
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3)
+plt.show()
+
+# %%
+lo, hi = beta_rows[0], beta_rows[-1]
+verdicts = [
+    verdict(f"tiny β/α ({lo['beta_over_alpha']:g}): ASR ≤ 2% but more than 10 points of accuracy lost",
+            lo["asr"] <= 0.02 and lo["acc_drop_points"] > 10,
+            f"β/α = {lo['beta_over_alpha']:g}: ASR {lo['asr']:.4f}, {lo['acc_drop_points']:.2f} points lost"),
+    verdict(f"large β/α ({hi['beta_over_alpha']:g}): accuracy kept (at most 2 points lost)",
+            hi["acc_drop_points"] <= 2,
+            f"β/α = {hi['beta_over_alpha']:g}: {hi['acc_drop_points']:.2f} points lost, ASR {hi['asr']:.4f}"),
+    verdict("raising β/α keeps more accuracy and leaves more ASR (largest vs smallest β/α)",
+            hi["clean_acc"] >= lo["clean_acc"] and hi["asr"] >= lo["asr"],
+            f"clean acc {lo['clean_acc']:.4f} → {hi['clean_acc']:.4f}, ASR {lo['asr']:.4f} → {hi['asr']:.4f}"),
+]
+for v in verdicts:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 2 · Holding ratio: how much clean data the defender needs
+# D_h of 1%, 2%, 5% (and 10% in the full grid) of the training-set size; recovery runs again on
+# each D_h (a different D_h is a different pool), then all four defenses.
+
+# %%
+start = time.perf_counter()
+holding_rows = {ratio: defended(trigger_size, ratio) for ratio in sweeps["holding_ratios"]}
+seconds["holding_ratio"] = time.perf_counter() - start
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+for name in DEFENSES:
+    for ax, key in zip(axes, ("asr", "clean_acc", "der")):
+        ax.plot([100 * r for r in holding_rows], [holding_rows[r][name][key] for r in holding_rows], marker="o",
+                label=name)
+for ax, key in zip(axes, ("ASR", "clean accuracy", "DER")):
+    ax.set(xscale="log", xlabel="holding ratio (% of the training set)", title=key)
+    ax.grid(alpha=0.3)
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %%
+small, large = min(holding_rows), max(holding_rows)
+hb = {r: holding_rows[r]["baeraser"] for r in holding_rows}
+beaten = [(r, m) for r in holding_rows for m in ("finetune", "fineprune", "nad")
+          if holding_rows[r][m]["der"] > hb[r]["der"]]
+new = [
+    verdict(f"with {100 * small:g}% clean data BAERASER still lowers ASR by ≥ 95% and loses < 5 points",
+            reduction(hb[small]) >= 0.95 and drop(hb[small]) < 5,
+            f"D_h {100 * small:g}%: ASR {before['asr']:.4f} → {hb[small]['asr']:.4f} "
+            f"({100 * reduction(hb[small]):.1f}% lower), {drop(hb[small]):.2f} points lost"),
+    verdict("BAERASER does better with more clean data (DER at the largest D_h ≥ at the smallest)",
+            hb[large]["der"] >= hb[small]["der"],
+            "DER " + ", ".join(f"{100 * r:g}%: {hb[r]['der']:.4f}" for r in holding_rows)),
+    verdict("BAERASER's DER ≥ every baseline's at every holding ratio", not beaten,
+            "; ".join(f"{100 * r:g}%: " + ", ".join(f"{m} {holding_rows[r][m]['der']:.3f}" for m in DEFENSES)
+                      for r in holding_rows)),
+]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 3 · Trigger size
+# One victim per trigger size (same attack, position and poison rate), its own pool recovered on
+# the reference D_h with a patch of the trigger's size (see "Choices of ours"), then all four
+# defenses. DER is measured against each victim's own figures before defense.
+
+# %%
+start = time.perf_counter()
+size_rows = {s: defended(s, holding_ratio) for s in sweeps["trigger_sizes"]}
+seconds["trigger_size"] = time.perf_counter() - start
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+sizes = list(size_rows)
+for name in ("none",) + DEFENSES:
+    for ax, key in zip(axes, ("asr", "clean_acc", "der")):
+        if name == "none" and key == "der":
+            continue
+        ax.plot(sizes, [size_rows[s][name][key] for s in sizes], marker="o", ls=":" if name == "none" else "-",
+                label=name)
+for ax, key in zip(axes, ("ASR", "clean accuracy", "DER")):
+    ax.set(xlabel="trigger size (pixels per side)", xticks=sizes, title=key)
+    ax.grid(alpha=0.3)
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %%
+s0, s1 = sizes[0], sizes[-1]
+bd = [size_rows[s]["baeraser"]["der"] for s in sizes]
+worse = {m: size_rows[s1][m]["der"] < size_rows[s0][m]["der"] for m in ("finetune", "fineprune", "nad")}
+new = [
+    verdict(f"BAERASER gets better as the trigger grows ({s0}×{s0} → {s1}×{s1}: higher DER, no step down by > 0.005)",
+            bd[-1] > bd[0] and all(b >= a - 0.005 for a, b in zip(bd, bd[1:])),
+            "BAERASER DER " + ", ".join(f"{s}×{s}: {d:.4f}" for s, d in zip(sizes, bd))),
+    verdict(f"the baselines get worse as the trigger grows (DER at {s1}×{s1} < at {s0}×{s0} for at least 2 of 3)",
+            sum(worse.values()) >= 2,
+            "; ".join(f"{m}: " + ", ".join(f"{size_rows[s][m]['der']:.3f}" for s in sizes) for m in worse)),
+]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 4 · Iterations: the ASR / accuracy trade-off as unlearning proceeds
+# The run of section 1 at the notebook's β/α, scored every `trace_every` SGD steps on a fixed
+# part of the evaluation set (plotting only: the run never sees these numbers).
+
+# %%
+pts = [h for h in iteration_history if "test_asr" in h]
+n_holding = len(bench.holdings[holding_ratio])
+n_defense_train = n_holding - round(sweep_unlearn.val_fraction * n_holding)
+steps_per_epoch = -(-n_defense_train // sweep_unlearn.batch_size)  # SGD steps per epoch over D_h's training part
+fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+ax.plot([h["epoch"] for h in pts], [h["test_asr"] for h in pts], marker="o", label="ASR")
+ax.plot([h["epoch"] for h in pts], [h["test_clean_acc"] for h in pts], marker="s", label="clean accuracy")
+ax.set(xlabel="epochs of unlearning", ylabel="fraction", ylim=(-0.02, 1.02), title=f"β/α = {ref_ratio:g}")
+ax.legend(fontsize=8)
+ax2.plot([h["test_asr"] for h in pts], [100 * (pts[0]["test_clean_acc"] - h["test_clean_acc"]) for h in pts],
+         marker="o")
+for h in pts[:: max(1, len(pts) // 8)]:
+    ax2.annotate(f"{h['epoch']:.2f}", (h["test_asr"], 100 * (pts[0]["test_clean_acc"] - h["test_clean_acc"])),
+                 fontsize=7)
+ax2.set(xlabel="ASR", ylabel="accuracy lost (points)", title="trade-off (labels: epochs)")
+for a in (ax, ax2):
+    a.grid(alpha=0.3)
+fig.tight_layout()
+plt.show()
+
+# %%
+lost = [100 * (pts[0]["test_clean_acc"] - h["test_clean_acc"]) for h in pts]
+low = [(h, lo_) for h, lo_ in zip(pts, lost) if h["test_asr"] <= 0.02]
+first = low[0] if low else None
+corr = float(np.corrcoef([h["test_asr"] for h in pts], lost)[0, 1]) if len(pts) > 2 else float("nan")
+new = [
+    verdict("ASR reaches ≤ 2% while less than 10 points of accuracy are lost",
+            any(lo_ < 10 for _, lo_ in low),
+            f"first at epoch {first[0]['epoch']:.2f}: ASR {first[0]['test_asr']:.4f}, {first[1]:.2f} points lost"
+            if first else f"lowest ASR on the curve {min(h['test_asr'] for h in pts):.4f}"),
+    verdict("few iterations suffice: ASR ≤ 2% within the first epoch over D_h",
+            first is not None and first[0]["epoch"] <= 1,
+            f"first ASR ≤ 2% at epoch {first[0]['epoch']:.2f}" if first else "never within the run"),
+    verdict("lower ASR costs more accuracy (ASR and accuracy lost are negatively correlated along the run)",
+            corr < 0, f"Pearson r(ASR, points lost) = {corr:.3f} over {len(pts)} points"),
+]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 5 · Trigger position
+# The reference victim learned its trigger at one place (`trigger_position`). The same pattern is
+# now stamped elsewhere, before and after each defense (from section 2's reference run).
+
+# %%
+start = time.perf_counter()
+pos_set = seeded_subset(bench.evaluation, min(position_images, len(bench.evaluation)), seed)
+defended(trigger_size, holding_ratio)
+ref = runs[trigger_size, holding_ratio]
+position_rows = {"none": position_figures(victim.model, pos_set, victim.trigger, victim.target_label, positions, dev)}
+for name in DEFENSES:
+    position_rows[name] = position_figures(ref["repaired"][name].model, pos_set, victim.trigger,
+                                           victim.target_label, positions, dev)
+seconds["position"] = time.perf_counter() - start
+names = list(position_rows)
+pos_names = list(position_rows["none"])
+fig, ax = plt.subplots(figsize=(9, 3.2))
+w = 0.8 / len(names)
+for i, name in enumerate(names):
+    ax.bar([j + i * w for j in range(len(pos_names))], [position_rows[name][p] for p in pos_names], w, label=name)
+ax.set_xticks([j + w * (len(names) - 1) / 2 for j in range(len(pos_names))], pos_names)
+ax.set(ylabel="ASR", ylim=(0, 1.05), title=f"trigger learned at {trigger_position}, stamped elsewhere")
+ax.legend(fontsize=8)
+plt.show()
+
+# %%
+firing = [p for p in pos_names if position_rows["none"][p] >= 0.5]
+after = position_rows["baeraser"]
+new = [verdict("after BAERASER the ASR stays ≤ 5% wherever the backdoor fired before (ASR ≥ 50%)",
+               bool(firing) and all(after[p] <= 0.05 for p in firing),
+               "; ".join(f"{p}: {position_rows['none'][p]:.3f} → {after[p]:.3f}" for p in pos_names))]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 6 · Correct-label unlearning
+# The same unlearning, but each triggered image is unlearned towards **its own correct label**
+# instead of the pool label: the model is told to forget correct memories. The paper says
+# accuracy barely moves, because the penalty restrains it. As a control, the same run without the
+# clean term and the penalty (plain ascent on correct labels).
+
+# %%
+start = time.perf_counter()
+correct_rows = {}
+for name, cfg in (("baeraser", dataclasses.replace(sweep_unlearn, target="correct")),
+                  ("plain ascent", dataclasses.replace(sweep_unlearn, target="correct", vanilla=True, beta=0.0))):
+    repaired, _ = unlearn_or_keep(victim.model, bench.holdings[holding_ratio], pool, cfg, dev)
+    r = bench.score(repaired, victim)
+    correct_rows[name] = {**r, "acc_drop_points": drop(r)}
+    print(f"{name:>12}, correct labels: clean acc {r['clean_acc']:.4f} ({drop(r):+.2f} points lost), "
+          f"ASR {r['asr']:.4f}")
+seconds["correct_label"] = time.perf_counter() - start
+
+# %%
+c = correct_rows["baeraser"]
+new = [verdict("unlearning towards correct labels leaves accuracy intact (at most 1 point lost)",
+               c["acc_drop_points"] <= 1,
+               f"BAERASER: {c['acc_drop_points']:.2f} points lost (ASR {c['asr']:.4f}); plain ascent: "
+               f"{correct_rows['plain ascent']['acc_drop_points']:.2f} points lost")]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## 7 · Recovered triggers beside the true ones
+# For each trigger size: the true pattern, and patches sampled from the recovered generator of
+# the target label (the evaluation side looks the target up; recovery never knew it).
+
+# %%
+recovered_rows, panels, titles = {}, {}, {}
+for s in sizes:
+    v = runs[s, holding_ratio]["victim"]
+    p = bench.pool(v, holding_ratio)[0]
+    true = v.trigger.pattern
+    if v.target_label in p.labels:
+        i = p.labels.index(v.target_label)
+        samples = p.sample(i, 64, torch.Generator().manual_seed(seed))
+        close = ((samples.mean(0) - true).abs() <= 0.25).float().mean().item()
+        recovered_rows[s] = {"found": True, "offset": p.offsets[i], "pixels_within_0.25": close,
+                             "mean_abs_diff": (samples.mean(0) - true).abs().mean().item()}
+        panels[f"{s}×{s}"] = torch.cat([true[None], samples[:5]])
+        titles[f"{s}×{s}"] = ["true"] + [f"recovered {k + 1}" for k in range(5)]
+    else:
+        recovered_rows[s] = {"found": False, "offset": None, "pixels_within_0.25": 0.0, "mean_abs_diff": float("nan")}
+if panels:
+    image_rows(panels, titles, scale=1.3)
+    plt.show()
+for s, r in recovered_rows.items():
+    print(f"{s}×{s}: " + (f"recovered at offset {r['offset']}, {100 * r['pixels_within_0.25']:.0f}% of pixels "
+                          f"within 0.25 of the true value (mean |Δ| {r['mean_abs_diff']:.3f})" if r["found"]
+                          else "the target label was not recovered"))
+
+# %%
+new = [verdict("the recovered trigger matches the true one in most pixels (> 50% within 0.25) at every size",
+               all(r["found"] and r["pixels_within_0.25"] > 0.5 for r in recovered_rows.values()),
+               "; ".join(f"{s}×{s}: {100 * r['pixels_within_0.25']:.0f}% of pixels" if r["found"] else
+                         f"{s}×{s}: target not recovered" for s, r in recovered_rows.items()))]
+verdicts += new
+for v in new:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+
+# %% [markdown]
+# ## Play with it: the widget panel
+# Pick an attack and a defense, set β/α, the holding ratio and the number of epochs, press
+# **Run**: the defense runs again from the cached victim and pool (recovering a pool first if that
+# D_h has none yet) and the table and plots update. In the HTML report the panel is only a
+# placeholder; open this notebook in Jupyter to use it, or call
+# `DefensePanel(bench_runner(bench, suite), attacks=[...])` from your own notebook.
+
+# %%
+panel = DefensePanel(bench_runner(bench, suite, curve_images=panel_curve_images), attacks=[attack],
+                     holding_ratios=list(bench.holdings), beta_over_alpha=ref_ratio, holding_ratio=holding_ratio,
+                     iterations=sweep_epochs)
+panel
+
+# %% [markdown]
+# ## Verdicts and key figures
+# Written to `reports/04_ablations.json`: every sweep's raw numbers and every verdict.
+
+# %%
+for v in verdicts:
+    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}\n{'':15}{v['evidence']}")
+
+
+def strip(scores):
+    return {k: {m: round(x, 6) if isinstance(x, float) else x for m, x in v.items()} for k, v in scores.items()}
+
+
+figures = {
+    "dataset": dataset,
+    "attack": attack,
+    "grid": grid,
+    "sweeps": sweeps,
+    "evaluation_images": len(bench.evaluation),
+    "holding_sizes": {f"{r:g}": len(h) for r, h in bench.holdings.items()},
+    "victim": victim.path.name,
+    "before": before,
+    "beta_alpha": beta_rows,
+    "holding_ratio": {f"{r:g}": strip(v) for r, v in holding_rows.items()},
+    "trigger_size": {str(s): strip(v) for s, v in size_rows.items()},
+    "iterations": [{"epoch": h["epoch"], "step": round(h["epoch"] * steps_per_epoch), "asr": h["test_asr"],
+                    "clean_acc": h["test_clean_acc"]} for h in pts],
+    "positions": position_rows,
+    "correct_label": correct_rows,
+    "recovered_triggers": {str(s): r for s, r in recovered_rows.items()},
+    "verdicts": verdicts,
+    "reproduced": sum(v["reproduced"] for v in verdicts),
+    "claims": len(verdicts),
+    "seconds": seconds,
+    "notebook_seconds": time.perf_counter() - notebook_start,
+}
+write_report(reports_dir, report_name, figures)
+print(f"{figures['reproduced']} of {figures['claims']} claims reproduced; notebook ran "
+      f"{figures['notebook_seconds']:.0f} s")
+
+# %% [markdown]
+# ## Choices of ours (interpretation of the paper)
+# * **β/α** is swept by β at fixed α. Our loss also holds a clean cross-entropy term on D_h with
+#   weight 1, which the paper's description leaves open; it keeps accuracy on its own, so a tiny
+#   β does not have to mean catastrophic forgetting here.
+# * **Sweep runs are scored at their last epoch** (β/α, correct labels, iterations), not at the
+#   epoch notebook 03's defender-side model choice would return: these sections measure the
+#   settings, not the choice. Holding-ratio, trigger-size and position sections run every defense
+#   exactly as notebook 03 does.
+# * **Recovery's patch size follows the trigger size** in the trigger-size sweep (the paper's
+#   visualisation shows recovered triggers of the true size). A defender who does not know the size
+#   would sweep it; `recovery_patch` fixes one size for all victims.
+# * **Trigger position**: the victim's trigger was fixed at one place; "robust to position" is
+#   judged where the backdoor fired at all before defense, with the threshold in the code.
+# * **Correct-label unlearning** keeps everything of BAERASER (pool triggers, bound, clean term,
+#   penalty) and replaces only the pool label by each image's own label.
+# * **Thresholds of the verdicts** (2% ASR, 10 / 2 / 1 points, 95% reduction, 0.25 per pixel) are
+#   ours, fixed in the code before the runs; the paper gives figures, not tests.
