@@ -41,8 +41,7 @@ DEFENSES = ("baeraser", "finetune", "fineprune", "nad")
 GRIDS: dict[str, dict] = {
     "full": {"beta_ratios": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], "holding_ratios": [0.01, 0.02, 0.05, 0.1],
              "trigger_sizes": [3, 5, 7]},
-    "reduced": {"beta_ratios": [1e-4, 1e-2, 1.0, 100.0], "holding_ratios": [0.01, 0.02, 0.05],
-                "trigger_sizes": [3, 5, 7]},
+    "reduced": {"beta_ratios": [1e-4, 1.0, 100.0], "holding_ratios": [0.01, 0.05], "trigger_sizes": [3, 7]},
     "smoke": {"beta_ratios": [1e-4, 100.0], "holding_ratios": [0.2, 0.25], "trigger_sizes": [3, 5]},
 }
 

@@ -131,7 +131,8 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
         run = runs.get(name, {})
         fig_file = out_dir / f"{name}.json"
         figs = json.loads(fig_file.read_text()) if fig_file.exists() else {}
-        flat = {k: v for k, v in figs.items() if isinstance(v, (int, float, str, bool, list))}
+        flat = {k: v for k, v in figs.items() if isinstance(v, (int, float, str, bool, list))
+                and not (isinstance(v, list) and any(isinstance(i, dict) for i in v))}
         figures = "<br>".join(f"<code>{html.escape(k)}</code> = {_fmt(v)}" for k, v in flat.items())
         link = f'<a href="{html.escape(name)}.html">{html.escape(name)}</a>' \
             if (out_dir / f"{name}.html").exists() else html.escape(name)
@@ -154,12 +155,39 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
 <body><h1>baeraser reports</h1>
 <p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
 {attack_table(out_dir)}
+{verdict_table(out_dir)}
 <h2>All reports</h2>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
 {''.join(rows)}</table>{benchmarks}</body></html>"""
     with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return out_dir / "index.html"
+
+
+def verdict_table(out_dir: Path = REPORTS_DIR) -> str:
+    """HTML: the paper's claims as each ablation report judged them (from its JSON's `verdicts`)."""
+    parts = []
+    for f in sorted(out_dir.glob("*.json")):
+        if f.stem in NOT_REPORTS:
+            continue
+        verdicts = json.loads(f.read_text()).get("verdicts")
+        if not isinstance(verdicts, list) or not verdicts:
+            continue
+        rows = "".join(f"<tr><td>{html.escape(v['claim'])}</td><td>{'yes' if v['reproduced'] else 'no'}</td>"
+                       f"<td>{html.escape(v['evidence'])}</td></tr>" for v in verdicts)
+        ok = sum(bool(v["reproduced"]) for v in verdicts)
+        parts.append(f'<h3><a href="{html.escape(f.stem)}.html">{html.escape(f.stem)}</a>: {ok} of {len(verdicts)} '
+                     f"claims reproduced</h3><table><tr><th>claim</th><th>reproduced</th><th>evidence</th></tr>"
+                     f"{rows}</table>")
+    return "<h2>Claims of the paper, measured</h2>" + "".join(parts) if parts else ""
+
+
+def verdict_markdown(out_dir: Path = REPORTS_DIR, report: str = "04_ablations") -> str:
+    """The claims table of one ablation report as Markdown (the README's copy of it)."""
+    verdicts = json.loads((out_dir / f"{report}.json").read_text())["verdicts"]
+    lines = ["| claim of the paper | reproduced | measured |", "|---|---|---|"]
+    lines += [f"| {v['claim']} | {'yes' if v['reproduced'] else '**no**'} | {v['evidence']} |" for v in verdicts]
+    return "\n".join(lines)
 
 
 def attack_rows(out_dir: Path = REPORTS_DIR) -> list[dict]:
@@ -310,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--out", type=Path, default=REPORTS_DIR)
     t = sub.add_parser("table", help="print the attack × defense table as Markdown")
     t.add_argument("--out", type=Path, default=REPORTS_DIR)
+    v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
+    v.add_argument("--out", type=Path, default=REPORTS_DIR)
+    v.add_argument("--report", default="04_ablations")
     args = ap.parse_args(argv)
+    if args.cmd == "verdicts":
+        print(verdict_markdown(args.out, args.report))
+        return 0
     if args.cmd == "index":
         print(write_index(args.out))
         return 0

@@ -26,7 +26,7 @@
 # 3. **Trigger size**: BAERASER gets better as the trigger grows (3×3 → 5×5 → 7×7), the
 #    baselines worse.
 # 4. **Iterations**: lower ASR costs accuracy, yet ASR ≈ 0 is reached within < 10 points.
-# 5. **Trigger position**: the repaired model stays clean when the trigger moves.
+# 5. **Trigger position**: the repaired model stays clean wherever the trigger is stamped.
 # 6. **Correct-label unlearning**: unlearning towards each image's correct label leaves accuracy
 #    intact (the penalty protects correct memories).
 # 7. **Recovered triggers** differ from the true one in few pixels.
@@ -204,6 +204,11 @@ def reduction(after, base=None):
 # β/α · α). Each run takes `sweep_epochs` epochs and is scored at its **last** epoch: the model
 # choice of notebook 03 would hide exactly the effect this sweep is about. The run at the
 # notebook's own β/α also logs the iterations curve of section 4.
+#
+# What to expect from *our* loss: besides the penalty, it keeps a clean cross-entropy term on D_h
+# and caps the unlearning term once p(y_p) < 1% (the spec's reading of Eq. 4). Both limit
+# forgetting on their own, so a vanishing penalty need not cost the paper's > 10 points here; the
+# penalty then mostly decides how much of the backdoor survives.
 
 # %%
 start = time.perf_counter()
@@ -388,7 +393,12 @@ for v in new:
 # %% [markdown]
 # ## 5 · Trigger position
 # The reference victim learned its trigger at one place (`trigger_position`). The same pattern is
-# now stamped elsewhere, before and after each defense (from section 2's reference run).
+# now stamped elsewhere, before and after each defense (from section 2's reference run). The
+# claim judged: after BAERASER, no position brings the backdoor back. Whether the backdoor fired
+# at the other positions *before* the defense is printed beside it: a patch learned at a fixed
+# place may not fire elsewhere at all, and then this section shows only that unlearning opens no
+# new position (a victim attacked at random positions, `-p trigger_position random`, is the
+# harder test).
 
 # %%
 start = time.perf_counter()
@@ -414,9 +424,11 @@ plt.show()
 # %%
 firing = [p for p in pos_names if position_rows["none"][p] >= 0.5]
 after = position_rows["baeraser"]
-new = [verdict("after BAERASER the ASR stays ≤ 5% wherever the backdoor fired before (ASR ≥ 50%)",
-               bool(firing) and all(after[p] <= 0.05 for p in firing),
-               "; ".join(f"{p}: {position_rows['none'][p]:.3f} → {after[p]:.3f}" for p in pos_names))]
+new = [verdict("after BAERASER no trigger position brings the backdoor back (ASR ≤ 5% at every position)",
+               all(a <= 0.05 for a in after.values()),
+               "ASR before → after: " + "; ".join(f"{p}: {position_rows['none'][p]:.3f} → {after[p]:.3f}"
+                                                  for p in pos_names)
+               + f" (the backdoor fired before at {len(firing)} of {len(pos_names)} positions)")]
 verdicts += new
 for v in new:
     print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
@@ -425,27 +437,34 @@ for v in new:
 # ## 6 · Correct-label unlearning
 # The same unlearning, but each triggered image is unlearned towards **its own correct label**
 # instead of the pool label: the model is told to forget correct memories. The paper says
-# accuracy barely moves, because the penalty restrains it. As a control, the same run without the
-# clean term and the penalty (plain ascent on correct labels).
+# accuracy barely moves, because the penalty restrains it. Run at the notebook's β/α and at the
+# largest β/α of the sweep (a stiffer penalty), and, as a control, without the clean term and
+# the penalty (plain ascent on correct labels). Like section 1, every epoch runs and the last is
+# scored: notebook 03's model choice would simply return the untouched model here (no epoch
+# improves the defender's DER), which says nothing about the penalty.
 
 # %%
 start = time.perf_counter()
 correct_rows = {}
-for name, cfg in (("baeraser", dataclasses.replace(sweep_unlearn, target="correct")),
+stiff = max(sweeps["beta_ratios"])
+for name, cfg in ((f"baeraser β/α={ref_ratio:g}", dataclasses.replace(sweep_unlearn, target="correct")),
+                  (f"baeraser β/α={stiff:g}", dataclasses.replace(sweep_unlearn, target="correct", beta=stiff * alpha)),
                   ("plain ascent", dataclasses.replace(sweep_unlearn, target="correct", vanilla=True, beta=0.0))):
     repaired, _ = unlearn_or_keep(victim.model, bench.holdings[holding_ratio], pool, cfg, dev)
     r = bench.score(repaired, victim)
     correct_rows[name] = {**r, "acc_drop_points": drop(r)}
-    print(f"{name:>12}, correct labels: clean acc {r['clean_acc']:.4f} ({drop(r):+.2f} points lost), "
+    print(f"{name:>18}, correct labels: clean acc {r['clean_acc']:.4f} ({drop(r):+.2f} points lost), "
           f"ASR {r['asr']:.4f}")
 seconds["correct_label"] = time.perf_counter() - start
 
 # %%
-c = correct_rows["baeraser"]
-new = [verdict("unlearning towards correct labels leaves accuracy intact (at most 1 point lost)",
+c = correct_rows[f"baeraser β/α={ref_ratio:g}"]
+new = [verdict(f"unlearning towards correct labels leaves accuracy intact (at most 1 point lost at β/α = {ref_ratio:g})",
                c["acc_drop_points"] <= 1,
-               f"BAERASER: {c['acc_drop_points']:.2f} points lost (ASR {c['asr']:.4f}); plain ascent: "
-               f"{correct_rows['plain ascent']['acc_drop_points']:.2f} points lost")]
+               "; ".join(f"{k}: {r['acc_drop_points']:.2f} points lost" for k, r in correct_rows.items())),
+       verdict("the penalty is what protects correct memories (fewer points lost with it than by plain ascent)",
+               c["acc_drop_points"] < correct_rows["plain ascent"]["acc_drop_points"],
+               "; ".join(f"{k}: {r['acc_drop_points']:.2f} points lost" for k, r in correct_rows.items()))]
 verdicts += new
 for v in new:
     print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")

@@ -67,3 +67,13 @@ def test_readme_attack_table_matches_the_committed_reports():
     assert [line.split(" | ")[0] for line in lines] == ["| badnets", "| trojannn", "| imc"]
     for line in lines:
         assert line in readme, f"README's attack table is stale: {line}"
+
+
+def test_readme_claims_table_matches_the_committed_ablation_report():
+    from baeraser_lib.reports import verdict_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    table = verdict_markdown(ROOT / "reports")
+    assert table.count("\n") >= 8  # header, rule and one row per claim
+    for line in table.splitlines():
+        assert line in readme, f"README's claims table is stale: {line}"
