@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.baeraser-installed
 FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
 # Extra arguments for the report runner, e.g. make reports ARGS="-p dataset mnist -p download True"
 ARGS   ?=
-# make reports ATTACKS=all: notebooks 01 → 03 once per attack (badnets, trojannn, imc); or a list
+# make reports ATTACKS=all: notebooks 01 → 04 once per attack (badnets, trojannn, imc); or a list
 ATTACKS ?=
 
 .PHONY: reports test setup data sync clean-reports

@@ -12,6 +12,7 @@ true trigger appear only in the scoring helpers.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -54,10 +55,24 @@ def grid_values(grid: str, **overrides) -> dict:
     if unknown:
         raise ConfigError(f"unknown sweep(s) {sorted(unknown)}; the grids sweep {sorted(GRIDS[grid])}")
     out = {k: list(v) for k, v in GRIDS[grid].items()}
-    out.update({k: list(v) for k, v in overrides.items() if v is not None})
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(f"the sweep {k} must be a list of values, got {v!r}")
+        out[k] = list(v)
     for k, v in out.items():
-        if not v:
-            raise ConfigError(f"the sweep {k} is empty")
+        if len(v) < 2:
+            raise ConfigError(f"the sweep {k} needs at least two values to show a trend, got {v!r}")
+    for v in out["beta_ratios"]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"β/α values must be positive numbers, got {v!r}")
+    for v in out["holding_ratios"]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ConfigError(f"holding ratios must lie in (0, 1), got {v!r}")
+    for v in out["trigger_sizes"]:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"trigger sizes must be positive integers, got {v!r}")
     return out
 
 
@@ -83,6 +98,7 @@ def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None
     """`unlearn(...)`, or, when recovery kept no trigger, the model unchanged with a one-row
     history marked `empty_pool` (there is nothing to unlearn)."""
     if pool is None or len(pool) == 0:
+        model = copy.deepcopy(model)  # a copy, like unlearn's: callers may change it without touching the victim
         row = {"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": 0.0}
         row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
         return model, [row]
@@ -105,7 +121,8 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
     for name in names:
         start = time.perf_counter()
         if name == "baeraser":
-            repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device, progress, on_epoch)
+            repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device=device, progress=progress,
+                                                on_epoch=on_epoch)
         elif name == "finetune":
             repaired, history = finetune(model, holding, suite.finetune, device=device, progress=progress)
         elif name == "fineprune":
@@ -163,7 +180,7 @@ class AblationBench:
     artifacts_dir: str | os.PathLike
     holding_ratios: list[float]
     evaluation_reserve: float = 0.0  # evaluation also avoids the first this-share of images (a fixed set)
-    recovery_patch: int | None = None  # None: the victim's trigger size
+    recovery_patch: int | None = None  # None: each victim's true trigger size (an oracle guess; say so where used)
     device: torch.device | None = None
     progress: bool = True
     _victims: dict = field(default_factory=dict, repr=False)

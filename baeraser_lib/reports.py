@@ -184,9 +184,14 @@ def verdict_table(out_dir: Path = REPORTS_DIR) -> str:
 
 def verdict_markdown(out_dir: Path = REPORTS_DIR, report: str = "04_ablations") -> str:
     """The claims table of one ablation report as Markdown (the README's copy of it)."""
-    verdicts = json.loads((out_dir / f"{report}.json").read_text())["verdicts"]
+    path = out_dir / f"{report}.json"
+    verdicts = json.loads(path.read_text()).get("verdicts") if path.exists() else None
+    if not verdicts:
+        raise SystemExit(f"{path} holds no verdicts: run notebook 04 first")
+    cell = lambda t: str(t).replace("|", "\\|")  # noqa: E731
     lines = ["| claim of the paper | reproduced | measured |", "|---|---|---|"]
-    lines += [f"| {v['claim']} | {'yes' if v['reproduced'] else '**no**'} | {v['evidence']} |" for v in verdicts]
+    lines += [f"| {cell(v['claim'])} | {'yes' if v['reproduced'] else '**no**'} | {cell(v['evidence'])} |"
+              for v in verdicts]
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 
 from .ablations import DEFENSES, AblationBench, DefenseSuite, run_defenses
 from .data import seeded_subset
+from .errors import ConfigError
 from .metrics import der
 
 STEPS = 4  # victim, pool, defense, scoring: the progress bar's units
@@ -46,7 +47,8 @@ def suite_for(choice: Choice, suite: DefenseSuite) -> DefenseSuite:
                                     epochs=choice.iterations, select="last"),
         finetune=ft,
         fineprune=dataclasses.replace(suite.fineprune, finetune=ft),
-        nad=dataclasses.replace(suite.nad, student=dataclasses.replace(suite.nad.student, epochs=choice.iterations)),
+        nad=dataclasses.replace(suite.nad, student=dataclasses.replace(suite.nad.student, epochs=choice.iterations),
+                                teacher=dataclasses.replace(suite.nad.teacher, epochs=choice.iterations)),
     )
 
 
@@ -59,6 +61,11 @@ def bench_runner(bench: AblationBench, suite: DefenseSuite = DefenseSuite(), cur
         seeded_subset(bench.evaluation, min(curve_images, len(bench.evaluation)), bench.data.seed)
 
     def run(choice: Choice, step) -> dict:
+        if choice.holding_ratio not in bench.holdings:
+            raise ConfigError(f"holding ratio {choice.holding_ratio:g} is not in the bench's sweep {sorted(bench.holdings)}")
+        if choice.defense not in DEFENSES:
+            raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(DEFENSES)}")
+        bench.attack_config(choice.attack)  # an unknown attack fails here, before any loading
         victim = bench.victim(choice.attack)
         before = bench.score(victim.model, victim, on=evalset)
         step("victim")
@@ -102,6 +109,12 @@ class DefensePanel:
         import ipywidgets as W
 
         holding_ratios = sorted(holding_ratios)
+        if holding_ratio is not None and holding_ratio not in holding_ratios:
+            raise ConfigError(f"holding_ratio {holding_ratio} is not one of the panel's {holding_ratios}")
+        if not 1e-4 <= beta_over_alpha <= 1e2:
+            raise ConfigError(f"β/α must lie in [1e-4, 1e2] (the slider's range), got {beta_over_alpha}")
+        if not 1 <= iterations <= max_iterations:
+            raise ConfigError(f"iterations must lie in [1, {max_iterations}], got {iterations}")
         self.runner = runner
         self.attack = W.Dropdown(options=list(attacks), description="attack")
         self.defense = W.Dropdown(options=list(defenses), value=list(defenses)[0], description="defense")
@@ -184,7 +197,8 @@ class DefensePanel:
                        color=["#999", "C0", "#999", "C1"])
                 ax.set_xticks([0, 1, 3, 4], ["ASR before", "ASR after", "acc before", "acc after"], fontsize=8)
             ax.set(ylim=(-0.02, 1.02), title=f"{row['defense']} on {row['attack']}")
-            ax.legend(fontsize=8) if row["curve"] else None
+            if row["curve"]:
+                ax.legend(fontsize=8)
             for r in self.rows:
                 ax2.scatter(r["asr"], r["clean_acc"], color=f"C{DEFENSES.index(r['defense']) % 10}"
                             if r["defense"] in DEFENSES else "k")

@@ -52,14 +52,22 @@ def test_grid_values_and_overrides():
     full = grid_values("full")
     assert full["beta_ratios"][0] == 1e-4 and full["beta_ratios"][-1] == 100.0
     assert full["holding_ratios"] == [0.01, 0.02, 0.05, 0.1] and full["trigger_sizes"] == [3, 5, 7]
-    assert grid_values("reduced", trigger_sizes=[3])["trigger_sizes"] == [3]
+    assert grid_values("reduced", trigger_sizes=[3, 9])["trigger_sizes"] == [3, 9]
     assert grid_values("reduced", beta_ratios=None)["beta_ratios"] == grid_values("reduced")["beta_ratios"]
     with pytest.raises(ConfigError, match="unknown grid"):
         grid_values("huge")
     with pytest.raises(ConfigError, match="unknown sweep"):
         grid_values("full", seeds=[1, 2])
-    with pytest.raises(ConfigError, match="empty"):
-        grid_values("full", holding_ratios=[])
+    with pytest.raises(ConfigError, match="at least two"):
+        grid_values("full", holding_ratios=[0.05])
+    with pytest.raises(ConfigError, match="list"):
+        grid_values("full", beta_ratios=1.0)
+    with pytest.raises(ConfigError, match="positive"):
+        grid_values("full", beta_ratios=[1.0, -1.0])
+    with pytest.raises(ConfigError, match=r"\(0, 1\)"):
+        grid_values("full", holding_ratios=[0.05, 1.5])
+    with pytest.raises(ConfigError, match="integers"):
+        grid_values("full", trigger_sizes=[3, 4.5])
 
 
 def test_positions_are_checked_before_compute():
@@ -150,17 +158,33 @@ def test_select_last_runs_every_epoch_and_returns_the_last():
     assert [r["epoch"] for r in h_stop] == [0, 1]
     assert [r["epoch"] for r in h_last] == [0, 1, 2, 3] and h_last[-1]["chosen"]
     assert sum(r["chosen"] for r in h_last) == 1
+    # the returned model is the third epoch's: the same run stopped by its epoch budget gives it too
+    third, _ = unlearn(model, holding, pool, dataclasses.replace(stop, select="last"), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), third.state_dict().values()))
+    two, _ = unlearn(model, holding, pool, dataclasses.replace(stop, select="last", epochs=2), progress=False)
+    assert not all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), two.state_dict().values()))
+
+
+def test_correct_label_target_changes_what_is_unlearned():
+    model, holding = small_setup()
+    pool = fixed_pool(0)
+    cfg = UnlearnConfig(epochs=1, batch_size=16, select="last")
+    _, h_pool = unlearn(model, holding, pool, cfg, progress=False)
+    _, h_correct = unlearn(model, holding, pool, dataclasses.replace(cfg, target="correct"), progress=False)
+    assert h_pool[1]["unlearn_loss"] != h_correct[1]["unlearn_loss"]
 
 
 def test_empty_pool_leaves_the_model_unchanged_and_runs_the_callback():
     model, holding = small_setup()
     empty = TriggerPool([], [], {}, RecoveryConfig(), (1, 12, 12))
     out, history = unlearn_or_keep(model, holding, empty, UnlearnConfig(), on_epoch=lambda m, e: {"seen": e})
-    assert out is model and history[0]["empty_pool"] and history[0]["seen"] == 0
+    assert history[0]["empty_pool"] and history[0]["seen"] == 0
+    assert out is not model and all(torch.equal(a, b) for a, b in zip(out.state_dict().values(),
+                                                                       model.state_dict().values()))
     with pytest.raises(ConfigError, match="unknown defense"):
         run_defenses(model, holding, empty, DefenseSuite(), ["pruning"])
     repaired = run_defenses(model, holding, empty, DefenseSuite(), ["baeraser"])
-    assert repaired["baeraser"].model is model
+    assert repaired["baeraser"].model is not model
 
 
 def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):

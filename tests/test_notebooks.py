@@ -102,6 +102,9 @@ def test_notebook_04_runs_every_ablation_under_papermill(fashion_root, tmp_path)
     for v in figures["verdicts"]:
         assert set(v) == {"claim", "reproduced", "evidence"} and isinstance(v["reproduced"], bool) and v["evidence"]
     assert figures["reproduced"] == sum(v["reproduced"] for v in figures["verdicts"])
+    tiny = figures["beta_alpha"][0]  # the first verdict, recomputed from the raw numbers beside it
+    assert figures["verdicts"][0]["reproduced"] == (
+        bool(figures["pool_labels"]) and tiny["asr"] <= 0.02 and tiny["acc_drop_points"] > 10)
     html = (out / "04_ablations.html").read_text()
     assert "Ablations" in html and "data:image/png;base64" in html and "reproduced" in html
     # one victim per trigger size; recovery once per (victim, D_h)

@@ -7,7 +7,7 @@ import pytest
 
 from baeraser_lib.ablations import AblationBench, DefenseSuite
 from baeraser_lib.config import AttackConfig, TrainConfig
-from baeraser_lib.data import load_experiment_data
+from baeraser_lib.data import load_experiment_data, seeded_subset
 from baeraser_lib.defenses.recovery import RecoveryConfig
 from baeraser_lib.defenses.unlearning import UnlearnConfig
 from baeraser_lib.widgets import STEPS, Choice, DefensePanel, bench_runner, suite_for
@@ -81,6 +81,18 @@ def test_suite_for_applies_the_choice_to_every_defense():
     suite = suite_for(Choice("badnets", "nad", 0.01, 0.05, 7), DefenseSuite(unlearn=UnlearnConfig(alpha=2.0)))
     assert suite.unlearn.beta == pytest.approx(0.02) and suite.unlearn.epochs == 7 and suite.unlearn.select == "last"
     assert suite.finetune.epochs == suite.fineprune.finetune.epochs == suite.nad.student.epochs == 7
+    assert suite.nad.teacher.epochs == 7
+
+
+def test_bad_panel_input_is_refused_when_built():
+    from baeraser_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="holding_ratio"):
+        DefensePanel(StubRunner(), attacks=["badnets"], holding_ratios=[0.01, 0.05], holding_ratio=0.1)
+    with pytest.raises(ConfigError, match="β/α"):
+        DefensePanel(StubRunner(), attacks=["badnets"], beta_over_alpha=1e3)
+    with pytest.raises(ConfigError, match="iterations"):
+        DefensePanel(StubRunner(), attacks=["badnets"], iterations=50)
 
 
 def test_the_panel_over_a_real_bench(fashion_root, tmp_path):
@@ -91,10 +103,12 @@ def test_the_panel_over_a_real_bench(fashion_root, tmp_path):
     panel = DefensePanel(bench_runner(bench, curve_images=60, progress=False), attacks=["badnets"],
                          holding_ratios=list(bench.holdings), holding_ratio=0.25, iterations=1)
     panel.defense.value = "baeraser"
-    row = panel.run()
+    panel.button.click()
     assert panel.error is None, panel.error
+    row = panel.rows[-1]
     victim = bench.victim()
-    assert row["asr_before"] == pytest.approx(bench.score(victim.model, victim, on=bench.evaluation)["asr"], abs=0.2)
+    shown = bench.score(victim.model, victim, on=seeded_subset(bench.evaluation, 60, bench.data.seed))
+    assert row["asr_before"] == shown["asr"] and row["clean_acc_before"] == shown["clean_acc"]
     assert 0 <= row["asr"] <= 1 and 0 <= row["clean_acc"] <= 1
     assert len(list(tmp_path.glob("pools/*/pool.safetensors"))) == 1  # BAERASER recovered (and cached) a pool
     assert [c["epoch"] for c in row["curve"]][0] == 0
@@ -103,3 +117,6 @@ def test_the_panel_over_a_real_bench(fashion_root, tmp_path):
     panel.button.click()
     assert panel.error is None and len(panel.rows) == 2 and panel.rows[-1]["defense"] == "finetune"
     assert shown_numbers(panel, "clean_acc_before")[0] == pytest.approx(row["clean_acc_before"], abs=5e-5)
+    panel.holding_ratio.options = [("50%", 0.5)]  # a ratio the bench has no D_h for: a clear error, no run
+    panel.button.click()
+    assert "not in the bench" in panel.error and len(panel.rows) == 2
