@@ -452,7 +452,7 @@ for v in new:
 # would simply return the untouched model here (no epoch improves the defender's DER), which says
 # nothing about the penalty. Note the bound: a triggered image the backdoor already sends to the
 # target has p(correct) < 1%, so its capped term gives no gradient; the images the recovered
-# trigger does not flip are the ones that drive this run.
+# trigger does not flip drive the run, at least at first.
 
 # %%
 start = time.perf_counter()
