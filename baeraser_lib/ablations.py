@@ -41,9 +41,11 @@ DEFENSES = ("baeraser", "finetune", "fineprune", "nad")
 # "smoke" what the tests run. Each key may be overridden by a notebook parameter.
 GRIDS: dict[str, dict] = {
     "full": {"beta_ratios": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0], "holding_ratios": [0.01, 0.02, 0.05, 0.1],
-             "trigger_sizes": [3, 5, 7]},
-    "reduced": {"beta_ratios": [1e-4, 1.0, 100.0], "holding_ratios": [0.01, 0.05], "trigger_sizes": [3, 7]},
-    "smoke": {"beta_ratios": [1e-4, 100.0], "holding_ratios": [0.2, 0.25], "trigger_sizes": [3, 5]},
+             "trigger_sizes": [3, 5, 7], "lambda_h_values": [0.0, 0.01, 0.1, 1.0]},
+    "reduced": {"beta_ratios": [1e-4, 1.0, 100.0], "holding_ratios": [0.01, 0.05], "trigger_sizes": [3, 7],
+                "lambda_h_values": [0.0, 0.1, 1.0]},
+    "smoke": {"beta_ratios": [1e-4, 100.0], "holding_ratios": [0.2, 0.25], "trigger_sizes": [3, 5],
+              "lambda_h_values": [0.0, 0.1]},
 }
 
 
@@ -70,6 +72,9 @@ def grid_values(grid: str, **overrides) -> dict:
     for v in out["holding_ratios"]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise ConfigError(f"holding ratios must lie in (0, 1), got {v!r}")
+    for v in out["lambda_h_values"]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"λ_H values must be numbers ≥ 0, got {v!r}")
     for v in out["trigger_sizes"]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"trigger sizes must be positive integers, got {v!r}")
@@ -208,14 +213,17 @@ class AblationBench:
                                               progress=self.progress)
         return self._victims[key]
 
-    def pool(self, victim: TrainedModel, ratio: float) -> tuple[TriggerPool, dict]:
+    def pool(self, victim: TrainedModel, ratio: float, recovery: RecoveryConfig | None = None
+             ) -> tuple[TriggerPool, dict]:
+        """The pool recovered from `victim` on D_h of `ratio` (with `recovery` instead of the
+        bench's recovery settings if given; the patch size is still the bench's choice)."""
         if ratio not in self.holdings:
             raise ConfigError(f"holding ratio {ratio} is not in this bench's sweep {sorted(self.holdings)}")
         patch = self.recovery_patch or victim.trigger.size
-        key = (victim.path.name, ratio, patch)
+        cfg = dataclasses.replace(recovery or self.recovery, patch_size=patch)
+        key = (victim.path.name, ratio, cfg)
         if key not in self._pools:
             holding = self.holdings[ratio]
-            cfg = dataclasses.replace(self.recovery, patch_size=patch)
             holding_key = {"dataset": self.data.info.name, "holding_ratio": ratio, "seed": self.data.seed,
                            "n": len(holding)}
             pool, meta, _, _ = obtain_pool(victim.model, victim.path.name, holding, self.data.info.num_classes, cfg,

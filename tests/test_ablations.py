@@ -68,6 +68,8 @@ def test_grid_values_and_overrides():
         grid_values("full", holding_ratios=[0.05, 1.5])
     with pytest.raises(ConfigError, match="integers"):
         grid_values("full", trigger_sizes=[3, 4.5])
+    with pytest.raises(ConfigError, match="λ_H"):
+        grid_values("full", lambda_h_values=[0.1, -1.0])
 
 
 def test_positions_are_checked_before_compute():
@@ -200,6 +202,8 @@ def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):
     pool, meta = bench.pool(v5, 0.2)
     assert pool.config.patch_size == 5 and meta["holding"]["n"] == 80
     assert bench.pool(v5, 0.2)[0] is pool
+    other, _ = bench.pool(v5, 0.2, RecoveryConfig(steps_per_stage=4, grid_size=2, lambda_h=0.0))
+    assert other is not pool and other.config.lambda_h == 0.0 and other.config.patch_size == 5
     with pytest.raises(ConfigError, match="not in this bench"):
         bench.pool(v5, 0.5)
     with pytest.raises(ConfigError, match="unknown attack"):

@@ -98,6 +98,7 @@ def test_notebook_04_runs_every_ablation_under_papermill(fashion_root, tmp_path)
     assert figures["iterations"] and set(figures["positions"]["none"]) == {
         "bottom_right", "bottom_left", "top_right", "top_left", "center", "random"}
     assert set(figures["correct_label"]) == {"baeraser β/α=1", "baeraser β/α=100", "plain ascent"}
+    assert set(figures["lambda_h"]) == {"0", "0.1"} and all("der" in r for r in figures["lambda_h"].values())
     assert len(figures["verdicts"]) == figures["claims"] >= 7
     for v in figures["verdicts"]:
         assert set(v) == {"claim", "reproduced", "evidence"} and isinstance(v["reproduced"], bool) and v["evidence"]
@@ -109,7 +110,7 @@ def test_notebook_04_runs_every_ablation_under_papermill(fashion_root, tmp_path)
     assert "Ablations" in html and "data:image/png;base64" in html and "reproduced" in html
     # one victim per trigger size; recovery once per (victim, D_h)
     assert len(list((tmp_path / "artifacts").glob("victims/*/weights.safetensors"))) == 2
-    assert len(list((tmp_path / "artifacts").glob("pools/*/pool.safetensors"))) == 3
+    assert len(list((tmp_path / "artifacts").glob("pools/*/pool.safetensors"))) == 4  # + λ_H = 0
 
 
 def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
