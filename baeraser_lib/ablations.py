@@ -162,6 +162,12 @@ def verdict(claim: str, reproduced: bool, evidence: str) -> dict:
     return {"claim": claim, "reproduced": bool(reproduced), "evidence": evidence}
 
 
+def verdict_lines(verdicts: list[dict]) -> str:
+    """Verdicts as text: one claim per line, its evidence indented beneath."""
+    return "\n".join(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}\n{'':15}{v['evidence']}"
+                     for v in verdicts)
+
+
 def check_positions(positions, size: int, image_shape) -> list:
     """Validate trigger positions for a trigger of `size` before any compute."""
     if not positions:
@@ -190,6 +196,7 @@ class AblationBench:
     progress: bool = True
     _victims: dict = field(default_factory=dict, repr=False)
     _pools: dict = field(default_factory=dict, repr=False)
+    _before: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         ratios = sorted(set(self.holding_ratios) | ({self.evaluation_reserve} if self.evaluation_reserve else set()))
@@ -231,6 +238,12 @@ class AblationBench:
                                            progress=self.progress)
             self._pools[key] = (pool, meta)
         return self._pools[key]
+
+    def before(self, victim: TrainedModel) -> dict:
+        """The victim's own figures on the evaluation set, measured once per victim."""
+        if victim.path.name not in self._before:
+            self._before[victim.path.name] = self.score(victim.model, victim)
+        return self._before[victim.path.name]
 
     def score(self, model: nn.Module, victim: TrainedModel, on: Dataset | None = None) -> dict:
         """Clean accuracy, ASR and robust accuracy on the fixed evaluation set (true trigger)."""

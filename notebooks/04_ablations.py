@@ -114,7 +114,8 @@ import numpy as np
 import torch
 
 from baeraser_lib.ablations import (DEFENSES, AblationBench, DefenseSuite, check_positions, grid_values,
-                                    position_figures, run_defenses, scored, unlearn_or_keep, verdict)
+                                    position_figures, run_defenses, scored, unlearn_or_keep, verdict,
+                                    verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data, seeded_subset
 from baeraser_lib.defenses.fineprune import FinePruneConfig
@@ -162,7 +163,7 @@ bench = AblationBench(data, train_cfg, attack_cfg, recovery_cfg, artifacts_dir,
                       recovery_patch, dev)
 victim = bench.victim()
 pool, pool_meta = bench.pool(victim, holding_ratio)
-before = bench.score(victim.model, victim)
+before = bench.before(victim)
 print(f"victim {victim.path.name}; pool labels {pool.labels}; {len(bench.evaluation)} evaluation images, "
       f"D_h sizes {{{', '.join(f'{r:g}: {len(h)}' for r, h in bench.holdings.items())}}}")
 print("no defense:", {k: round(v, 4) for k, v in before.items()})
@@ -185,7 +186,7 @@ def defended(size, ratio):
         start = time.perf_counter()
         v = bench.victim(trigger_size=size)
         p = bench.pool(v, ratio)[0]
-        base = bench.score(v.model, v)
+        base = bench.before(v)
         repaired = run_defenses(v.model, bench.holdings[ratio], p, suite, DEFENSES, dev)
         runs[size, ratio] = {"victim": v, "repaired": repaired, "pool_labels": p.labels,
                              "scores": {"none": {**base, "der": 0.5, "seconds": 0.0},
@@ -266,8 +267,7 @@ verdicts = [
             and (hi["clean_acc"] > lo["clean_acc"] or hi["asr"] > lo["asr"]),
             f"clean acc {lo['clean_acc']:.4f} → {hi['clean_acc']:.4f}, ASR {lo['asr']:.4f} → {hi['asr']:.4f}"),
 ]
-for v in verdicts:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(verdicts))
 
 # %% [markdown]
 # ## 2 · Holding ratio: how much clean data the defender needs
@@ -309,8 +309,7 @@ new = [
                       for r in holding_rows)),
 ]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 3 · Trigger size
@@ -352,8 +351,7 @@ new = [
             "; ".join(f"{m}: " + ", ".join(f"{size_rows[s][m]['der']:.3f}" for s in sizes) for m in worse)),
 ]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 4 · Iterations: the ASR / accuracy trade-off as unlearning proceeds
@@ -399,8 +397,7 @@ new = [
             pool_ok and corr < 0, f"Pearson r(ASR, points lost) = {corr:.3f} over {len(pts)} points"),
 ]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 5 · Trigger position
@@ -442,8 +439,7 @@ new = [verdict("after BAERASER no trigger position brings the backdoor back (ASR
                                                   for p in pos_names)
                + f" (the backdoor fired before at {len(firing)} of {len(pos_names)} positions)")]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 6 · Correct-label unlearning
@@ -481,8 +477,7 @@ new = [verdict(f"unlearning towards correct labels leaves accuracy intact (at mo
        verdict(f"the penalty protects correct memories (fewer points lost at β/α = {stiff:g} than at {ref_ratio:g})",
                pool_ok and c_stiff["acc_drop_points"] < c["acc_drop_points"], evidence)]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 7 · Recovered triggers beside the true ones
@@ -527,8 +522,7 @@ new = [verdict("the recovered trigger matches the true one in most pixels (> 50%
                          f"{s}×{s}: {100 * r['pixels_within_0.25']:.0f}% of pixels" if r["found"] else
                          f"{s}×{s}: target not recovered" for s, r in recovered_rows.items()))]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## 8 · λ_H: how far the entropy term spreads the recovered triggers
@@ -567,8 +561,7 @@ new = [verdict(f"the entropy term spreads the recovered trigger (spread at λ_H 
                pool_ok and b["der"] >= a["der"] - 0.005,
                "DER " + ", ".join(f"λ_H {k:g}: {r['der']:.4f}" for k, r in lambda_rows.items()))]
 verdicts += new
-for v in new:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}: {v['evidence']}")
+print(verdict_lines(new))
 
 # %% [markdown]
 # ## Play with it: the widget panel
@@ -589,8 +582,7 @@ panel
 # Written to `reports/04_ablations.json`: every sweep's raw numbers and every verdict.
 
 # %%
-for v in verdicts:
-    print(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}\n{'':15}{v['evidence']}")
+print(verdict_lines(verdicts))
 
 
 def strip(scores):

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from baeraser_lib.ablations import (AblationBench, DefenseSuite, check_positions, grid_values, moved,
-                                    position_figures, run_defenses, unlearn_or_keep, verdict)
+                                    position_figures, run_defenses, unlearn_or_keep, verdict, verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import ExperimentData, holding_sweep, load_experiment_data
 from baeraser_lib.defenses.common import triggered_copy
@@ -113,6 +113,8 @@ def test_position_figures_score_each_position():
 def test_verdict_is_a_plain_record():
     v = verdict("claim", 1 < 2, "evidence")
     assert v == {"claim": "claim", "reproduced": True, "evidence": "evidence"} and type(v["reproduced"]) is bool
+    text = verdict_lines([v, verdict("other", False, "numbers")])
+    assert text.splitlines() == ["reproduced     claim", " " * 15 + "evidence", "NOT reproduced other", " " * 15 + "numbers"]
 
 
 def test_unlearning_switches_are_validated():
@@ -214,3 +216,4 @@ def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):
     assert again.victim(trigger_size=5).cached
     figs = bench.score(v.model, v)
     assert set(figs) == {"clean_acc", "asr", "robust_acc"}
+    assert bench.before(v) == figs and bench.before(v) is bench.before(v)  # measured once per victim
