@@ -164,7 +164,7 @@ def verdict(claim: str, reproduced: bool, evidence: str) -> dict:
 
 def verdict_lines(verdicts: list[dict]) -> str:
     """Verdicts as text: one claim per line, its evidence indented beneath."""
-    return "\n".join(("reproduced     " if v["reproduced"] else "NOT reproduced ") + f"{v['claim']}\n{'':15}{v['evidence']}"
+    return "\n".join(f"{'reproduced' if v['reproduced'] else 'NOT reproduced':<15}{v['claim']}\n{'':15}{v['evidence']}"
                      for v in verdicts)
 
 

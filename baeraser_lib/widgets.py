@@ -62,11 +62,11 @@ def bench_runner(bench: AblationBench, suite: DefenseSuite = DefenseSuite(), cur
 
     def run(choice: Choice, step) -> dict:
         if choice.holding_ratio not in bench.holdings:
-            raise ConfigError(f"holding ratio {choice.holding_ratio:g} is not in the bench's sweep {sorted(bench.holdings)}")
+            raise ConfigError(f"holding ratio {choice.holding_ratio:g} is not in the bench's sweep "
+                              f"{sorted(bench.holdings)}")
         if choice.defense not in DEFENSES:
             raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(DEFENSES)}")
-        bench.attack_config(choice.attack)  # an unknown attack fails here, before any loading
-        victim = bench.victim(choice.attack)
+        victim = bench.victim(choice.attack)  # checks the attack before loading or training anything
         before = bench.score(victim.model, victim, on=evalset)
         step("victim")
         pool = bench.pool(victim, choice.holding_ratio)[0] if choice.defense == "baeraser" else None

@@ -114,7 +114,8 @@ def test_verdict_is_a_plain_record():
     v = verdict("claim", 1 < 2, "evidence")
     assert v == {"claim": "claim", "reproduced": True, "evidence": "evidence"} and type(v["reproduced"]) is bool
     text = verdict_lines([v, verdict("other", False, "numbers")])
-    assert text.splitlines() == ["reproduced     claim", " " * 15 + "evidence", "NOT reproduced other", " " * 15 + "numbers"]
+    pad = " " * 15
+    assert text.splitlines() == ["reproduced     claim", pad + "evidence", "NOT reproduced other", pad + "numbers"]
 
 
 def test_unlearning_switches_are_validated():
