@@ -10,11 +10,19 @@ FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 # make reports ATTACKS=all: notebooks 01 → 04 once per attack (badnets, trojannn, imc); or a list
 ATTACKS ?=
+# make sweep GRID=grids/cpu.yaml [SCHEDULER=tcp://host:8786] [ARGS="--workers 2 --threads 1"]
+GRID      ?=
+SCHEDULER ?=
 
-.PHONY: reports test setup data sync clean-reports
+.PHONY: reports sweep test setup data sync clean-reports
 
 reports: setup data
 	$(PY) -m baeraser_lib.reports run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
+
+# A grid of runs (grids/*.yaml): reports/<grid>/ with one folder per run, index.html and grid.json.
+sweep: setup data
+	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/cpu.yaml [SCHEDULER=tcp://host:8786] [ARGS=...]"; exit 2; }
+	$(PY) -m baeraser_lib.sweep $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q

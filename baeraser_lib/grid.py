@@ -1,0 +1,203 @@
+"""Grid files: notebooks × parameter axes, expanded into independent runs and checked up front.
+
+A grid is a YAML file:
+
+    name: cpu                        # reports go to reports/<name>/ (default: the file's stem)
+    description: what the grid is for
+    notebooks: [01_inject, 02_recover_triggers, 03_unlearn]   # run in this order within a run
+    parameters: {width: 16, epochs: 4}                          # every run
+    axes:                                                       # the cartesian product is the runs
+      dataset: [fashion_mnist, mnist_5k]
+      attack: [badnets, trojannn, imc]
+    overrides:                                                  # optional: settings for some runs
+      - when: {dataset: mnist_5k}
+        set: {train_subset: null, epochs: 8}
+
+Each run gets the parameters its notebooks declare; a name no notebook declares, a value of the
+wrong type, or a value the library's configs refuse (unknown dataset or attack, a trigger larger
+than the image, a poison rate outside (0, 1)) is an error before anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .reports import NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
+
+GRID_KEYS = {"name", "description", "notebooks", "parameters", "axes", "overrides"}
+SET_BY_SWEEP = ("artifacts_dir", "data_root")  # the sweep command's --artifacts / --data set these
+
+
+@dataclass(frozen=True)
+class Run:
+    """One point of a grid: its axis values, the notebooks it runs and their parameters."""
+
+    run_id: str
+    axes: dict
+    notebooks: tuple[str, ...]
+    parameters: dict  # merged: grid parameters, overrides, axis values (not the sweep's paths)
+
+    def own(self, notebook: str, declared: dict[str, dict]) -> dict:
+        """The parameters `notebook` declares (papermill refuses the others)."""
+        return {k: v for k, v in self.parameters.items() if k in declared[notebook]}
+
+
+@dataclass
+class Grid:
+    name: str
+    notebooks: list[str]
+    parameters: dict
+    axes: dict[str, list]
+    overrides: list[dict] = field(default_factory=list)
+    description: str = ""
+    source: Path | None = None
+
+    def runs(self) -> list[Run]:
+        """The cartesian product of the axes, in file order; each with its merged parameters."""
+        names = list(self.axes)
+        out = []
+        for values in itertools.product(*(self.axes[n] for n in names)):
+            point = dict(zip(names, values))
+            params = dict(self.parameters)
+            for rule in self.overrides:
+                if all(point.get(k, params.get(k)) == v for k, v in rule["when"].items()):
+                    params.update(rule["set"])
+            params.update(point)
+            out.append(Run(run_id(point), point, tuple(self.notebooks), params))
+        ids = [r.run_id for r in out]
+        clash = sorted({i for i in ids if ids.count(i) > 1})
+        if clash:
+            raise ConfigError(f"grid {self.name!r}: axis values give the same run name(s) {clash}")
+        return out
+
+
+def _slug(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "_"
+
+
+def run_id(point: dict) -> str:
+    """A readable folder name for one grid point: string values as they are, others prefixed by
+    their axis (`fashion_mnist-badnets-seed1`)."""
+    return "-".join(_slug(v) if isinstance(v, str) else f"{_slug(k)}{_slug(v)}" for k, v in point.items()) or "run"
+
+
+def load_grid(path: str | os.PathLike) -> Grid:
+    """Read and shape-check a grid file (values are checked by `validate`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"grid file {path} is not valid YAML: {err}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"grid file {path}: expected a mapping with keys {sorted(GRID_KEYS)}")
+    unknown = sorted(set(doc) - GRID_KEYS)
+    if unknown:
+        raise ConfigError(f"grid file {path}: unknown key(s) {unknown}; a grid has {sorted(GRID_KEYS)}")
+    notebooks = doc.get("notebooks")
+    if not isinstance(notebooks, list) or not notebooks or not all(isinstance(n, str) for n in notebooks):
+        raise ConfigError(f"grid file {path}: 'notebooks' must be a non-empty list of notebook names")
+    params = doc.get("parameters") or {}
+    axes = doc.get("axes") or {}
+    if not isinstance(params, dict) or not isinstance(axes, dict):
+        raise ConfigError(f"grid file {path}: 'parameters' and 'axes' must be mappings")
+    for name, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid file {path}: axis {name!r} must be a non-empty list of values")
+    both = sorted(set(params) & set(axes))
+    if both:
+        raise ConfigError(f"grid file {path}: {both} is both a fixed parameter and an axis")
+    overrides = doc.get("overrides") or []
+    if not isinstance(overrides, list) or not all(
+            isinstance(o, dict) and set(o) == {"when", "set"} and isinstance(o["when"], dict)
+            and isinstance(o["set"], dict) for o in overrides):
+        raise ConfigError(f"grid file {path}: 'overrides' must be a list of {{when: {{...}}, set: {{...}}}}")
+    name = doc.get("name") or path.stem
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ConfigError(f"grid file {path}: name {name!r} must be letters, digits, '_', '.' or '-'")
+    return Grid(name, list(notebooks), dict(params), {k: list(v) for k, v in axes.items()}, list(overrides),
+                str(doc.get("description") or ""), path)
+
+
+def declared_parameters(notebooks: list[str], notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, dict]:
+    """Each notebook's default parameters; ConfigError for a notebook that does not exist."""
+    unknown = [n for n in notebooks if not (notebooks_dir / f"{n}.py").is_file()]
+    if unknown:
+        known = sorted(p.stem for p in notebooks_dir.glob("*.py"))
+        raise ConfigError(f"unknown notebook(s) {unknown}; available: {known}")
+    return {n: parameters_of(notebooks_dir / f"{n}.py") for n in notebooks}
+
+
+def _type_ok(default, value) -> bool:
+    if default is None or value is None:
+        return True  # None defaults take any literal; None is a value every optional knob understands
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, (str, list))  # e.g. trigger_position: "center" or [row, col]
+    return isinstance(value, type(default))
+
+
+def _check_configs(run: Run, every: dict) -> None:
+    """Build the library's configs for the parameters the run names, so their checks apply."""
+    from .config import AttackConfig, TrainConfig
+    from .victims import check_attack
+
+    p = {**every, **run.parameters}
+    if "dataset" not in p:
+        return
+    train = TrainConfig(**{k: p[k] for k in ("dataset", "model", "width", "epochs", "batch_size", "lr",
+                                             "train_subset", "seed") if k in p})
+    if "attack" in p:
+        attack = AttackConfig(name=p["attack"], options=p.get("attack_options") or {},
+                              **{k: p[k] for k in ("trigger_size", "trigger_position", "poison_rate",
+                                                   "target_label", "seed") if k in p})
+        check_attack(train, attack)
+
+
+def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run], dict[str, dict]]:
+    """Every run of `grid`, checked: notebooks exist, each name is declared by some notebook, each
+    value has its default's type and passes the library's own config checks. Nothing runs."""
+    declared = declared_parameters(grid.notebooks, notebooks_dir)
+    every = {}
+    for d in declared.values():
+        every.update(d)
+    names = set(grid.parameters) | set(grid.axes)
+    for rule in grid.overrides:
+        names |= set(rule["when"]) | set(rule["set"])
+    reserved = sorted(names & set(RUNNER_PARAMS))
+    if reserved:
+        raise ConfigError(f"grid {grid.name!r}: {reserved} are set by the runner, not by a grid")
+    paths = sorted(names & set(SET_BY_SWEEP))
+    if paths:
+        raise ConfigError(f"grid {grid.name!r}: {paths} are set by the sweep command (--artifacts, --data), "
+                          f"so one grid file serves every machine")
+    unknown = sorted(names - set(every))
+    if unknown:
+        raise ConfigError(f"grid {grid.name!r}: unknown parameter(s) {unknown}; the notebooks "
+                          f"{grid.notebooks} declare {sorted(set(every) - set(RUNNER_PARAMS))}")
+    runs = grid.runs()
+    for run in runs:
+        for k, v in run.parameters.items():
+            if not _type_ok(every[k], v):
+                raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {k}={v!r} should be like its "
+                                  f"default {every[k]!r} ({type(every[k]).__name__})")
+        try:
+            _check_configs(run, every)
+        except ConfigError as err:
+            raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {err}") from None
+    return runs, declared

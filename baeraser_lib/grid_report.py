@@ -1,0 +1,274 @@
+"""A grid's index page and JSON: the paper's table (dataset × attack rows, each defense's clean
+accuracy, ASR and DER), the means across rows, which data each dataset ran on, and figures.
+
+Every number comes from the runs' own reports (notebook 03's `methods`: `none` is the victim
+before any defense, on the same evaluation split as each defense).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+from pathlib import Path
+
+from .atomic import atomic_open
+from .reports import write_json_atomic
+
+DEFENSES = [("baeraser", "BAERASER"), ("finetune", "fine-tuning"), ("fineprune", "fine-pruning"), ("nad", "NAD")]
+BASELINES = [k for k, _ in DEFENSES if k != "baeraser"]
+TABLE_NOTEBOOK = "03_unlearn"  # the notebook whose report holds every defense's figures
+TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7's bar for BAERASER
+
+
+def data_source(dataset: str | None) -> str:
+    from .data import DATASETS
+
+    return DATASETS[dataset].source if dataset in DATASETS else "unknown dataset"
+
+
+def _label(axes: dict) -> str:
+    return " · ".join(str(v) for v in axes.values())
+
+
+def _step_error(record: dict) -> tuple[str | None, str]:
+    bad = next((s for s in record.get("steps", []) if s["status"] == "failed"), None)
+    return (bad["notebook"], bad.get("error") or "") if bad else (None, "")
+
+
+def grid_rows(grid_dir: Path, records: list[dict]) -> list[dict]:
+    """One row per run: its defenses' figures when it finished, or why it did not."""
+    rows = []
+    for rec in records:
+        run_dir = grid_dir / rec["run_id"]
+        params = rec.get("parameters", {})
+        row = {"run_id": rec["run_id"], "axes": rec.get("axes", {}), "label": _label(rec.get("axes", {})),
+               "dataset": params.get("dataset"), "attack": params.get("attack"), "status": rec["status"],
+               "seconds": rec.get("seconds"), "data": data_source(params.get("dataset"))}
+        report = run_dir / f"{TABLE_NOTEBOOK}.json"
+        if rec["status"] != "ok":
+            nb, err = _step_error(rec)
+            row.update(failed_notebook=nb, error=err,
+                       link=f"{rec['run_id']}/{nb}.html" if nb and (run_dir / f"{nb}.html").exists() else None)
+        elif report.exists():
+            methods = json.loads(report.read_text()).get("methods", {})
+            before = methods.get("none", {})
+            row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
+            row["defenses"] = {k: {m: methods[k][m] for m in ("clean_acc", "asr", "der")}
+                               for k, _ in DEFENSES if k in methods}
+            for k, d in row["defenses"].items():
+                d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
+                d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
+            base = [row["defenses"][k]["der"] for k in BASELINES if k in row["defenses"]]
+            if "baeraser" in row["defenses"] and base:
+                row["best_baseline_der"] = max(base)
+                row["baeraser_der_ge_best_baseline"] = row["defenses"]["baeraser"]["der"] >= max(base)
+        rows.append(row)
+    return rows
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means across the rows that finished (all of them ran on real data: the library has no other
+    kind), per defense; and BAERASER against issue #7's bar."""
+    done = [r for r in rows if "defenses" in r]
+    per = {}
+    for k, _ in DEFENSES:
+        ds = [r["defenses"][k] for r in done if k in r["defenses"]]
+        per[k] = {"rows": len(ds), "mean_asr_reduction": _mean([d["asr_reduction"] for d in ds]),
+                  "mean_acc_drop_points": _mean([d["acc_drop_points"] for d in ds]),
+                  "mean_der": _mean([d["der"] for d in ds])}
+    b = per["baeraser"]
+    judged = [r for r in done if "baeraser_der_ge_best_baseline" in r]
+    datasets = {}
+    for r in rows:
+        d = datasets.setdefault(r["dataset"], {"source": r["data"], "runs_ok": 0, "runs_failed": 0, "why_not": []})
+        if r["status"] == "ok":
+            d["runs_ok"] += 1
+        else:
+            d["runs_failed"] += 1
+            if r.get("error") and r["error"] not in d["why_not"]:
+                d["why_not"].append(r["error"])
+    for d in datasets.values():
+        d["ran_on_real_data"] = d["runs_ok"] > 0
+    return {
+        "rows": len(rows), "rows_done": len(done), "rows_failed": sum(r["status"] != "ok" for r in rows),
+        "defenses": per, "datasets": datasets,
+        "targets": {
+            "mean_asr_reduction": {"target": f">= {TARGETS['mean_asr_reduction']}",
+                                   "measured": b["mean_asr_reduction"],
+                                   "met": b["mean_asr_reduction"] is not None
+                                   and b["mean_asr_reduction"] >= TARGETS["mean_asr_reduction"]},
+            "mean_acc_drop_points": {"target": f"<= {TARGETS['mean_acc_drop_points']}",
+                                     "measured": b["mean_acc_drop_points"],
+                                     "met": b["mean_acc_drop_points"] is not None
+                                     and b["mean_acc_drop_points"] <= TARGETS["mean_acc_drop_points"]},
+            "baeraser_der_ge_best_baseline": {"target": "every row",
+                                              "measured": f"{sum(r['baeraser_der_ge_best_baseline'] for r in judged)}"
+                                                          f" of {len(judged)} rows",
+                                              "met": bool(judged) and all(r["baeraser_der_ge_best_baseline"]
+                                                                          for r in judged)},
+        },
+    }
+
+
+def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
+    """DER per defense and ASR before/after BAERASER, per finished row; PNG files, their names."""
+    done = [r for r in rows if "defenses" in r]
+    if not done:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    names, x = [], np.arange(len(done))
+    labels = [r["label"].replace(" · ", "\n") for r in done]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(done)), 3.6))
+    w = 0.8 / len(DEFENSES)
+    for i, (k, label) in enumerate(DEFENSES):
+        ax.bar(x + (i - (len(DEFENSES) - 1) / 2) * w, [r["defenses"].get(k, {}).get("der", 0) for r in done], w,
+               label=label)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("DER")
+    ax.set_title("Defense effectiveness rating per run (higher is better)")
+    ax.legend(fontsize=8, ncols=4, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(fig_dir / "der.png", dpi=110)
+    plt.close(fig)
+    names.append("der.png")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(done)), 3.4))
+    a1.bar(x - 0.2, [r["before"]["asr"] for r in done], 0.4, label="before", color="tab:red")
+    a1.bar(x + 0.2, [r["defenses"]["baeraser"]["asr"] for r in done], 0.4, label="after BAERASER", color="tab:blue")
+    a1.set_xticks(x, labels, fontsize=7)
+    a1.set_ylabel("ASR (true trigger)")
+    a1.legend(fontsize=8)
+    for k, label in DEFENSES:
+        a2.plot(x, [r["defenses"].get(k, {}).get("acc_drop_points", np.nan) for r in done], "o-", label=label)
+    a2.axhline(TARGETS["mean_acc_drop_points"], color="grey", ls=":", lw=1)
+    a2.set_xticks(x, labels, fontsize=7)
+    a2.set_ylabel("clean accuracy lost (points)")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "asr_acc.png", dpi=110)
+    plt.close(fig)
+    names.append("asr_acc.png")
+    return names
+
+
+def _f(v, digits=4) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _table(rows: list[dict]) -> str:
+    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in DEFENSES)
+    sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(DEFENSES)
+    body = []
+    for r in rows:
+        links = " · ".join(f'<a href="{html.escape(r["run_id"])}/{nb}.html">{nb[:2]}</a>'
+                           for nb in ("01_inject", "02_recover_triggers", "03_unlearn"))
+        name = f"{html.escape(r['label'])}<br><small>{links}</small>"
+        if "defenses" not in r:
+            if r["status"] == "ok":
+                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(DEFENSES)}>finished; this grid's "
+                            f"notebooks write no defense table</td></tr>")
+                continue
+            link = f' (<a href="{html.escape(r["link"])}">failing notebook</a>)' if r.get("link") else ""
+            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={3 + 3 * len(DEFENSES)}>"
+                        f"<b>failed</b> in {html.escape(str(r.get('failed_notebook')))}{link}: "
+                        f"{html.escape(r.get('error', ''))}</td></tr>")
+            continue
+        cells = []
+        for k, _ in DEFENSES:
+            d = r["defenses"].get(k)
+            if d is None:
+                cells.append("<td></td>" * 3)
+                continue
+            best = d["der"] >= max(x["der"] for x in r["defenses"].values())
+            der = f"<b>{d['der']:.3f}</b>" if best else f"{d['der']:.3f}"
+            cells.append(f"<td>{_f(d['clean_acc'])}</td><td>{_f(d['asr'])}</td><td>{der}</td>")
+        ok = r.get("baeraser_der_ge_best_baseline")
+        body.append(f"<tr><td>{name}</td><td>{_f(r['before']['clean_acc'])}</td><td>{_f(r['before']['asr'])}</td>"
+                    f"{''.join(cells)}<td>{'yes' if ok else '<b>no</b>' if ok is not None else ''}</td></tr>")
+    return (f"<table><tr><th rowspan=2>run</th><th colspan=2>before</th>{head}"
+            f"<th rowspan=2>BAERASER DER ≥ best baseline</th></tr>"
+            f"<tr><th>acc</th><th>ASR</th>{sub}</tr>{''.join(body)}</table>")
+
+
+def grid_markdown(grid_dir: Path) -> str:
+    """The grid's table as Markdown (the README's copy), from its grid.json."""
+    doc = json.loads((grid_dir / "grid.json").read_text())
+    lines = ["| dataset · attack | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in DEFENSES)
+             + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(DEFENSES)) + "|"]
+    for r in doc["rows"]:
+        if "defenses" not in r:
+            lines.append(f"| {r['label']} | not run: {r.get('error', r['status'])[:90].replace('|', '/')} |"
+                         + " |" * (1 + len(DEFENSES)))
+            continue
+        cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else ""
+                 for k, _ in DEFENSES]
+        lines.append(f"| {r['label']} | {r['before']['clean_acc']:.4f} / {r['before']['asr']:.4f} | "
+                     + " | ".join(cells) + f" | {'yes' if r.get('baeraser_der_ge_best_baseline') else '**no**'} |")
+    return "\n".join(lines)
+
+
+def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: float | None = None) -> Path:
+    """grid.json and index.html of one grid's reports folder (rewritten as runs finish)."""
+    rows = grid_rows(grid_dir, records)
+    summary = summarise(rows)
+    figures = grid_figures(rows, grid_dir / "figures")
+    previous = grid_dir / "grid.json"
+    timing = {"sweep_seconds": sweep_seconds}
+    if sweep_seconds is None and previous.exists():
+        timing = {"sweep_seconds": json.loads(previous.read_text()).get("timing", {}).get("sweep_seconds")}
+    timing["runs_seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
+    doc = {"grid": grid.name, "description": grid.description, "notebooks": grid.notebooks,
+           "parameters": grid.parameters, "axes": grid.axes, "overrides": grid.overrides,
+           "rows": rows, "summary": summary, "timing": timing, "figures": figures,
+           "runs": {r["run_id"]: {k: r.get(k) for k in ("status", "seconds", "finished_at", "host", "skipped")}
+                    for r in records},
+           "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    write_json_atomic(grid_dir / "grid.json", doc)
+    per = summary["defenses"]
+    means = "".join(f"<tr><td>{html.escape(label)}</td><td>{per[k]['rows']}</td>"
+                    f"<td>{_f(per[k]['mean_asr_reduction'] and 100 * per[k]['mean_asr_reduction'], 2)}%</td>"
+                    f"<td>{_f(per[k]['mean_acc_drop_points'], 2)}</td><td>{_f(per[k]['mean_der'], 3)}</td></tr>"
+                    for k, label in DEFENSES)
+    targets = "".join(f"<li>{html.escape(name)}: {html.escape(str(t['measured'] if not isinstance(t['measured'], float) else round(t['measured'], 4)))}"
+                      f" (target {html.escape(t['target'])}): <b>{'met' if t['met'] else 'missed'}</b></li>"
+                      for name, t in summary["targets"].items())
+    data = "".join(f"<li><b>{html.escape(str(name))}</b>: "
+                   + (f"ran on real data: {html.escape(d['source'])}" if d["ran_on_real_data"] else
+                      f"<b>not run</b>: {html.escape('; '.join(d['why_not'])[:400])}")
+                   + "</li>" for name, d in summary["datasets"].items())
+    imgs = "".join(f'<p><img src="figures/{f}" style="max-width:100%"></p>' for f in figures)
+    took = f"{timing['sweep_seconds'] / 60:.1f} min of wall time in the last sweep; " if timing["sweep_seconds"] else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>grid {html.escape(grid.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:90%}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}}tr.failed{{background:#fdd}}</style></head>
+<body><h1>Grid <code>{html.escape(grid.name)}</code></h1><p>{html.escape(grid.description)}</p>
+<p>{len(records)} runs: {summary['rows_done']} finished, {summary['rows_failed']} failed.
+{took}{timing['runs_seconds'] / 60:.1f} min summed over the runs' own records.
+Notebooks per run: {html.escape(', '.join(grid.notebooks))}. JSON with the same numbers:
+<a href="grid.json">grid.json</a>. Back to <a href="../index.html">all reports</a>.</p>
+<h2>Data</h2><ul>{data}</ul>
+<h2>Results</h2><p>Evaluation split (never seen by any defense), true trigger (evaluation only). "before" is the
+victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DER.</p>
+{_table(rows)}
+<h2>Means across finished rows</h2>
+<table><tr><th>defense</th><th>rows</th><th>mean ASR reduction</th><th>mean accuracy drop (points)</th>
+<th>mean DER</th></tr>{means}</table><ul>{targets}</ul>
+<h2>Figures</h2>{imgs}
+<h2>Parameters</h2><pre>{html.escape(json.dumps({"parameters": grid.parameters, "axes": grid.axes,
+                                                   "overrides": grid.overrides}, indent=1))}</pre>
+</body></html>"""
+    with atomic_open(grid_dir / "index.html", encoding="utf-8") as f:
+        f.write(page)
+    return grid_dir / "index.html"

@@ -1,0 +1,268 @@
+"""Grids: expansion, up-front checks, the local and Dask executors, skip and failure paths, the
+grid's index page and JSON."""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from baeraser_lib import grid as G
+from baeraser_lib import grid_report as GR
+from baeraser_lib import sweep as S
+from baeraser_lib.errors import ConfigError
+from test_notebooks import smoke_params
+
+TOY = '''\
+# %% [markdown]
+# # A toy notebook: records its call, writes a fake artifact, fails on demand
+
+# %% tags=["parameters"]
+x = 1
+fail = False
+seed = 0
+device = "auto"
+artifacts_dir = "../artifacts"
+data_root = "../data"
+reports_dir = "."
+report_name = "toy"
+
+# %%
+import hashlib
+import json
+import pathlib
+
+art = pathlib.Path(artifacts_dir)
+with open(art / "calls.log", "a") as f:
+    f.write(f"{report_name} x={x}\\n")
+if fail:
+    raise ValueError(f"toy failure at x={x}")
+digest = hashlib.sha256(str(x).encode()).hexdigest()[:16]
+folder = art / "toys" / digest
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "meta.json").write_text("{}")
+(folder / "weights.safetensors").write_bytes(b"0")
+(pathlib.Path(reports_dir) / f"{report_name}.json").write_text(json.dumps({"x": x, "toy_artifact": digest}))
+'''
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """A notebooks folder with two toy notebooks, and a grid over them."""
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    (nbs / "toy.py").write_text(TOY)
+    (nbs / "toy_b.py").write_text(TOY)
+    grid_file = tmp_path / "toy.yaml"
+    grid_file.write_text(textwrap.dedent("""\
+        name: toy
+        notebooks: [toy, toy_b]
+        axes:
+          x: [1, 2, 3]
+        overrides:
+          - when: {x: 2}
+            set: {fail: true}
+        """))
+    return nbs, G.load_grid(grid_file), tmp_path
+
+
+def calls(artifacts: Path) -> list[str]:
+    log = artifacts / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def write_grid(tmp_path, text: str) -> Path:
+    path = tmp_path / "g.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_expansion_names_runs_and_applies_overrides(tmp_path):
+    grid = G.load_grid(write_grid(tmp_path, """\
+        notebooks: [01_inject]
+        parameters: {epochs: 2}
+        axes: {dataset: [fashion_mnist, mnist_5k], attack: [badnets, imc], seed: [0, 1]}
+        overrides:
+          - when: {dataset: mnist_5k}
+            set: {epochs: 8, train_subset: null}
+        """))
+    runs, declared = G.validate(grid)
+    assert grid.name == "g" and len(runs) == 8
+    assert runs[0].run_id == "fashion_mnist-badnets-seed0" and runs[-1].run_id == "mnist_5k-imc-seed1"
+    assert runs[0].parameters == {"epochs": 2, "dataset": "fashion_mnist", "attack": "badnets", "seed": 0}
+    assert runs[-1].parameters["epochs"] == 8 and runs[-1].parameters["train_subset"] is None
+    assert set(runs[0].own("01_inject", declared)) == {"epochs", "dataset", "attack", "seed"}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("notebooks: [01_inject, 09_nope]\naxes: {seed: [0]}\n", "unknown notebook"),
+    ("notebooks: [01_inject]\naxes: {sed: [0]}\n", "unknown parameter(s) ['sed']"),
+    ("notebooks: [01_inject]\nparameters: {epochs: four}\n", "epochs='four'"),
+    ("notebooks: [01_inject]\naxes: {dataset: [fashion_mnist, cifar11]}\n", "unknown dataset 'cifar11'"),
+    ("notebooks: [01_inject]\naxes: {attack: [badnets, wanet]}\n", "unknown attack 'wanet'"),
+    ("notebooks: [01_inject]\nparameters: {trigger_size: 40}\n", "trigger"),
+    ("notebooks: [01_inject]\nparameters: {poison_rate: 1.5}\n", "poison_rate"),
+    ("notebooks: [01_inject]\nparameters: {report_name: x}\n", "set by the runner"),
+    ("notebooks: [01_inject]\nparameters: {artifacts_dir: /tmp}\n", "set by the sweep command"),
+    ("notebooks: [01_inject]\naxes: {seed: []}\n", "non-empty list"),
+    ("notebooks: [01_inject]\ngrids: {}\n", "unknown key"),
+    ("notebooks: 01_inject\n", "non-empty list of notebook names"),
+    ("notebooks: [01_inject\n", "not valid YAML"),
+])
+def test_bad_grids_fail_before_anything_runs(tmp_path, body, message):
+    out = tmp_path / "reports"
+    with pytest.raises(ConfigError) as err:
+        S.sweep(G.load_grid(write_grid(tmp_path, body)), out, tmp_path / "artifacts")
+    assert message in str(err.value)
+    assert not out.exists() and not (tmp_path / "artifacts").exists()
+
+
+def test_cli_reports_bad_input_as_one_line(tmp_path, capsys):
+    assert S.main([str(tmp_path / "missing.yaml")]) == 2
+    assert "grid file" in capsys.readouterr().err
+
+
+def test_unwritable_artifacts_root_fails_before_any_run(toy):
+    nbs, grid, tmp = toy
+    blocker = tmp / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="artifacts root .* is not writable"):
+        S.sweep(grid, tmp / "reports", blocker / "artifacts", notebooks_dir=nbs)
+    assert not list((tmp / "reports" / "toy").glob("*/run.json"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_fails_before_any_run(toy):
+    nbs, grid, tmp = toy
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"):
+        S.sweep(grid, tmp / "reports", tmp / "artifacts", notebooks_dir=nbs,
+                scheduler=f"tcp://127.0.0.1:{free_port()}", scheduler_timeout=2.0)
+    with pytest.raises(ConfigError, match="tcp://host"):
+        S.sweep(grid, tmp / "reports", tmp / "artifacts", notebooks_dir=nbs, scheduler="127.0.0.1:8786")
+    assert calls(tmp / "artifacts") == [] and not list((tmp / "reports").glob("toy/*/run.json"))
+
+
+def test_cores_are_respected():
+    with pytest.raises(ConfigError, match="exceeds"):
+        S.local_slots(2, 10_000)
+    assert S.local_slots(1, None)[1] >= 1
+
+
+def test_local_sweep_continues_past_a_failure_then_skips_complete_runs(toy):
+    nbs, grid, tmp = toy
+    out, art = tmp / "reports", tmp / "artifacts"
+    records = S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert [r["status"] for r in records] == ["ok", "failed", "ok"]
+    failed = records[1]
+    assert [s["status"] for s in failed["steps"]] == ["failed", "not run"]
+    assert "toy failure at x=2" in failed["steps"][0]["error"]
+    run_dir = out / "toy" / "x2"
+    assert (run_dir / "toy.html").exists() and (run_dir / "toy.ipynb").exists() and not (run_dir / "toy.json").exists()
+    for ext in (".json", ".html", ".ipynb"):
+        assert (out / "toy" / "x1" / f"toy_b{ext}").exists()
+    index = (out / "toy" / "index.html").read_text()
+    assert 'href="x2/toy.html"' in index and "toy failure at x=2" in index
+    doc = json.loads((out / "toy" / "grid.json").read_text())
+    assert [r["status"] for r in doc["rows"]] == ["ok", "failed", "ok"]
+    assert doc["rows"][1]["link"] == "x2/toy.html"
+    assert len(calls(art)) == 5  # x1: 2 notebooks, x2: the failing one only, x3: 2
+
+    again = S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert [r.get("skipped", False) for r in again] == [True, False, True]
+    assert calls(art)[5:] == ["toy x=2"]  # only the failed run ran again
+
+    # a run whose cached artifact vanished is not complete any more
+    digest = json.loads((out / "toy" / "x3" / "toy.json").read_text())["toy_artifact"]
+    (art / "toys" / digest / "weights.safetensors").unlink()
+    S.sweep(grid, out, art, notebooks_dir=nbs, only=["x3"], log=lambda *_: None)
+    assert calls(art)[6:] == ["toy x=3", "toy_b x=3"]
+    # nor is one whose parameters changed
+    grid.parameters["fail"] = False
+    grid.overrides.clear()
+    S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert sorted(calls(art)[8:]) == sorted(["toy x=1", "toy_b x=1", "toy x=2", "toy_b x=2", "toy x=3", "toy_b x=3"])
+
+
+def test_process_pool_runs_tasks_in_parallel_workers(toy):
+    nbs, grid, tmp = toy
+    grid.overrides.clear()
+    records = S.sweep(grid, tmp / "reports", tmp / "artifacts", notebooks_dir=nbs, workers=2, threads=1,
+                      log=lambda *_: None)
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert all(r["threads"] == 1 for r in records)
+
+
+def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path):
+    """A real LocalCluster runs a tiny grid of the real notebooks: Fashion-MNIST (tiny IDX files)
+    finishes with every defense's figures; CIFAR-10 has no files under the data root, so its run
+    fails in notebook 01 with a clear message, the grid goes on, and the index links the failure."""
+    from distributed import LocalCluster
+
+    params = {k: v for k, v in smoke_params(fashion_root, tmp_path).items()
+              if k not in ("data_root", "artifacts_dir")}
+    grid_file = tmp_path / "tiny.yaml"
+    grid_file.write_text(json.dumps({"name": "tiny", "notebooks": ["01_inject", "02_recover_triggers", "03_unlearn"],
+                                     "parameters": params, "axes": {"dataset": ["fashion_mnist", "cifar10"]}}))
+    grid = G.load_grid(grid_file)
+    out, art = tmp_path / "reports", tmp_path / "artifacts"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        records = S.sweep(grid, out, art, fashion_root, scheduler=cluster.scheduler_address, log=lambda *_: None)
+        assert [r["status"] for r in records] == ["ok", "failed"], records
+        assert records[0]["host"] and records[1]["failed_notebook"] == "01_inject"
+        assert "cifar10 (train split) not found" in records[1]["steps"][0]["error"]
+        doc = json.loads((out / "tiny" / "grid.json").read_text())
+        row, bad = doc["rows"]
+        assert set(row["defenses"]) == {"baeraser", "finetune", "fineprune", "nad"}
+        for d in row["defenses"].values():
+            assert 0 <= d["asr"] <= 1 and 0 <= d["clean_acc"] <= 1 and 0 <= d["der"] <= 1
+        assert bad["link"] == "cifar10/01_inject.html" and (out / "tiny" / bad["link"]).exists()
+        assert doc["summary"]["datasets"]["fashion_mnist"]["ran_on_real_data"]
+        assert not doc["summary"]["datasets"]["cifar10"]["ran_on_real_data"]
+        assert (out / "tiny" / "figures" / "der.png").exists()
+        index = (out / "tiny" / "index.html").read_text()
+        assert "fashion_mnist" in index and 'href="cifar10/01_inject.html"' in index and "figures/der.png" in index
+        stamp = (out / "tiny" / "fashion_mnist" / "run.json").stat().st_mtime_ns
+        again = S.sweep(grid, out, art, fashion_root, scheduler=cluster.scheduler_address, log=lambda *_: None)
+        assert again[0].get("skipped") and not again[1].get("skipped")
+        assert (out / "tiny" / "fashion_mnist" / "run.json").stat().st_mtime_ns == stamp
+
+
+def fake_run(grid_dir: Path, run_id: str, dataset: str, before: tuple, after: dict) -> dict:
+    """A finished run's record and its 03 report, with chosen figures."""
+    from baeraser_lib.metrics import der
+
+    (grid_dir / run_id).mkdir(parents=True)
+    methods = {"none": {"clean_acc": before[0], "asr": before[1], "der": 0.5}}
+    for k, (acc, asr) in after.items():
+        methods[k] = {"clean_acc": acc, "asr": asr, "der": der(before[0], acc, before[1], asr)}
+    (grid_dir / run_id / "03_unlearn.json").write_text(json.dumps({"methods": methods}))
+    return {"run_id": run_id, "axes": {"dataset": dataset}, "parameters": {"dataset": dataset, "attack": "badnets"},
+            "status": "ok", "steps": [], "seconds": 1.0}
+
+
+def test_grid_summary_means_and_row_verdicts(tmp_path):
+    good = {"baeraser": (0.90, 0.01), "finetune": (0.91, 0.90), "fineprune": (0.85, 0.30), "nad": (0.88, 0.05)}
+    worse = {"baeraser": (0.80, 0.00), "finetune": (0.91, 0.90), "fineprune": (0.90, 0.02), "nad": (0.88, 0.50)}
+    records = [fake_run(tmp_path, "a", "fashion_mnist", (0.92, 1.0), good),
+               fake_run(tmp_path, "b", "mnist_5k", (0.92, 0.5), worse),
+               {"run_id": "c", "axes": {"dataset": "cifar10"}, "parameters": {"dataset": "cifar10"},
+                "status": "failed", "steps": [{"notebook": "01_inject", "status": "failed", "error": "no files"}]}]
+    rows = GR.grid_rows(tmp_path, records)
+    s = GR.summarise(rows)["defenses"]["baeraser"]
+    assert s["rows"] == 2
+    assert s["mean_asr_reduction"] == pytest.approx(((1.0 - 0.01) / 1.0 + (0.5 - 0.0) / 0.5) / 2)
+    assert s["mean_acc_drop_points"] == pytest.approx((2.0 + 12.0) / 2)
+    assert [r.get("baeraser_der_ge_best_baseline") for r in rows] == [True, False, None]
+    summary = GR.summarise(rows)
+    assert not summary["targets"]["baeraser_der_ge_best_baseline"]["met"]
+    assert summary["targets"]["baeraser_der_ge_best_baseline"]["measured"] == "1 of 2 rows"
+    assert summary["datasets"]["cifar10"] == {"source": GR.data_source("cifar10"), "runs_ok": 0, "runs_failed": 1,
+                                              "why_not": ["no files"], "ran_on_real_data": False}
