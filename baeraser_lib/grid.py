@@ -153,8 +153,12 @@ def _type_ok(default, value) -> bool:
 
 
 def _check_configs(run: Run, every: dict) -> None:
-    """Build the library's configs for the parameters the run names, so their checks apply."""
+    """Build the library's configs from the run's parameters as the notebooks do, so their own
+    checks apply before anything runs (unknown dataset, attack or loss; a trigger or patch larger
+    than the image; a rate outside its range)."""
     from .config import AttackConfig, TrainConfig
+    from .data import dataset_info
+    from .triggers import check_fits
     from .victims import check_attack
 
     p = {**every, **run.parameters}
@@ -167,6 +171,27 @@ def _check_configs(run: Run, every: dict) -> None:
                               **{k: p[k] for k in ("trigger_size", "trigger_position", "poison_rate",
                                                    "target_label", "seed") if k in p})
         check_attack(train, attack)
+    if "patch_size" in p:  # notebooks 02 and 03: MSA's recovery
+        from .defenses.recovery import RecoveryConfig
+
+        RecoveryConfig(patch_size=p["patch_size"], eps=tuple(p["eps"]), lambda_h=p["lambda_h"], tau=p["tau"],
+                       steps_per_stage=p["steps_per_stage"], batch_size=p["recovery_batch_size"],
+                       lr=p["recovery_lr"], mine_lr=p["mine_lr"], noise_dim=p["noise_dim"], hidden=p["hidden"],
+                       placement=p["placement"], grid_size=p["grid_size"], prune=p["prune"],
+                       max_candidates=p["max_candidates"], seed=p["seed"])
+        check_fits(p["patch_size"], "top_left", dataset_info(train.dataset).shape)
+    if "unlearn_lr" in p:  # notebook 03: BAERASER's unlearning and the baselines
+        from .defenses.fineprune import FinePruneConfig
+        from .defenses.finetune import FinetuneConfig
+        from .defenses.nad import NADConfig
+        from .defenses.unlearning import UnlearnConfig
+
+        UnlearnConfig(alpha=p["alpha"], beta=p["beta"], lr=p["unlearn_lr"], epochs=p["unlearn_epochs"],
+                      batch_size=p["unlearn_batch_size"], loss=p["unlearn_loss"], bound=p["bound"], seed=p["seed"])
+        ft = FinetuneConfig(lr=p["finetune_lr"], epochs=p["finetune_epochs"], seed=p["seed"])
+        FinePruneConfig(acc_drop=p["fineprune_acc_drop"], finetune=ft, seed=p["seed"])
+        NADConfig(beta=p["nad_beta"], student=FinetuneConfig(lr=p["finetune_lr"], epochs=p["nad_epochs"],
+                                                             seed=p["seed"]), seed=p["seed"])
 
 
 def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run], dict[str, dict]]:

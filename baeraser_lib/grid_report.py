@@ -36,15 +36,18 @@ def _step_error(record: dict) -> tuple[str | None, str]:
     return (bad["notebook"], bad.get("error") or "") if bad else (None, "")
 
 
-def grid_rows(grid_dir: Path, records: list[dict]) -> list[dict]:
+def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None = None) -> list[dict]:
     """One row per run: its defenses' figures when it finished, or why it did not."""
     rows = []
     for rec in records:
         run_dir = grid_dir / rec["run_id"]
         params = rec.get("parameters", {})
-        row = {"run_id": rec["run_id"], "axes": rec.get("axes", {}), "label": _label(rec.get("axes", {})),
+        axes = rec.get("axes", {})
+        axes = {k: axes[k] for k in (axis_order or []) if k in axes} | axes  # the grid file's order
+        row = {"run_id": rec["run_id"], "axes": axes, "label": _label(axes),
                "dataset": params.get("dataset"), "attack": params.get("attack"), "status": rec["status"],
-               "seconds": rec.get("seconds"), "data": data_source(params.get("dataset"))}
+               "seconds": rec.get("seconds"), "data": data_source(params.get("dataset")),
+               "notebooks": rec.get("notebooks", [])}
         report = run_dir / f"{TABLE_NOTEBOOK}.json"
         if rec["status"] != "ok":
             nb, err = _step_error(rec)
@@ -172,8 +175,8 @@ def _table(rows: list[dict]) -> str:
     sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(DEFENSES)
     body = []
     for r in rows:
-        links = " · ".join(f'<a href="{html.escape(r["run_id"])}/{nb}.html">{nb[:2]}</a>'
-                           for nb in ("01_inject", "02_recover_triggers", "03_unlearn"))
+        links = " · ".join(f'<a href="{html.escape(r["run_id"])}/{html.escape(nb)}.html">{html.escape(nb)}</a>'
+                           for nb in r["notebooks"])
         name = f"{html.escape(r['label'])}<br><small>{links}</small>"
         if "defenses" not in r:
             if r["status"] == "ok":
@@ -209,8 +212,8 @@ def grid_markdown(grid_dir: Path) -> str:
              + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(DEFENSES)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
-            lines.append(f"| {r['label']} | not run: {r.get('error', r['status'])[:90].replace('|', '/')} |"
-                         + " |" * (1 + len(DEFENSES)))
+            why = (r.get("error") or r["status"]).split(": ", 1)[-1].split(":")[0].replace("|", "/")
+            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (1 + len(DEFENSES)))
             continue
         cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else ""
                  for k, _ in DEFENSES]
@@ -221,7 +224,7 @@ def grid_markdown(grid_dir: Path) -> str:
 
 def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: float | None = None) -> Path:
     """grid.json and index.html of one grid's reports folder (rewritten as runs finish)."""
-    rows = grid_rows(grid_dir, records)
+    rows = grid_rows(grid_dir, records, list(grid.axes))
     summary = summarise(rows)
     figures = grid_figures(rows, grid_dir / "figures")
     previous = grid_dir / "grid.json"

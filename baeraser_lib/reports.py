@@ -157,6 +157,7 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
 <body><h1>baeraser reports</h1>
 <p>Each row is one executed notebook (papermill + nbconvert); figures come from its JSON.</p>
 {attack_table(out_dir)}
+{grid_links(out_dir)}
 {verdict_table(out_dir)}
 <h2>All reports</h2>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
@@ -164,6 +165,20 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
     with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return out_dir / "index.html"
+
+
+def grid_links(out_dir: Path = REPORTS_DIR) -> str:
+    """HTML: one line per grid folder (`python -m baeraser_lib.sweep`), with BAERASER's means."""
+    items = []
+    for f in sorted(out_dir.glob("*/grid.json")):
+        doc = json.loads(f.read_text())
+        s = doc.get("summary", {})
+        b = s.get("defenses", {}).get("baeraser", {})
+        means = (f"; BAERASER: mean ASR reduction {100 * b['mean_asr_reduction']:.2f}%, mean accuracy drop "
+                 f"{b['mean_acc_drop_points']:.2f} points") if b.get("mean_asr_reduction") is not None else ""
+        items.append(f'<li><a href="{html.escape(f.parent.name)}/index.html">{html.escape(f.parent.name)}</a>: '
+                     f"{s.get('rows_done', 0)} of {s.get('rows', 0)} runs finished{means}</li>")
+    return "<h2>Grids</h2><ul>" + "".join(items) + "</ul>" if items else ""
 
 
 def verdict_table(out_dir: Path = REPORTS_DIR) -> str:

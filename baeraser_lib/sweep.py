@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .grid import Grid, Run, load_grid, validate
-from .reports import NOTEBOOKS_DIR, REPO, REPORTS_DIR, run_notebook, write_json_atomic
+from .reports import NOTEBOOKS_DIR, REPO, REPORTS_DIR, run_notebook, write_index, write_json_atomic
 
 RUN_FILE = "run.json"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -181,10 +181,6 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
     client = connect(scheduler, scheduler_timeout) if scheduler else None
     if client is None:
         workers, threads = local_slots(workers, threads)
-    write_json_atomic(grid_dir / "grid.yaml.json", {"name": grid.name, "description": grid.description,
-                                                    "notebooks": grid.notebooks, "parameters": grid.parameters,
-                                                    "axes": grid.axes, "overrides": grid.overrides,
-                                                    "source": str(grid.source) if grid.source else None})
     records, todo = {}, []
     for r in runs:
         if not rerun and run_complete(r, grid_dir / r.run_id, artifacts_dir):
@@ -216,7 +212,23 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
             client.close()
     ordered = [records[r.run_id] for r in runs if r.run_id in records]
     write_grid_index(grid, grid_dir, ordered, sweep_seconds=round(time.perf_counter() - start, 1) if todo else None)
+    write_index(Path(out_root))  # the reports' front page links every grid
     return ordered
+
+
+def rebuild_index(grid: Grid, out_root: Path = REPORTS_DIR) -> Path:
+    """index.html and grid.json again from the runs' own records (nothing runs)."""
+    from .grid_report import write_grid_index
+
+    grid_dir = out_root / grid.name
+    runs = grid.runs()
+    records = [json.loads((grid_dir / r.run_id / RUN_FILE).read_text()) for r in runs
+               if (grid_dir / r.run_id / RUN_FILE).exists()]
+    if not records:
+        raise ConfigError(f"no run records under {grid_dir}: run the grid first")
+    page = write_grid_index(grid, grid_dir, records)
+    write_index(Path(out_root))
+    return page
 
 
 def _execute(tasks: list[dict], client, workers: int):
@@ -283,9 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, metavar="RUN", help="run only these runs (by name)")
     ap.add_argument("--rerun", action="store_true", help="run complete runs again")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and what would be skipped")
+    ap.add_argument("--index-only", action="store_true", help="rebuild index.html and grid.json from the runs' records")
     args = ap.parse_args(argv)
     try:
         grid = load_grid(args.grid)
+        if args.index_only:
+            print(rebuild_index(grid, args.out))
+            return 0
         records = sweep(grid, args.out, args.artifacts, args.data, scheduler=args.scheduler, workers=args.workers,
                         threads=args.threads, rerun=args.rerun, dry_run=args.dry_run, only=args.only)
     except ConfigError as err:

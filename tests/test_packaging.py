@@ -77,3 +77,25 @@ def test_readme_claims_table_matches_the_committed_ablation_report():
     assert table.count("\n") >= 8  # header, rule and one row per claim
     for line in table.splitlines():
         assert line in readme, f"README's claims table is stale: {line}"
+
+
+def test_shipped_grids_expand_to_the_papers_table():
+    from baeraser_lib.grid import load_grid, validate
+
+    for name, width in (("cpu", 16), ("paper", 64)):
+        runs, _ = validate(load_grid(ROOT / "grids" / f"{name}.yaml"))
+        assert len(runs) == 12, name  # 4 datasets × 3 attacks; every run carries all four defenses (03)
+        assert {r.parameters["attack"] for r in runs} == {"badnets", "trojannn", "imc"}
+        assert len({r.parameters["dataset"] for r in runs}) == 4
+        assert {r.parameters["width"] for r in runs} == {width}
+        assert all(r.notebooks[-1] == "03_unlearn" for r in runs)
+
+
+def test_readme_grid_table_matches_the_committed_cpu_grid():
+    from baeraser_lib.grid_report import grid_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    lines = grid_markdown(ROOT / "reports" / "cpu").splitlines()
+    assert len(lines) == 2 + 12
+    for line in lines:
+        assert line in readme, f"README's grid table is stale: {line}"

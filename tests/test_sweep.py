@@ -105,6 +105,8 @@ def test_expansion_names_runs_and_applies_overrides(tmp_path):
     ("notebooks: [01_inject]\naxes: {attack: [badnets, wanet]}\n", "unknown attack 'wanet'"),
     ("notebooks: [01_inject]\nparameters: {trigger_size: 40}\n", "trigger"),
     ("notebooks: [01_inject]\nparameters: {poison_rate: 1.5}\n", "poison_rate"),
+    ("notebooks: [03_unlearn]\nparameters: {unlearn_loss: hinge}\n", "unknown unlearning loss 'hinge'"),
+    ("notebooks: [02_recover_triggers]\naxes: {patch_size: [3, 40]}\n", "run patch_size40"),
     ("notebooks: [01_inject]\nparameters: {report_name: x}\n", "set by the runner"),
     ("notebooks: [01_inject]\nparameters: {artifacts_dir: /tmp}\n", "set by the sweep command"),
     ("notebooks: [01_inject]\naxes: {seed: []}\n", "non-empty list"),
