@@ -80,7 +80,12 @@ def write_artifact(path: str | os.PathLike, tensors: dict[str, torch.Tensor], me
         if path.exists():  # an identical artifact appeared meanwhile: keep the first one
             shutil.rmtree(tmp)
         else:
-            os.rename(tmp, path)
+            try:
+                os.rename(tmp, path)
+            except OSError:  # another process (a parallel run of a grid) renamed its copy first
+                if not is_complete(path, weights_name):
+                    raise
+                shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

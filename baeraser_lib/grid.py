@@ -60,15 +60,18 @@ class Grid:
     description: str = ""
     source: Path | None = None
 
-    def runs(self) -> list[Run]:
-        """The cartesian product of the axes, in file order; each with its merged parameters."""
+    def runs(self, defaults: dict | None = None) -> list[Run]:
+        """The cartesian product of the axes, in file order; each with its merged parameters.
+        An override's `when` compares with the run's value: its axis value, else the grid's
+        parameter, else the notebooks' default (`defaults`)."""
         names = list(self.axes)
+        defaults = defaults or {}
         out = []
         for values in itertools.product(*(self.axes[n] for n in names)):
             point = dict(zip(names, values))
             params = dict(self.parameters)
             for rule in self.overrides:
-                if all(point.get(k, params.get(k)) == v for k, v in rule["when"].items()):
+                if all({**defaults, **params, **point}.get(k) == v for k, v in rule["when"].items()):
                     params.update(rule["set"])
             params.update(point)
             out.append(Run(run_id(point), point, tuple(self.notebooks), params))
@@ -81,7 +84,7 @@ class Grid:
 
 def _slug(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "_"
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_").lstrip(".") or "_"  # never '..' or hidden
 
 
 def run_id(point: dict) -> str:
@@ -107,6 +110,10 @@ def load_grid(path: str | os.PathLike) -> Grid:
     notebooks = doc.get("notebooks")
     if not isinstance(notebooks, list) or not notebooks or not all(isinstance(n, str) for n in notebooks):
         raise ConfigError(f"grid file {path}: 'notebooks' must be a non-empty list of notebook names")
+    odd = [n for n in notebooks if not re.fullmatch(r"[A-Za-z0-9_]+", n)]
+    if odd:
+        raise ConfigError(f"grid file {path}: notebook names are file stems of notebooks/ "
+                          f"(letters, digits, '_'), got {odd}")
     params = doc.get("parameters") or {}
     axes = doc.get("axes") or {}
     if not isinstance(params, dict) or not isinstance(axes, dict):
@@ -117,6 +124,12 @@ def load_grid(path: str | os.PathLike) -> Grid:
     both = sorted(set(params) & set(axes))
     if both:
         raise ConfigError(f"grid file {path}: {both} is both a fixed parameter and an axis")
+    for o in doc.get("overrides") or []:
+        clash = sorted(set(o.get("set") or {}) & set(axes)) if isinstance(o, dict) and isinstance(o.get("set"), dict) \
+            else []
+        if clash:
+            raise ConfigError(f"grid file {path}: an override sets {clash}, which is an axis: "
+                              f"make it a `when` condition or drop it from the axes")
     overrides = doc.get("overrides") or []
     if not isinstance(overrides, list) or not all(
             isinstance(o, dict) and set(o) == {"when", "set"} and isinstance(o["when"], dict)
@@ -139,6 +152,8 @@ def declared_parameters(notebooks: list[str], notebooks_dir: Path = NOTEBOOKS_DI
 
 
 def _type_ok(default, value) -> bool:
+    """`value` has the type of its notebook default; lists item by item (a list default's items
+    give the type), and a string default takes a [row, col] pair only for `trigger_position`."""
     if default is None or value is None:
         return True  # None defaults take any literal; None is a value every optional knob understands
     if isinstance(default, bool):
@@ -147,9 +162,16 @@ def _type_ok(default, value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, (str, list))  # e.g. trigger_position: "center" or [row, col]
+    if isinstance(default, list):
+        return isinstance(value, list) and all(_type_ok(default[0], v) for v in value) if default \
+            else isinstance(value, list)
     return isinstance(value, type(default))
+
+
+def _type_ok_named(name: str, default, value) -> bool:
+    if name == "trigger_position" and isinstance(value, list):
+        return len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return _type_ok(default, value)
 
 
 def _check_configs(run: Run, every: dict) -> None:
@@ -162,6 +184,13 @@ def _check_configs(run: Run, every: dict) -> None:
     from .victims import check_attack
 
     p = {**every, **run.parameters}
+    if p.get("device", "auto") != "auto":
+        import torch
+
+        try:
+            torch.device(p["device"])
+        except (RuntimeError, TypeError, ValueError):
+            raise ConfigError(f"unknown device {p['device']!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if "dataset" not in p:
         return
     train = TrainConfig(**{k: p[k] for k in ("dataset", "model", "width", "epochs", "batch_size", "lr",
@@ -215,14 +244,14 @@ def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run]
     if unknown:
         raise ConfigError(f"grid {grid.name!r}: unknown parameter(s) {unknown}; the notebooks "
                           f"{grid.notebooks} declare {sorted(set(every) - set(RUNNER_PARAMS))}")
-    runs = grid.runs()
+    runs = grid.runs(every)
     for run in runs:
         for k, v in run.parameters.items():
-            if not _type_ok(every[k], v):
+            if not _type_ok_named(k, every[k], v):
                 raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {k}={v!r} should be like its "
                                   f"default {every[k]!r} ({type(every[k]).__name__})")
         try:
             _check_configs(run, every)
-        except ConfigError as err:
+        except (ConfigError, TypeError, ValueError) as err:
             raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {err}") from None
     return runs, declared

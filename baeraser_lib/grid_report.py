@@ -36,6 +36,16 @@ def _step_error(record: dict) -> tuple[str | None, str]:
     return (bad["notebook"], bad.get("error") or "") if bad else (None, "")
 
 
+INJECT_NOTEBOOK = "01_inject"  # its report holds the data sizes
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None = None) -> list[dict]:
     """One row per run: its defenses' figures when it finished, or why it did not."""
     rows = []
@@ -44,28 +54,39 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
         params = rec.get("parameters", {})
         axes = rec.get("axes", {})
         axes = {k: axes[k] for k in (axis_order or []) if k in axes} | axes  # the grid file's order
-        row = {"run_id": rec["run_id"], "axes": axes, "label": _label(axes),
-               "dataset": params.get("dataset"), "attack": params.get("attack"), "status": rec["status"],
-               "seconds": rec.get("seconds"), "data": data_source(params.get("dataset")),
-               "notebooks": rec.get("notebooks", [])}
-        report = run_dir / f"{TABLE_NOTEBOOK}.json"
+        report = _read(run_dir / f"{TABLE_NOTEBOOK}.json")
+        inject = _read(run_dir / f"{INJECT_NOTEBOOK}.json")
+        dataset = report.get("dataset") or inject.get("dataset") or params.get("dataset")
+        row = {"run_id": rec["run_id"], "axes": axes, "label": _label(axes), "dataset": dataset,
+               "attack": report.get("attack") or inject.get("attack") or params.get("attack"),
+               "status": rec["status"], "seconds": rec.get("seconds"), "data": data_source(dataset),
+               "data_root": rec.get("data_root"), "notebooks": rec.get("notebooks", []),
+               **{k: inject[k] for k in ("n_train", "n_holding", "n_evaluation") if k in inject}}
         if rec["status"] != "ok":
             nb, err = _step_error(rec)
             row.update(failed_notebook=nb, error=err,
                        link=f"{rec['run_id']}/{nb}.html" if nb and (run_dir / f"{nb}.html").exists() else None)
-        elif report.exists():
-            methods = json.loads(report.read_text()).get("methods", {})
-            before = methods.get("none", {})
-            row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
-            row["defenses"] = {k: {m: methods[k][m] for m in ("clean_acc", "asr", "der")}
-                               for k, _ in DEFENSES if k in methods}
-            for k, d in row["defenses"].items():
-                d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
-                d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
-            base = [row["defenses"][k]["der"] for k in BASELINES if k in row["defenses"]]
-            if "baeraser" in row["defenses"] and base:
-                row["best_baseline_der"] = max(base)
-                row["baeraser_der_ge_best_baseline"] = row["defenses"]["baeraser"]["der"] >= max(base)
+            rows.append(row)
+            continue
+        methods = report.get("methods", {})
+        if not report:
+            rows.append(row)  # finished, but this grid's notebooks write no defense table
+            continue
+        if not {"none", "baeraser"} <= set(methods):
+            row["incomplete"] = f"{TABLE_NOTEBOOK}.json lacks the victim ('none') or BAERASER"
+            rows.append(row)
+            continue
+        before = methods["none"]
+        row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
+        row["defenses"] = {k: {m: methods[k][m] for m in ("clean_acc", "asr", "der")}
+                           for k, _ in DEFENSES if k in methods}
+        for k, d in row["defenses"].items():
+            d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
+            d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
+        base = [row["defenses"][k]["der"] for k in BASELINES if k in row["defenses"]]
+        if base:
+            row["best_baseline_der"] = max(base)
+            row["baeraser_der_ge_best_baseline"] = row["defenses"]["baeraser"]["der"] >= max(base)
         rows.append(row)
     return rows
 
@@ -76,28 +97,37 @@ def _mean(values):
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Means across the rows that finished (all of them ran on real data: the library has no other
-    kind), per defense; and BAERASER against issue #7's bar."""
+    """Means across the rows that finished, per defense; BAERASER against issue #7's bar; and per
+    dataset what its runs read (the registry's description of the files, and the sizes and data
+    root the runs report). The library has no synthetic datasets: a dataset whose files are
+    missing fails its runs, and `why_not` says so."""
     done = [r for r in rows if "defenses" in r]
     per = {}
     for k, _ in DEFENSES:
         ds = [r["defenses"][k] for r in done if k in r["defenses"]]
-        per[k] = {"rows": len(ds), "mean_asr_reduction": _mean([d["asr_reduction"] for d in ds]),
+        per[k] = {"rows": len(ds), "rows_with_asr_before": sum(d["asr_reduction"] is not None for d in ds),
+                  "mean_asr_reduction": _mean([d["asr_reduction"] for d in ds]),
                   "mean_acc_drop_points": _mean([d["acc_drop_points"] for d in ds]),
                   "mean_der": _mean([d["der"] for d in ds])}
     b = per["baeraser"]
     judged = [r for r in done if "baeraser_der_ge_best_baseline" in r]
     datasets = {}
     for r in rows:
-        d = datasets.setdefault(r["dataset"], {"source": r["data"], "runs_ok": 0, "runs_failed": 0, "why_not": []})
+        d = datasets.setdefault(r["dataset"], {"source": r["data"], "runs_ok": 0, "runs_failed": 0, "why_not": [],
+                                               "sizes": [], "data_roots": []})
         if r["status"] == "ok":
             d["runs_ok"] += 1
+            size = {k: r[k] for k in ("n_train", "n_holding", "n_evaluation") if k in r}
+            if size and size not in d["sizes"]:
+                d["sizes"].append(size)
+            if r.get("data_root") and r["data_root"] not in d["data_roots"]:
+                d["data_roots"].append(r["data_root"])
         else:
             d["runs_failed"] += 1
             if r.get("error") and r["error"] not in d["why_not"]:
                 d["why_not"].append(r["error"])
     for d in datasets.values():
-        d["ran_on_real_data"] = d["runs_ok"] > 0
+        d["ran"] = d["runs_ok"] > 0
     return {
         "rows": len(rows), "rows_done": len(done), "rows_failed": sum(r["status"] != "ok" for r in rows),
         "defenses": per, "datasets": datasets,
@@ -139,7 +169,7 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
         ax.bar(x + (i - (len(DEFENSES) - 1) / 2) * w, [r["defenses"].get(k, {}).get("der", 0) for r in done], w,
                label=label)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0.4, 1.0)
+    ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("DER")
     ax.set_title("Defense effectiveness rating per run (higher is better)")
     ax.legend(fontsize=8, ncols=4, loc="lower left")
@@ -180,8 +210,9 @@ def _table(rows: list[dict]) -> str:
         name = f"{html.escape(r['label'])}<br><small>{links}</small>"
         if "defenses" not in r:
             if r["status"] == "ok":
-                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(DEFENSES)}>finished; this grid's "
-                            f"notebooks write no defense table</td></tr>")
+                what = r.get("incomplete") or "this grid's notebooks write no defense table"
+                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(DEFENSES)}>finished; "
+                            f"{html.escape(what)}</td></tr>")
                 continue
             link = f' (<a href="{html.escape(r["link"])}">failing notebook</a>)' if r.get("link") else ""
             body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={3 + 3 * len(DEFENSES)}>"
@@ -212,6 +243,9 @@ def grid_markdown(grid_dir: Path) -> str:
              + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(DEFENSES)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
+            if r["status"] == "ok":
+                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (1 + len(DEFENSES)))
+                continue
             why = (r.get("error") or r["status"]).split(": ", 1)[-1].split(":")[0].replace("|", "/")
             lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (1 + len(DEFENSES)))
             continue
@@ -247,8 +281,13 @@ def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: f
     targets = "".join(f"<li>{html.escape(name)}: {html.escape(str(t['measured'] if not isinstance(t['measured'], float) else round(t['measured'], 4)))}"
                       f" (target {html.escape(t['target'])}): <b>{'met' if t['met'] else 'missed'}</b></li>"
                       for name, t in summary["targets"].items())
+    def sizes(d):
+        return "; ".join(f"{z.get('n_train')} training, {z.get('n_holding')} holding, {z.get('n_evaluation')} "
+                         f"evaluation images" for z in d["sizes"])
+
     data = "".join(f"<li><b>{html.escape(str(name))}</b>: "
-                   + (f"ran on real data: {html.escape(d['source'])}" if d["ran_on_real_data"] else
+                   + (f"ran on {html.escape(d['source'])}: {html.escape(sizes(d))}, read from "
+                      f"<code>{html.escape(', '.join(d['data_roots']))}</code>" if d["ran"] else
                       f"<b>not run</b>: {html.escape('; '.join(d['why_not'])[:400])}")
                    + "</li>" for name, d in summary["datasets"].items())
     imgs = "".join(f'<p><img src="figures/{f}" style="max-width:100%"></p>' for f in figures)

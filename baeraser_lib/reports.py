@@ -95,12 +95,13 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
     out_dir.mkdir(parents=True, exist_ok=True)
     executed_dir = executed_dir or out_dir / ".executed"
     executed_dir.mkdir(exist_ok=True)
-    (out_dir / f"{report_name}.json").unlink(missing_ok=True)  # no stale figures after a failure
+    executed_path = executed_dir / f"{report_name}.ipynb"
+    for stale in (out_dir / f"{report_name}.json", out_dir / f"{report_name}.html", executed_path):
+        stale.unlink(missing_ok=True)  # no stale figures, page or notebook after a failure
     nb = jupytext.read(notebooks_dir / f"{name}.py")
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     full = {**params, "reports_dir": str(out_dir.resolve()), "report_name": report_name}
     start, status, error = time.perf_counter(), "ok", None
-    executed_path = executed_dir / f"{report_name}.ipynb"
     try:
         pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
                             kernel_name="python3", progress_bar=progress)

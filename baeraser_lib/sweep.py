@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import os
 import socket
@@ -58,17 +59,42 @@ def artifact_complete(artifacts_dir: Path, digest: str) -> bool:
     return any((d / META).is_file() and any(d.glob("*.safetensors")) for d in artifacts_dir.glob(f"*/{digest}"))
 
 
-def run_complete(run: Run, run_dir: Path, artifacts_dir: Path) -> bool:
-    """True when `run` finished ok with these parameters, every notebook's executed notebook, HTML
-    and JSON are there, and every artifact its reports name is still in the artifacts root."""
-    record_file = run_dir / RUN_FILE
-    if not record_file.exists():
-        return False
+def code_digest(notebook: Path) -> str:
+    """A hash of a notebook's code cells, its parameters cell excepted (its values are hashed as
+    parameters): an edit of the code makes earlier runs incomplete, an edit of the prose does not."""
+    import jupytext
+
+    nb = jupytext.read(notebook)
+    code = [c.source for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+    return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
+
+
+def fingerprint(run: Run, declared: dict[str, dict], notebooks_dir: Path, paths: dict) -> str:
+    """What a run's results depend on: every notebook's full parameters (defaults included, and
+    the data root) and its code."""
+    parts = {}
+    for nb in run.notebooks:
+        full = {**declared[nb], **run.own(nb, declared), **{k: v for k, v in paths.items() if k in declared[nb]}}
+        full.pop("artifacts_dir", None)  # where artifacts live does not change them
+        for k in ("reports_dir", "report_name"):
+            full.pop(k, None)
+        parts[nb] = {"parameters": full, "code": code_digest(Path(notebooks_dir) / f"{nb}.py")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_record(run_dir: Path) -> dict | None:
     try:
-        record = json.loads(record_file.read_text())
-    except json.JSONDecodeError:
-        return False
-    if record.get("status") != "ok" or record.get("parameters") != _normal(run.parameters) \
+        return json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_complete(run: Run, run_dir: Path, artifacts_dir: Path, digest: str) -> bool:
+    """True when `run` finished ok with this fingerprint (parameters, data root, notebook code),
+    every notebook's executed notebook, HTML and JSON are there, and every artifact its reports
+    name is still in the artifacts root."""
+    record = read_record(run_dir)
+    if record is None or record.get("status") != "ok" or record.get("fingerprint") != digest \
             or record.get("notebooks") != list(run.notebooks):
         return False
     for nb in run.notebooks:
@@ -82,9 +108,10 @@ def execute_run(task: dict) -> dict:
     order, each through papermill; stops at the first failure. Returns and writes its record."""
     run = Run(**task["run"])
     run_dir = Path(task["run_dir"])
-    if task.get("threads"):
+    threads = task.get("threads") or _dask_worker_threads()
+    if threads:
         for var in THREAD_VARS:  # the kernels inherit these; torch reads them when imported
-            os.environ[var] = str(task["threads"])
+            os.environ[var] = str(threads)
     os.environ.setdefault("TQDM_DISABLE", "1")  # bars do not render in static HTML
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_FILE).unlink(missing_ok=True)
@@ -106,10 +133,30 @@ def execute_run(task: dict) -> dict:
     record = {"run_id": run.run_id, "axes": _normal(run.axes), "parameters": _normal(run.parameters),
               "notebooks": list(run.notebooks), "status": "failed" if failed else "ok",
               "failed_notebook": failed, "steps": rows, "seconds": round(time.perf_counter() - start, 1),
-              "threads": task.get("threads"), "host": socket.gethostname(),
+              "fingerprint": task["fingerprint"], "data_root": task["data_root"],
+              "threads": threads, "host": socket.gethostname(),
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(run_dir / RUN_FILE, record)
     return record
+
+
+def cores() -> int:
+    """The cores this process may use (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _dask_worker_threads() -> int | None:
+    """Inside a Dask worker: the cores per worker thread, so its concurrent runs do not
+    oversubscribe the machine; elsewhere None (the caller's limit, or torch's default)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, cores() // get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 def check_writable(path: Path, what: str) -> Path:
@@ -126,14 +173,14 @@ def check_writable(path: Path, what: str) -> Path:
 
 def local_slots(workers: int | None, threads: int | None) -> tuple[int, int]:
     """Workers × torch threads that fit the machine's cores (default: one run at a time, all cores)."""
-    cores = os.cpu_count() or 1
+    n = cores()
     for name, v in (("workers", workers), ("threads", threads)):
         if v is not None and (not isinstance(v, int) or v < 1):
             raise ConfigError(f"--{name} must be a positive integer, got {v!r}")
     workers = workers or 1
-    threads = threads or max(1, cores // workers)
-    if workers * threads > cores:
-        raise ConfigError(f"{workers} workers × {threads} threads = {workers * threads} exceeds the {cores} cores "
+    threads = threads or max(1, n // workers)
+    if workers * threads > n:
+        raise ConfigError(f"{workers} workers × {threads} threads = {workers * threads} exceeds the {n} cores "
                           f"of this machine: runs would slow each other down")
     return workers, threads
 
@@ -147,9 +194,39 @@ def connect(scheduler: str, timeout: float = 10.0):
     except ImportError:
         raise ConfigError("--scheduler needs the package 'distributed' (pip install distributed)") from None
     try:
-        return Client(scheduler, timeout=timeout, set_as_default=False)
+        client = Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        client.close()
+        raise ConfigError(f"the Dask scheduler at {scheduler} has no workers ({err})") from None
+    return client
+
+
+def _worker_check(notebooks_dir: str, artifacts_dir: str, grid_dir: str) -> str | None:
+    """Run on every Dask worker before the grid: the package imports, the notebooks are there,
+    the shared folders can be written. None when all is well, else what is wrong."""
+    try:
+        import baeraser_lib  # noqa: F401
+    except ImportError as err:
+        return f"cannot import baeraser_lib ({err}): install this repository on the worker"
+    if not Path(notebooks_dir).is_dir():
+        return f"no notebooks folder {notebooks_dir}"
+    try:
+        for folder in (artifacts_dir, grid_dir):
+            check_writable(Path(folder), "folder")
+    except ConfigError as err:
+        return f"{err} (the reports folder and artifacts root must be shared by every worker)"
+    return None
+
+
+def check_workers(client, notebooks_dir: Path, artifacts_dir: Path, grid_dir: Path) -> None:
+    problems = client.run(_worker_check, str(notebooks_dir), str(artifacts_dir), str(grid_dir))
+    bad = {w: p for w, p in problems.items() if p}
+    if bad:
+        raise ConfigError("Dask workers cannot run this grid: " + "; ".join(f"{w}: {p}" for w, p in bad.items()))
 
 
 def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO / "artifacts",
@@ -157,63 +234,74 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
           workers: int | None = None, threads: int | None = None, rerun: bool = False,
           dry_run: bool = False, only: list[str] | None = None, scheduler_timeout: float = 10.0,
           log=print) -> list[dict]:
-    """Validate `grid`, then execute its runs that are not complete; return every run's record.
+    """Validate `grid`, then execute its runs that are not complete; return the records of the
+    runs asked for (all, or `only`). The index covers every run of the grid on disk.
 
     Everything that can be checked is checked before the first run: the grid, the folders, the
-    executor (cores, or the scheduler's reachability)."""
+    executor (cores; or the scheduler, its workers, their package and shared folders)."""
     from .grid_report import write_grid_index
 
-    runs, declared = validate(grid, notebooks_dir)
+    all_runs, declared = validate(grid, notebooks_dir)
+    runs = all_runs
     if only:
-        unknown = sorted(set(only) - {r.run_id for r in runs})
+        unknown = sorted(set(only) - {r.run_id for r in all_runs})
         if unknown:
-            raise ConfigError(f"unknown run(s) {unknown}; the grid has {[r.run_id for r in runs]}")
-        runs = [r for r in runs if r.run_id in only]
-    grid_dir = out_root / grid.name
+            raise ConfigError(f"unknown run(s) {unknown}; the grid has {[r.run_id for r in all_runs]}")
+        runs = [r for r in all_runs if r.run_id in only]
+    grid_dir = Path(out_root).resolve() / grid.name
+    notebooks_dir = Path(notebooks_dir).resolve()
+    data_root = Path(data_root).resolve()
+    paths = {"artifacts_dir": str(Path(artifacts_dir).resolve()), "data_root": str(data_root)}
+    digests = {r.run_id: fingerprint(r, declared, notebooks_dir, paths) for r in runs}
     if dry_run:
         for r in runs:
-            done = run_complete(r, grid_dir / r.run_id, Path(artifacts_dir).resolve())
+            done = run_complete(r, grid_dir / r.run_id, Path(paths["artifacts_dir"]), digests[r.run_id])
             log(f"{r.run_id}: {'complete, would skip' if done and not rerun else 'would run'}  {r.parameters}")
         return []
     grid_dir = check_writable(grid_dir, "reports folder")
     artifacts_dir = check_writable(artifacts_dir, "artifacts root")
-    data_root = Path(data_root).resolve()
     client = connect(scheduler, scheduler_timeout) if scheduler else None
     if client is None:
         workers, threads = local_slots(workers, threads)
+    else:
+        try:
+            check_workers(client, notebooks_dir, artifacts_dir, grid_dir)
+        except ConfigError:
+            client.close()
+            raise
     records, todo = {}, []
     for r in runs:
-        if not rerun and run_complete(r, grid_dir / r.run_id, artifacts_dir):
-            record = json.loads((grid_dir / r.run_id / RUN_FILE).read_text())
-            records[r.run_id] = {**record, "skipped": True}
+        if not rerun and run_complete(r, grid_dir / r.run_id, artifacts_dir, digests[r.run_id]):
+            records[r.run_id] = {**read_record(grid_dir / r.run_id), "skipped": True}
             log(f"[skip] {r.run_id}: complete")
         else:
             todo.append({"run": {"run_id": r.run_id, "axes": r.axes, "notebooks": r.notebooks,
                                  "parameters": r.parameters},
                          "run_dir": str(grid_dir / r.run_id), "declared": declared,
-                         "notebooks_dir": str(Path(notebooks_dir).resolve()), "artifacts_dir": str(artifacts_dir),
-                         "data_root": str(data_root), "threads": threads})
+                         "notebooks_dir": str(notebooks_dir), "artifacts_dir": str(artifacts_dir),
+                         "data_root": str(data_root), "threads": threads, "fingerprint": digests[r.run_id]})
     where = f"Dask scheduler {scheduler}" if client else f"{workers} local worker(s) × {threads} thread(s)"
     log(f"grid {grid.name}: {len(runs)} runs, {len(todo)} to run on {where}, {len(runs) - len(todo)} complete")
     start = time.perf_counter()
 
-    def finished(record: dict) -> None:
-        records[record["run_id"]] = record
-        err = "" if record["status"] == "ok" else \
-            f": {next(s['error'] for s in record['steps'] if s['status'] == 'failed')}"
-        log(f"[{record['status']}] {record['run_id']} in {record['seconds']:.0f} s{err}")
-        write_grid_index(grid, grid_dir, [records[r.run_id] for r in runs if r.run_id in records])
+    def index(sweep_seconds=None) -> None:
+        """Every run of the grid with a record: this sweep's, else the one on disk."""
+        every = [records.get(r.run_id) or read_record(grid_dir / r.run_id) for r in all_runs]
+        write_grid_index(grid, grid_dir, [rec for rec in every if rec], sweep_seconds=sweep_seconds)
 
     try:
         for record in _execute(todo, client, workers):
-            finished(record)
+            records[record["run_id"]] = record
+            err = "" if record["status"] == "ok" else \
+                f": {next(s['error'] for s in record['steps'] if s['status'] == 'failed')}"
+            log(f"[{record['status']}] {record['run_id']} in {record['seconds']:.0f} s{err}")
+            index()
     finally:
         if client is not None:
             client.close()
-    ordered = [records[r.run_id] for r in runs if r.run_id in records]
-    write_grid_index(grid, grid_dir, ordered, sweep_seconds=round(time.perf_counter() - start, 1) if todo else None)
-    write_index(Path(out_root))  # the reports' front page links every grid
-    return ordered
+    index(sweep_seconds=round(time.perf_counter() - start, 1) if todo else None)
+    write_index(grid_dir.parent)  # the reports' front page links every grid
+    return [records[r.run_id] for r in runs if r.run_id in records]
 
 
 def rebuild_index(grid: Grid, out_root: Path = REPORTS_DIR) -> Path:
@@ -221,9 +309,7 @@ def rebuild_index(grid: Grid, out_root: Path = REPORTS_DIR) -> Path:
     from .grid_report import write_grid_index
 
     grid_dir = out_root / grid.name
-    runs = grid.runs()
-    records = [json.loads((grid_dir / r.run_id / RUN_FILE).read_text()) for r in runs
-               if (grid_dir / r.run_id / RUN_FILE).exists()]
+    records = [rec for r in grid.runs() if (rec := read_record(grid_dir / r.run_id))]
     if not records:
         raise ConfigError(f"no run records under {grid_dir}: run the grid first")
     page = write_grid_index(grid, grid_dir, records)

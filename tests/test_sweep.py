@@ -33,19 +33,21 @@ report_name = "toy"
 # %%
 import hashlib
 import json
+import os
 import pathlib
 
 art = pathlib.Path(artifacts_dir)
 with open(art / "calls.log", "a") as f:
     f.write(f"{report_name} x={x}\\n")
 if fail:
-    raise ValueError(f"toy failure at x={x}")
+    raise ValueError(f"toy failure at x={x} <script>")
 digest = hashlib.sha256(str(x).encode()).hexdigest()[:16]
 folder = art / "toys" / digest
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "meta.json").write_text("{}")
 (folder / "weights.safetensors").write_bytes(b"0")
-(pathlib.Path(reports_dir) / f"{report_name}.json").write_text(json.dumps({"x": x, "toy_artifact": digest}))
+(pathlib.Path(reports_dir) / f"{report_name}.json").write_text(json.dumps(
+    {"x": x, "toy_artifact": digest, "omp_threads": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}))
 '''
 
 
@@ -103,7 +105,14 @@ def test_expansion_names_runs_and_applies_overrides(tmp_path):
     ("notebooks: [01_inject]\nparameters: {epochs: four}\n", "epochs='four'"),
     ("notebooks: [01_inject]\naxes: {dataset: [fashion_mnist, cifar11]}\n", "unknown dataset 'cifar11'"),
     ("notebooks: [01_inject]\naxes: {attack: [badnets, wanet]}\n", "unknown attack 'wanet'"),
-    ("notebooks: [01_inject]\nparameters: {trigger_size: 40}\n", "trigger"),
+    ("notebooks: [01_inject]\nparameters: {trigger_size: 40}\n", "larger than the 28×28 image"),
+    ("notebooks: [01_inject]\naxes: {dataset: [[fashion_mnist]]}\n", "should be like its default"),
+    ("notebooks: [02_recover_triggers]\nparameters: {eps: [0.5, x]}\n", "should be like its default"),
+    ("notebooks: [01_inject]\nparameters: {trigger_position: [1, 2, 3]}\n", "trigger_position"),
+    ("notebooks: [01_inject]\nparameters: {device: gpu9}\n", "unknown device 'gpu9'"),
+    ("notebooks: [../notebooks/01_inject]\n", "notebook names are file stems"),
+    ("notebooks: [01_inject]\naxes: {attack: [badnets]}\noverrides: [{when: {seed: 0}, set: {attack: imc}}]\n",
+     "which is an axis"),
     ("notebooks: [01_inject]\nparameters: {poison_rate: 1.5}\n", "poison_rate"),
     ("notebooks: [03_unlearn]\nparameters: {unlearn_loss: hinge}\n", "unknown unlearning loss 'hinge'"),
     ("notebooks: [02_recover_triggers]\naxes: {patch_size: [3, 40]}\n", "run patch_size40"),
@@ -155,7 +164,33 @@ def test_unreachable_scheduler_fails_before_any_run(toy):
 def test_cores_are_respected():
     with pytest.raises(ConfigError, match="exceeds"):
         S.local_slots(2, 10_000)
-    assert S.local_slots(1, None)[1] >= 1
+    assert S.local_slots(None, None) == (1, S.cores())  # one run at a time, every core it may use
+    assert S.local_slots(S.cores(), None) == (S.cores(), 1)
+
+
+def test_overrides_match_notebook_defaults_and_run_names_stay_inside(tmp_path):
+    grid = G.load_grid(write_grid(tmp_path, """\
+        notebooks: [01_inject]
+        axes: {attack: [badnets, imc]}
+        overrides:
+          - when: {epochs: 4, attack: imc}
+            set: {poison_rate: 0.1}
+        """))
+    runs, _ = G.validate(grid)
+    assert [r.parameters.get("poison_rate") for r in runs] == [None, 0.1]  # epochs 4 is 01's default
+    assert G.run_id({"a": ".."}) == "_" and not G.run_id({"a": ".hidden"}).startswith(".")
+
+
+def test_a_dask_scheduler_without_workers_or_with_blind_workers_is_refused(toy):
+    from distributed import LocalCluster
+
+    nbs, grid, tmp = toy
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(ConfigError, match="has no workers"):
+            S.sweep(grid, tmp / "reports", tmp / "artifacts", notebooks_dir=nbs,
+                    scheduler=cluster.scheduler_address, scheduler_timeout=1.0)
+    assert "no notebooks folder" in S._worker_check(str(tmp / "nowhere"), str(tmp / "a"), str(tmp / "r"))
+    assert S._worker_check(str(nbs), str(tmp / "a"), str(tmp / "r")) is None
 
 
 def test_local_sweep_continues_past_a_failure_then_skips_complete_runs(toy):
@@ -171,7 +206,7 @@ def test_local_sweep_continues_past_a_failure_then_skips_complete_runs(toy):
     for ext in (".json", ".html", ".ipynb"):
         assert (out / "toy" / "x1" / f"toy_b{ext}").exists()
     index = (out / "toy" / "index.html").read_text()
-    assert 'href="x2/toy.html"' in index and "toy failure at x=2" in index
+    assert 'href="x2/toy.html"' in index and "toy failure at x=2 &lt;script&gt;" in index and "<script>" not in index
     doc = json.loads((out / "toy" / "grid.json").read_text())
     assert [r["status"] for r in doc["rows"]] == ["ok", "failed", "ok"]
     assert doc["rows"][1]["link"] == "x2/toy.html"
@@ -186,11 +221,22 @@ def test_local_sweep_continues_past_a_failure_then_skips_complete_runs(toy):
     (art / "toys" / digest / "weights.safetensors").unlink()
     S.sweep(grid, out, art, notebooks_dir=nbs, only=["x3"], log=lambda *_: None)
     assert calls(art)[6:] == ["toy x=3", "toy_b x=3"]
-    # nor is one whose parameters changed
-    grid.parameters["fail"] = False
-    grid.overrides.clear()
+    assert len(json.loads((out / "toy" / "grid.json").read_text())["rows"]) == 3  # --only keeps the others' rows
+    # prose edits keep runs complete; code edits do not
+    (nbs / "toy_b.py").write_text(TOY.replace("# A toy notebook", "# A toy notebook, reworded"))
     S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
-    assert sorted(calls(art)[8:]) == sorted(["toy x=1", "toy_b x=1", "toy x=2", "toy_b x=2", "toy x=3", "toy_b x=3"])
+    assert calls(art)[8:] == ["toy x=2"]  # the failed run only
+    (nbs / "toy_b.py").write_text(TOY + "\nprint('one more line')\n")
+    S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert calls(art)[9:] == ["toy x=1", "toy_b x=1", "toy x=2", "toy x=3", "toy_b x=3"]
+    # nor is one whose parameters changed (spelling out a default changes nothing)
+    grid.overrides.clear()
+    grid.parameters["fail"] = False
+    S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert calls(art)[14:] == ["toy x=2", "toy_b x=2"]  # x2 no longer fails; x1 and x3 are as they were
+    grid.parameters["seed"] = 1
+    S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
+    assert sorted(calls(art)[16:]) == sorted(["toy x=1", "toy_b x=1", "toy x=2", "toy_b x=2", "toy x=3", "toy_b x=3"])
 
 
 def test_process_pool_runs_tasks_in_parallel_workers(toy):
@@ -199,7 +245,8 @@ def test_process_pool_runs_tasks_in_parallel_workers(toy):
     records = S.sweep(grid, tmp / "reports", tmp / "artifacts", notebooks_dir=nbs, workers=2, threads=1,
                       log=lambda *_: None)
     assert [r["status"] for r in records] == ["ok"] * 3
-    assert all(r["threads"] == 1 for r in records)
+    for r in records:  # the thread limit reached each kernel
+        assert json.loads((tmp / "reports" / "toy" / r["run_id"] / "toy.json").read_text())["omp_threads"] == "1"
 
 
 def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path):
@@ -226,8 +273,10 @@ def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path
         for d in row["defenses"].values():
             assert 0 <= d["asr"] <= 1 and 0 <= d["clean_acc"] <= 1 and 0 <= d["der"] <= 1
         assert bad["link"] == "cifar10/01_inject.html" and (out / "tiny" / bad["link"]).exists()
-        assert doc["summary"]["datasets"]["fashion_mnist"]["ran_on_real_data"]
-        assert not doc["summary"]["datasets"]["cifar10"]["ran_on_real_data"]
+        fashion = doc["summary"]["datasets"]["fashion_mnist"]
+        assert fashion["ran"] and fashion["sizes"] == [{"n_train": 400, "n_holding": 100, "n_evaluation": 100}]
+        assert fashion["data_roots"] == [str(fashion_root.resolve())]  # the test's tiny files, as they are
+        assert not doc["summary"]["datasets"]["cifar10"]["ran"]
         assert (out / "tiny" / "figures" / "der.png").exists()
         index = (out / "tiny" / "index.html").read_text()
         assert "fashion_mnist" in index and 'href="cifar10/01_inject.html"' in index and "figures/der.png" in index
@@ -267,4 +316,4 @@ def test_grid_summary_means_and_row_verdicts(tmp_path):
     assert not summary["targets"]["baeraser_der_ge_best_baseline"]["met"]
     assert summary["targets"]["baeraser_der_ge_best_baseline"]["measured"] == "1 of 2 rows"
     assert summary["datasets"]["cifar10"] == {"source": GR.data_source("cifar10"), "runs_ok": 0, "runs_failed": 1,
-                                              "why_not": ["no files"], "ran_on_real_data": False}
+                                              "why_not": ["no files"], "ran": False, "sizes": [], "data_roots": []}
