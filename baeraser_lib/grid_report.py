@@ -177,17 +177,24 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
     fig.savefig(fig_dir / "der.png", dpi=110)
     plt.close(fig)
     names.append("der.png")
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(done)), 3.4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(done)), 3.6))
     a1.bar(x - 0.2, [r["before"]["asr"] for r in done], 0.4, label="before", color="tab:red")
     a1.bar(x + 0.2, [r["defenses"]["baeraser"]["asr"] for r in done], 0.4, label="after BAERASER", color="tab:blue")
     a1.set_xticks(x, labels, fontsize=7)
     a1.set_ylabel("ASR (true trigger)")
     a1.legend(fontsize=8)
+    cap = 15.0  # points; a collapse beyond it is drawn at the cap with its value written beside
     for k, label in DEFENSES:
-        a2.plot(x, [r["defenses"].get(k, {}).get("acc_drop_points", np.nan) for r in done], "o-", label=label)
+        drops = np.array([r["defenses"].get(k, {}).get("acc_drop_points", np.nan) for r in done])
+        line, = a2.plot(x, np.minimum(drops, cap), "o-", label=label)
+        for xi, d in zip(x, drops):
+            if d > cap:
+                a2.annotate(f"{d:.0f}", (xi, cap), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color=line.get_color())
+    a2.set_ylim(top=cap + 1)
     a2.axhline(TARGETS["mean_acc_drop_points"], color="grey", ls=":", lw=1)
     a2.set_xticks(x, labels, fontsize=7)
-    a2.set_ylabel("clean accuracy lost (points)")
+    a2.set_ylabel(f"clean accuracy lost (points, cut at {cap:.0f})")
     a2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(fig_dir / "asr_acc.png", dpi=110)
