@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .grid import Grid, Run, load_grid, validate
-from .reports import NOTEBOOKS_DIR, REPO, REPORTS_DIR, run_notebook, write_index, write_json_atomic
+from .reports import NOTEBOOKS_DIR, REPO, REPORTS_DIR, RUNNER_PARAMS, run_notebook, write_index, write_json_atomic
 
 RUN_FILE = "run.json"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -69,16 +69,18 @@ def code_digest(notebook: Path) -> str:
     return hashlib.sha256(json.dumps(code).encode()).hexdigest()[:16]
 
 
-def fingerprint(run: Run, declared: dict[str, dict], notebooks_dir: Path, paths: dict) -> str:
+def fingerprint(run: Run, declared: dict[str, dict], codes: dict[str, str], data_root: str) -> str:
     """What a run's results depend on: every notebook's full parameters (defaults included, and
-    the data root) and its code."""
+    the data root) and its code (`codes`: each notebook's `code_digest`). Where artifacts and
+    reports are written does not change them."""
     parts = {}
     for nb in run.notebooks:
-        full = {**declared[nb], **run.own(nb, declared), **{k: v for k, v in paths.items() if k in declared[nb]}}
-        full.pop("artifacts_dir", None)  # where artifacts live does not change them
-        for k in ("reports_dir", "report_name"):
+        full = {**declared[nb], **run.own(nb, declared)}
+        if "data_root" in full:
+            full["data_root"] = data_root
+        for k in ("artifacts_dir", *RUNNER_PARAMS):
             full.pop(k, None)
-        parts[nb] = {"parameters": full, "code": code_digest(Path(notebooks_dir) / f"{nb}.py")}
+        parts[nb] = {"parameters": full, "code": codes[nb]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -251,11 +253,11 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
     grid_dir = Path(out_root).resolve() / grid.name
     notebooks_dir = Path(notebooks_dir).resolve()
     data_root = Path(data_root).resolve()
-    paths = {"artifacts_dir": str(Path(artifacts_dir).resolve()), "data_root": str(data_root)}
-    digests = {r.run_id: fingerprint(r, declared, notebooks_dir, paths) for r in runs}
+    codes = {nb: code_digest(notebooks_dir / f"{nb}.py") for nb in grid.notebooks}  # once per notebook
+    digests = {r.run_id: fingerprint(r, declared, codes, str(data_root)) for r in runs}
     if dry_run:
         for r in runs:
-            done = run_complete(r, grid_dir / r.run_id, Path(paths["artifacts_dir"]), digests[r.run_id])
+            done = run_complete(r, grid_dir / r.run_id, Path(artifacts_dir).resolve(), digests[r.run_id])
             log(f"{r.run_id}: {'complete, would skip' if done and not rerun else 'would run'}  {r.parameters}")
         return []
     grid_dir = check_writable(grid_dir, "reports folder")
