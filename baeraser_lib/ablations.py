@@ -49,6 +49,18 @@ GRIDS: dict[str, dict] = {
 }
 
 
+def check_ablation_attack(attack: AttackConfig, dataset: str) -> None:
+    """ConfigError unless the ablations can run on `attack`: they resize and move a patch and score
+    one target label, so they need an all-to-one patch attack (BadNets, TrojanNN, IMC)."""
+    from .data import dataset_info
+
+    rule = attack.spec.target_rule(attack, dataset_info(dataset).num_classes)
+    if not attack.spec.patch or rule.mode != "all_to_one":
+        raise ConfigError(f"notebook 04's ablations resize and move a patch trigger with one target label; "
+                          f"attack {attack.name!r} ({rule.describe()}) is not such an attack: run 04 on "
+                          f"badnets, trojannn or imc (all-to-one)")
+
+
 def grid_values(grid: str, **overrides) -> dict:
     """The sweep values of `grid`, with any non-None override replacing the grid's list."""
     if grid not in GRIDS:
@@ -144,7 +156,7 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
 
 def moved(trigger: Trigger, position) -> Trigger:
     """The same pattern at another position (a name, a (row, col) pair, or "random")."""
-    return Trigger(trigger.pattern, position)
+    return Trigger(trigger.pattern, position, trigger.mask)
 
 
 def position_figures(model: nn.Module, evaluation: Dataset, trigger: Trigger, target: int, positions,
@@ -247,7 +259,7 @@ class AblationBench:
 
     def score(self, model: nn.Module, victim: TrainedModel, on: Dataset | None = None) -> dict:
         """Clean accuracy, ASR and robust accuracy on the fixed evaluation set (true trigger)."""
-        return evaluate(model, self.evaluation if on is None else on, victim.trigger, victim.target_label,
+        return evaluate(model, self.evaluation if on is None else on, victim.trigger, victim.rule,
                         device=self.device)
 
 

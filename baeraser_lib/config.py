@@ -65,31 +65,50 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Which backdoor is planted and how: trigger, poison rate, target label."""
+    """Which backdoor is planted and how: trigger, poison rate, target label.
+
+    `trigger_size` and `trigger_position` place the patch of patch attacks (BadNets, TrojanNN,
+    IMC); whole-image attacks ignore them. `poison_rate` None takes the attack's own default (5%;
+    WaNet 10%, as in its paper). `target_label` is None exactly for all-to-all attacks."""
 
     name: str = "badnets"
     trigger_size: int = 3
     trigger_position: str | tuple[int, int] = "bottom_right"
-    poison_rate: float = 0.05
-    target_label: int = 0
+    poison_rate: float | None = None
+    target_label: int | None = 0
     seed: int = 0
     options: dict = field(default_factory=dict)  # the attack's own knobs, e.g. {"neurons": 3}
 
     def __post_init__(self):
         if self.name not in self.registry():
             raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(self.registry())}")
-        self.resolved_options()  # unknown or bad option names fail here
+        resolved = self.resolved_options()  # unknown or bad option names fail here
         object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
         _positive_int("trigger_size", self.trigger_size)
-        check_fraction("poison_rate", self.poison_rate)
-        if not isinstance(self.target_label, int) or self.target_label < 0:
-            raise ConfigError(f"target_label must be a non-negative integer, got {self.target_label!r}")
+        if self.poison_rate is not None:
+            check_fraction("poison_rate", self.poison_rate)
+        if getattr(resolved, "mode", "all_to_one") == "all_to_all":
+            if self.target_label is not None:
+                raise ConfigError(f"mode all_to_all sends label y to (y + 1) mod K, so it takes no target label; "
+                                  f"got target_label={self.target_label!r}: set target_label to None")
+        elif not isinstance(self.target_label, int) or isinstance(self.target_label, bool) or self.target_label < 0:
+            raise ConfigError(f"target_label must be a non-negative integer, got {self.target_label!r}"
+                              + (" (only mode all_to_all takes None)" if self.target_label is None else ""))
 
     @staticmethod
     def registry() -> dict:
         from .attacks import ATTACKS  # attacks sit above config; import lazily to keep layers
 
         return ATTACKS
+
+    @property
+    def spec(self):
+        return self.registry()[self.name]
+
+    @property
+    def rate(self) -> float:
+        """The poison rate in force: `poison_rate`, or the attack's default."""
+        return self.spec.default_poison_rate if self.poison_rate is None else self.poison_rate
 
     def resolved_options(self):
         """The attack's options dataclass with `options` applied (None for option-less attacks)."""
@@ -107,27 +126,35 @@ class AttackConfig:
         return spec.options(**self.options)
 
     def identity(self) -> dict:
-        """What names the victim: every field, with the attack's options resolved to their full
-        defaults, and the attack's algorithm version (both left out where empty, so BadNets'
-        names predate them)."""
+        """What names the victim: every field that matters to the attack, the poison rate in
+        force, its options resolved to their full defaults, and its algorithm version. Left out
+        where they change nothing, so BadNets' default names predate them: the options of an
+        unversioned attack when all are defaults, the patch's size and place for whole-image
+        attacks."""
+        spec = self.spec
         d = asdict(self)
+        d["poison_rate"] = self.rate
         resolved = self.resolved_options()
-        if resolved is None:
+        if resolved is None or (not spec.version and resolved == spec.options()):
             d.pop("options")
         else:
             d["options"] = asdict(resolved)
-        version = self.registry()[self.name].version
-        if version:
-            d["version"] = version
+        if not spec.patch:
+            d.pop("trigger_size"), d.pop("trigger_position")
+        if spec.version:
+            d["version"] = spec.version
         return d
 
     def check_against(self, dataset: str) -> None:
         """ConfigError unless the trigger fits the images and the target is a class of `dataset`."""
         info = dataset_info(dataset)
-        check_fits(self.trigger_size, self.trigger_position, info.shape)
-        if self.target_label >= info.num_classes:
+        if self.spec.patch:
+            check_fits(self.trigger_size, self.trigger_position, info.shape)
+        if self.target_label is not None and self.target_label >= info.num_classes:
             raise ConfigError(f"target_label {self.target_label} is not a class of {dataset} "
                               f"(0..{info.num_classes - 1})")
+        if self.spec.check_info is not None:
+            self.spec.check_info(self.resolved_options(), info)
 
 
 def config_hash(*parts) -> str:

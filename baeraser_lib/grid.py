@@ -12,6 +12,12 @@ A grid is a YAML file:
     overrides:                                                  # optional: settings for some runs
       - when: {dataset: mnist_5k}
         set: {train_subset: null, epochs: 8}
+    variants:                                                   # optional: named settings, one run each
+      - name: badnets_5x5_left                                  # (crossed with the axes, if any)
+        set: {attack: badnets, trigger_size: 5, trigger_position: [12, 0]}
+
+Variants are the runs that are no cartesian product (one attack with several option sets,
+say); they appear as an axis `variant` in the run names, reports and index.
 
 Each run gets the parameters its notebooks declare; a name no notebook declares, a value of the
 wrong type, or a value the library's configs refuse (unknown dataset or attack, a trigger larger
@@ -32,7 +38,7 @@ import yaml
 from .errors import ConfigError
 from .reports import NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
 
-GRID_KEYS = {"name", "description", "notebooks", "parameters", "axes", "overrides"}
+GRID_KEYS = {"name", "description", "notebooks", "parameters", "axes", "overrides", "variants"}
 SET_BY_SWEEP = ("artifacts_dir", "data_root")  # the sweep command's --artifacts / --data set these
 
 
@@ -59,6 +65,12 @@ class Grid:
     overrides: list[dict] = field(default_factory=list)
     description: str = ""
     source: Path | None = None
+    variants: list[dict] = field(default_factory=list)  # [{name, set}]: named settings, one run each
+
+    @property
+    def axis_names(self) -> list[str]:
+        """The run's axes in order: `variant` first when the grid has variants."""
+        return (["variant"] if self.variants else []) + list(self.axes)
 
     def runs(self, defaults: dict | None = None) -> list[Run]:
         """The cartesian product of the axes, in file order; each with its merged parameters.
@@ -67,13 +79,17 @@ class Grid:
         names = list(self.axes)
         defaults = defaults or {}
         out = []
-        for values in itertools.product(*(self.axes[n] for n in names)):
+        for variant, values in itertools.product(self.variants or [None], itertools.product(
+                *(self.axes[n] for n in names))):
             point = dict(zip(names, values))
             params = dict(self.parameters)
+            if variant is not None:
+                params.update(variant["set"])
+                point = {"variant": variant["name"], **point}
             for rule in self.overrides:
                 if all({**defaults, **params, **point}.get(k) == v for k, v in rule["when"].items()):
                     params.update(rule["set"])
-            params.update(point)
+            params.update({k: v for k, v in point.items() if k != "variant"})
             out.append(Run(run_id(point), point, tuple(self.notebooks), params))
         ids = [r.run_id for r in out]
         clash = sorted({i for i in ids if ids.count(i) > 1})
@@ -135,11 +151,23 @@ def load_grid(path: str | os.PathLike) -> Grid:
             isinstance(o, dict) and set(o) == {"when", "set"} and isinstance(o["when"], dict)
             and isinstance(o["set"], dict) for o in overrides):
         raise ConfigError(f"grid file {path}: 'overrides' must be a list of {{when: {{...}}, set: {{...}}}}")
+    variants = doc.get("variants") or []
+    if not isinstance(variants, list) or not all(
+            isinstance(v, dict) and set(v) == {"name", "set"} and isinstance(v["set"], dict)
+            and isinstance(v["name"], str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v["name"]) for v in variants):
+        raise ConfigError(f"grid file {path}: 'variants' must be a list of {{name: letters/digits/_.-, set: {{...}}}}")
+    names = [v["name"] for v in variants]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"grid file {path}: variant names must differ, got {names}")
+    for v in variants:
+        clash = sorted(set(v["set"]) & set(axes))
+        if clash:
+            raise ConfigError(f"grid file {path}: variant {v['name']!r} sets {clash}, which is an axis")
     name = doc.get("name") or path.stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ConfigError(f"grid file {path}: name {name!r} must be letters, digits, '_', '.' or '-'")
     return Grid(name, list(notebooks), dict(params), {k: list(v) for k, v in axes.items()}, list(overrides),
-                str(doc.get("description") or ""), path)
+                str(doc.get("description") or ""), path, list(variants))
 
 
 def declared_parameters(notebooks: list[str], notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, dict]:
@@ -200,6 +228,10 @@ def _check_configs(run: Run, every: dict) -> None:
                               **{k: p[k] for k in ("trigger_size", "trigger_position", "poison_rate",
                                                    "target_label", "seed") if k in p})
         check_attack(train, attack)
+        if "04_ablations" in run.notebooks:
+            from .ablations import check_ablation_attack
+
+            check_ablation_attack(attack, train.dataset)
     if "patch_size" in p:  # notebooks 02 and 03: MSA's recovery
         from .defenses.recovery import RecoveryConfig
 
@@ -231,6 +263,8 @@ def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run]
     for d in declared.values():
         every.update(d)
     names = set(grid.parameters) | set(grid.axes)
+    for v in grid.variants:
+        names |= set(v["set"])
     for rule in grid.overrides:
         names |= set(rule["when"]) | set(rule["set"])
     reserved = sorted(names & set(RUNNER_PARAMS))

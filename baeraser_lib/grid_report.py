@@ -266,7 +266,7 @@ def grid_markdown(grid_dir: Path) -> str:
 
 def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: float | None = None) -> Path:
     """grid.json and index.html of one grid's reports folder (rewritten as runs finish)."""
-    rows = grid_rows(grid_dir, records, list(grid.axes))
+    rows = grid_rows(grid_dir, records, grid.axis_names)
     summary = summarise(rows)
     figures = grid_figures(rows, grid_dir / "figures")
     previous = grid_dir / "grid.json"
@@ -276,6 +276,7 @@ def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: f
     timing["runs_seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
     doc = {"grid": grid.name, "description": grid.description, "notebooks": grid.notebooks,
            "parameters": grid.parameters, "axes": grid.axes, "overrides": grid.overrides,
+           "variants": grid.variants,
            "rows": rows, "summary": summary, "timing": timing, "figures": figures,
            "runs": {r["run_id"]: {k: r.get(k) for k in ("status", "seconds", "finished_at", "host", "skipped")}
                     for r in records},
@@ -316,7 +317,7 @@ victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DE
 <table><tr><th>defense</th><th>rows</th><th>mean ASR reduction</th><th>mean accuracy drop (points)</th>
 <th>mean DER</th></tr>{means}</table><ul>{targets}</ul>
 <h2>Figures</h2>{imgs}
-<h2>Parameters</h2><pre>{html.escape(json.dumps({"parameters": grid.parameters, "axes": grid.axes,
+<h2>Parameters</h2><pre>{html.escape(json.dumps({"parameters": grid.parameters, "axes": grid.axes, "variants": grid.variants,
                                                    "overrides": grid.overrides}, indent=1))}</pre>
 </body></html>"""
     with atomic_open(grid_dir / "index.html", encoding="utf-8") as f:

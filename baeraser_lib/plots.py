@@ -26,12 +26,25 @@ def image_rows(rows: dict[str, torch.Tensor], titles: dict[str, list[str]] | Non
         for c in range(n):
             ax = axes[r][c]
             if c < len(imgs):
-                _show(ax, imgs[c], (titles or {}).get(name, [None] * n)[c])
+                _show(ax, imgs[c], ((titles or {}).get(name) or [None] * n)[c])
             else:
                 ax.axis("off")
         axes[r][0].set_ylabel(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def change_rows(clean: torch.Tensor, poisoned: torch.Tensor, titles: dict[str, list[str]] | None = None,
+                scale: float = 1.3):
+    """Clean images, their triggered copies, and |x′ − x| magnified so its largest pixel is white:
+    how visible a trigger is. The magnification is written in the row's name."""
+    diff = (poisoned - clean).abs()
+    peak = float(diff.max())
+    gain = 1.0 / peak if peak > 0 else 1.0
+    name = f"|x′ − x| × {gain:.0f}" if gain >= 1.5 else "|x′ − x|"
+    return image_rows({"clean": clean, "poisoned": poisoned, name: (diff * gain).clamp(0, 1)},
+                      {"clean": (titles or {}).get("clean"), "poisoned": (titles or {}).get("poisoned"),
+                       name: None}, scale)
 
 
 def trigger_patch(pattern: torch.Tensor, title: str = "trigger", ax=None):

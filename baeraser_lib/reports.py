@@ -228,7 +228,9 @@ def attack_rows(out_dir: Path = REPORTS_DIR) -> list[dict]:
         rows.append({"attack": a["attack"], "suffix": suffix, "clean_acc": a["clean_acc"], "asr": a["asr"],
                      "clean_model_acc": a["clean_model_acc"],
                      "defenses": {k: u["methods"][k] for k, _ in DEFENSES if k in u.get("methods", {})}})
-    order = {name: i for i, name in enumerate(["badnets", "trojannn", "imc"])}
+    from .attacks import ATTACKS
+
+    order = {name: i for i, name in enumerate(ATTACKS)}  # the registry's order
     return sorted(rows, key=lambda r: (order.get(r["attack"], 99), r["suffix"]))
 
 
@@ -244,6 +246,30 @@ def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
                      f"{b['clean_acc']:.4f} | {b['der']:.3f} | "
                      + " | ".join(f"{r['defenses'][k]['der']:.3f}" if k in r["defenses"] else "" for k, _ in others)
                      + " |")
+    return "\n".join(lines)
+
+
+def inject_markdown(out_dir: Path = REPORTS_DIR) -> str:
+    """Every attack's notebook 01 figures as a Markdown table (the README's attack-families
+    table): ASR, accuracy cost, and how large the change x′ − x is."""
+    from .attacks import ATTACKS
+
+    order = {name: i for i, name in enumerate(ATTACKS)}
+    reports = [json.loads(f.read_text()) | {"_name": f.stem} for f in sorted(out_dir.glob("01_inject*.json"))]
+    reports.sort(key=lambda r: (order.get(r.get("attack"), 99), r["_name"]))
+    lines = ["| report | attack | trigger | poison rate | ASR rule | victim acc | accuracy cost (points) | ASR | "
+             "L2 of x′ − x | L∞ of x′ − x |", "|---" * 10 + "|"]
+    for r in reports:
+        if "change_l2_mean" not in r:
+            continue  # written before the change was measured
+        trigger = r.get("trigger_kind", "patch")
+        if trigger == "patch":
+            trigger = f"{r['trigger_size']}×{r['trigger_size']} patch at {r['trigger_position']}"
+        options = r.get("attack_options") or "{}"
+        lines.append(f"| {r['_name']} | {r['attack']}{'' if options == '{}' else ' ' + options} | {trigger} | "
+                     f"{r['poison_rate']:.0%} | {r['target_rule']} | {r['clean_acc']:.4f} | "
+                     f"{r['acc_cost_points']:.2f} | {r['asr']:.4f} | {r['change_l2_mean']:.3f} | "
+                     f"{r['change_linf_mean']:.3f} |")
     return "\n".join(lines)
 
 
@@ -335,7 +361,11 @@ def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir:
     start, results = time.perf_counter(), []
     for attack in attacks:
         suffix = "" if attack == DEFAULT_ATTACK else f"-{attack}"
-        results += run(notebooks, {**params, "attack": attack}, out_dir, suffix, notebooks_dir, progress)
+        own = notebooks
+        if "04_ablations" in notebooks and not ATTACKS[attack].patch:  # its ablations resize and move a patch
+            own = [n for n in notebooks if n != "04_ablations"]
+            print(f"[skip] 04_ablations{suffix}: its ablations need a patch attack, {attack} is not one", flush=True)
+        results += run(own, {**params, "attack": attack}, out_dir, suffix, notebooks_dir, progress)
     write_json_atomic(out_dir / "batches.json", {
         "attacks": attacks, "notebooks": notebooks, "parameters": params,
         "seconds": round(time.perf_counter() - start, 1),
@@ -361,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--out", type=Path, default=REPORTS_DIR)
     t = sub.add_parser("table", help="print the attack × defense table as Markdown")
     t.add_argument("--out", type=Path, default=REPORTS_DIR)
+    j = sub.add_parser("injects", help="print every attack's notebook 01 figures as Markdown")
+    j.add_argument("--out", type=Path, default=REPORTS_DIR)
     v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
     v.add_argument("--out", type=Path, default=REPORTS_DIR)
     v.add_argument("--report", default="04_ablations")
@@ -370,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "index":
         print(write_index(args.out))
+        return 0
+    if args.cmd == "injects":
+        print(inject_markdown(args.out))
         return 0
     if args.cmd == "table":
         print(attack_markdown(args.out))

@@ -1,9 +1,13 @@
 """Trigger patches and how they are stamped: the one piece attacks and defenses share.
 
-A trigger is an s×s patch (C or 1 channels, values in [0, 1]) that overwrites the image at a
-position: a named corner, the centre, explicit (row, col), or `random` (a new place per image).
-Stamping works on single images and batches of any size and channel count, and is
-differentiable in the patch, so trigger-recovery generators can be trained through it.
+A patch trigger is an s×s patch (C or 1 channels, values in [0, 1]) that overwrites the image at
+a position: a named corner, the centre, explicit (row, col), or `random` (a new place per image).
+An optional binary mask sets only some pixels of the box (a sparse trigger). Stamping works on
+single images and batches of any size and channel count, and is differentiable in the patch, so
+trigger-recovery generators can be trained through it.
+
+Whole-image triggers (blend, warp, additive signal) live in `image_triggers`; `trigger_from_json`
+reads any kind back from an artifact.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Union
 import torch
 
 from .errors import ConfigError
+from .image_triggers import IMAGE_TRIGGERS
 
 NAMED_POSITIONS = ("bottom_right", "bottom_left", "top_right", "top_left", "center", "random")
 Position = Union[str, tuple[int, int]]
@@ -67,12 +72,15 @@ def random_offsets(n: int, size: int, height: int, width: int, generator: torch.
 
 
 def stamp(x: torch.Tensor, pattern: torch.Tensor, position="bottom_right",
-          generator: torch.Generator | None = None) -> torch.Tensor:
+          generator: torch.Generator | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Return a copy of `x` with `pattern` overwriting it at `position`.
 
     x: (C, H, W) or (N, C, H, W). pattern: (C|1, s, s), or (N, C|1, s, s) for one patch per image.
     position: a name, (row, col), `random`, or an (N, 2) LongTensor of per-image offsets.
+    mask: an optional (1, s, s) boolean box; only its True pixels are overwritten.
     """
+    if mask is not None:
+        return _stamp_masked(x, pattern, position, generator, mask)
     single = x.ndim == 3
     xb = x.unsqueeze(0) if single else x
     n, c, h, w = xb.shape
@@ -107,6 +115,20 @@ def stamp(x: torch.Tensor, pattern: torch.Tensor, position="bottom_right",
     return out[0] if single else out
 
 
+def _stamp_masked(x, pattern, position, generator, mask):
+    """`stamp` of the pixels where `mask` is True; the rest of the box keeps the image."""
+    if mask.ndim != 3 or mask.shape[0] != 1 or mask.shape[-2:] != pattern.shape[-2:]:
+        raise ConfigError(f"a trigger mask must have shape (1, s, s) matching the patch, got {tuple(mask.shape)}")
+    xb = x.unsqueeze(0) if x.ndim == 3 else x
+    if isinstance(position, str) and position == "random":  # one draw of places for patch and mask
+        n, _, h, w = xb.shape
+        position = random_offsets(n, pattern.shape[-1], h, w, generator)
+    stamped = stamp(xb, pattern, position)
+    where = stamp(torch.zeros_like(xb[:, :1], dtype=torch.bool), mask.bool(), position)
+    out = torch.where(where, stamped, xb)
+    return out[0] if x.ndim == 3 else out
+
+
 def random_pattern(size: int, channels: int, seed: int) -> torch.Tensor:
     """A (channels, size, size) patch of uniform random pixel values, fixed by `seed`."""
     g = torch.Generator().manual_seed(seed)
@@ -115,28 +137,52 @@ def random_pattern(size: int, channels: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class Trigger:
-    """A patch and where it goes. `apply` stamps a batch; `to_json`/`from_json` store it exactly."""
+    """A patch and where it goes, optionally sparse (`mask`: which pixels of the box it sets).
+    `apply` stamps a batch; `to_json`/`from_json` store it exactly."""
 
     pattern: torch.Tensor
     position: Position = "bottom_right"
+    mask: torch.Tensor | None = None  # (1, s, s) bool; None: the whole box
+
+    kind = "patch"
 
     def __post_init__(self):
         self.position = parse_position(self.position)
         if self.pattern.ndim != 3 or self.pattern.shape[1] != self.pattern.shape[2]:
             raise ConfigError(f"trigger pattern must have shape (C, s, s), got {tuple(self.pattern.shape)}")
+        if self.mask is not None:
+            self.mask = self.mask.bool()
+            if self.mask.shape != (1, *self.pattern.shape[1:]) or not self.mask.any():
+                raise ConfigError(f"a trigger mask must be a non-empty (1, {self.size}, {self.size}) box, "
+                                  f"got {tuple(self.mask.shape)}")
 
     @property
     def size(self) -> int:
         return int(self.pattern.shape[-1])
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return stamp(x, self.pattern, self.position, generator)
+        return stamp(x, self.pattern, self.position, generator, self.mask)
 
     def to_json(self) -> dict:
-        return {"size": self.size, "position": list(self.position) if isinstance(self.position, tuple)
-                else self.position, "pattern": self.pattern.detach().cpu().tolist()}
+        d = {"size": self.size, "position": list(self.position) if isinstance(self.position, tuple)
+             else self.position, "pattern": self.pattern.detach().cpu().tolist()}
+        if self.mask is not None:  # full patches keep the JSON they always had
+            d["mask"] = self.mask.int().tolist()
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Trigger":
         pos = d["position"]
-        return cls(torch.tensor(d["pattern"], dtype=torch.float32), tuple(pos) if isinstance(pos, list) else pos)
+        mask = torch.tensor(d["mask"], dtype=torch.bool) if d.get("mask") is not None else None
+        return cls(torch.tensor(d["pattern"], dtype=torch.float32), tuple(pos) if isinstance(pos, list) else pos,
+                   mask)
+
+
+def trigger_from_json(d: dict):
+    """Any trigger kind from its `to_json` form (patches predate the `kind` key)."""
+    kind = d.get("kind", "patch")
+    if kind == "patch":
+        return Trigger.from_json(d)
+    if kind not in IMAGE_TRIGGERS:
+        raise ConfigError(f"unknown trigger kind {kind!r}; known: {['patch', *IMAGE_TRIGGERS]}")
+    return IMAGE_TRIGGERS[kind].from_json(d)

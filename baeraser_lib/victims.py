@@ -24,17 +24,19 @@ from .errors import CheckpointError, ConfigError
 from .metrics import evaluate
 from .models import build_model
 from .train import fit, pick_device
-from .triggers import Trigger
+from .targets import TargetRule
+from .triggers import trigger_from_json
 
 
 @dataclass
 class TrainedModel:
     model: nn.Module
-    trigger: Trigger | None  # None for the clean model
-    target_label: int | None
+    trigger: object | None  # the true trigger (any kind, with `apply`); None for the clean model
+    target_label: int | None  # None for the clean model and for all-to-all attacks
     meta: dict
     path: Path
     cached: bool  # loaded from disk rather than trained now
+    rule: TargetRule | None = None  # the attack's own ASR definition (which images count, which label)
 
     @property
     def train_seconds(self) -> float:
@@ -65,8 +67,9 @@ def load_trained(path: str | os.PathLike) -> TrainedModel:
     except (KeyError, TypeError, ConfigError) as err:
         raise CheckpointError(f"{path}/meta.json has no valid config: {err}") from None
     model = load_weights(new_model(train), path / "weights.safetensors").eval()
-    trigger = Trigger.from_json(meta["trigger"]) if meta.get("trigger") else None
-    return TrainedModel(model, trigger, attack.target_label if attack else None, meta, path, cached=True)
+    trigger = trigger_from_json(meta["trigger"]) if meta.get("trigger") else None
+    rule = ATTACKS[attack.name].target_rule(attack, dataset_info(train.dataset).num_classes) if attack else None
+    return TrainedModel(model, trigger, attack.target_label if attack else None, meta, path, cached=True, rule=rule)
 
 
 def find_model(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: AttackConfig | None) -> TrainedModel:
@@ -86,13 +89,16 @@ def load_checkpoint_model(path: str | os.PathLike, model: str, dataset: str, wid
     return load_weights(net, path).eval()
 
 
-def check_attack(train: TrainConfig, attack: AttackConfig) -> None:
+def check_attack(train: TrainConfig, attack: AttackConfig, train_set=None) -> None:
     """Every check that needs the architecture (TrojanNN's layer and neuron count), on an
-    untrained copy of it: cheap, and run before any data is read or weight trained."""
+    untrained copy of it: cheap, and run before any data is read or weight trained. Given the
+    training set, also the attack's checks against it (SIG: enough target-class images)."""
     attack.check_against(train.dataset)
     spec = ATTACKS[attack.name]
     if spec.check is not None:
         spec.check(new_model(train), attack.resolved_options())
+    if train_set is not None and spec.check_data is not None:
+        spec.check_data(attack, train_set)
 
 
 def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: ExperimentData,
@@ -106,7 +112,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     is itself loaded or trained (and cached) first; `train_seconds` counts the attack's own time.
     """
     if attack is not None:
-        check_attack(train, attack)
+        check_attack(train, attack, data.train)
     if data.info.name != train.dataset:
         raise ConfigError(f"data is {data.info.name!r} but the config trains on {train.dataset!r}")
     if train.train_subset is not None and len(data.train) != train.train_subset:
@@ -118,14 +124,14 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
 
     device = device or pick_device()
     model = new_model(train)
-    target = attack.target_label if attack is not None else None
     spec = ATTACKS[attack.name] if attack is not None else None
+    target = spec.target_rule(attack, data.info.num_classes) if attack is not None else None
     start_from = None
     if spec is not None and spec.starts_from_clean:
         start_from = obtain_model(train, None, data, artifacts_dir, device, progress, track_epochs)
         model.load_state_dict(start_from.model.state_dict())
 
-    def epoch_end(m: nn.Module, epoch: int, trigger: Trigger | None = None) -> dict:
+    def epoch_end(m: nn.Module, epoch: int, trigger=None) -> dict:
         """Per-epoch figures on the evaluation split (with that epoch's trigger), for plots only."""
         figs = evaluate(m, data.evaluation, trigger, target, device=device)
         return {f"eval_{k}": v for k, v in figs.items() if k != "robust_acc"}
@@ -152,6 +158,8 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "trigger": trigger.to_json() if trigger else None,
         "n_train": len(data.train),
         "n_poisoned": n_poison,
+        "poison_rate": attack.rate if attack else None,
+        "target_rule": target.describe() if target else None,
         "train_seconds": seconds,
         "device": str(device),
         "history": history,
@@ -161,4 +169,5 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "metrics_on": f"test split minus holding set ({len(data.evaluation)} images)",
     }
     write_artifact(path, dict(model.state_dict()), meta)
-    return TrainedModel(model, trigger, target, read_meta(path), path, cached=False)
+    return TrainedModel(model, trigger, attack.target_label if attack else None, read_meta(path), path,
+                        cached=False, rule=target)

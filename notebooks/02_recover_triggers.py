@@ -49,14 +49,14 @@
 # %% tags=["parameters"]
 # the victim: notebook 01's artifact with these parameters, or an external checkpoint
 dataset = "fashion_mnist"
-attack = "badnets"  # badnets | trojannn | imc
+attack = "badnets"  # badnets | trojannn | imc | blended | wanet | sig
 attack_options = {}  # as in notebook 01 (names the victim)
 model = "resnet18"
 width = 16
 trigger_size = 3
 trigger_position = "bottom_right"
-poison_rate = 0.05
-target_label = 0
+poison_rate = None  # None: the attack's default, as in notebook 01
+target_label = 0  # None for badnets' mode all_to_all
 epochs = 4
 batch_size = 128
 lr = 0.05
@@ -101,7 +101,7 @@ from baeraser_lib.defenses.recovery import RecoveryConfig
 from baeraser_lib.plots import image_rows, label_scores, stage_curves
 from baeraser_lib.reports import write_report
 from baeraser_lib.train import pick_device, predict
-from baeraser_lib.triggers import check_fits, fixed_offset, stamp
+from baeraser_lib.triggers import Trigger, check_fits, fixed_offset, stamp
 from baeraser_lib.victims import find_model, load_checkpoint_model
 
 notebook_start = time.perf_counter()
@@ -122,7 +122,7 @@ if model_path is None:
                               options=attack_options)
     victim = find_model(artifacts_dir, train_cfg, attack_cfg)
     suspect, victim_id = victim.model, victim.path.name
-    truth = {"trigger": victim.trigger, "target": victim.target_label}  # for the EVALUATION cells only
+    truth = {"trigger": victim.trigger, "target": victim.target_label, "rule": victim.rule}  # EVALUATION cells only
     print(f"victim: notebook 01's artifact {victim.path}")
 else:
     suspect, victim_id = load_checkpoint_model(model_path, model, dataset, width), file_digest(model_path)
@@ -195,16 +195,22 @@ if len(pool):
 # ## Evaluation only: compare with the attacker's secret
 # **These cells read the true trigger and target label**, which recovery never saw, to score it:
 # was the true target kept, at the right place, with a patch like the true one, and do the
-# recovered patches fire on the evaluation split too?
+# recovered patches fire on the evaluation split too? (Place and patch are compared only when
+# the true trigger is a patch; an all-to-all attack has no single target to find.)
 
 # %%
 evaluation = {}
-if truth is not None:
+if truth is not None and truth["rule"].mode == "all_to_all":
+    evaluation = {"all_to_all": True, "labels_flagged": len(pool.labels)}
+    print(f"all-to-all attack: every label is a target; recovery flagged {pool.labels}")
+elif truth is not None:
     true_t, true_trig = truth["target"], truth["trigger"]
     row = next(r for r in per_label if r["label"] == true_t)
     found = true_t in pool.labels
     c, h, w = data.info.shape
-    true_off = fixed_offset(true_trig.position, true_trig.size, h, w) if true_trig.position != "random" else None
+    is_patch = isinstance(true_trig, Trigger)
+    true_off = fixed_offset(true_trig.position, true_trig.size, h, w) \
+        if is_patch and true_trig.position != "random" else None
     evaluation = {
         "target_label_found": found,
         "recovered_asr": row["recovered_asr"] if row["recovered_asr"] is not None else row["screen_asr"],
@@ -215,7 +221,7 @@ if truth is not None:
     if found:
         i = pool.labels.index(true_t)
         patches = pool.sample(i, 256, torch.Generator().manual_seed(seed))
-        if patches.shape[-1] == true_trig.size:
+        if is_patch and patches.shape[-1] == true_trig.size:
             mean_patch = patches.mean(0)
             evaluation["patch_l1_to_true"] = float((patches - true_trig.pattern).abs().mean())
             evaluation["mean_patch_cosine_to_true"] = float(torch.nn.functional.cosine_similarity(
@@ -234,8 +240,11 @@ if truth is not None:
             fig = image_rows({"patches": torch.cat([true_trig.pattern[None], mean_patch[None], patches[:6]])},
                              {"patches": [f"true, at {true_off or 'random'}", "recovered mean"] + samples[1]["recovered"]},
                              scale=1.5)
-        else:  # the guessed size differs from the true one
+        elif is_patch:  # the guessed size differs from the true one
             fig = image_rows({"true": true_trig.pattern[None], **samples[0]}, {"true": ["true"], **samples[1]})
+        else:  # a whole-image trigger: the true one on an image beside the recovered patches
+            fig = image_rows({"true": true_trig.apply(x_eval[:1]), **samples[0]},
+                             {"true": [f"true ({true_trig.kind})"], **samples[1]})
         plt.show()
     for k, v in evaluation.items():
         print(f"{k:>36}: {v}")
@@ -265,7 +274,7 @@ figures = {
     "notebook_seconds": time.perf_counter() - notebook_start,
 }
 write_report(reports_dir, report_name, figures)
-if truth is not None:
+if truth is not None and "target_label_found" in figures:
     checks = {
         "true target in the pool": figures["target_label_found"],
         "recovered_asr ≥ 0.90": figures["recovered_asr"] >= 0.90,

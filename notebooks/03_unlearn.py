@@ -43,14 +43,14 @@
 # %% tags=["parameters"]
 # the victim and its pool: found by the parameters of notebooks 01 and 02
 dataset = "fashion_mnist"
-attack = "badnets"  # badnets | trojannn | imc
+attack = "badnets"  # badnets | trojannn | imc | blended | wanet | sig
 attack_options = {}  # as in notebook 01 (names the victim)
 model = "resnet18"
 width = 16
 trigger_size = 3
 trigger_position = "bottom_right"
-poison_rate = 0.05
-target_label = 0
+poison_rate = None  # None: the attack's default, as in notebook 01
+target_label = 0  # None for badnets' mode all_to_all
 epochs = 4
 batch_size = 128
 lr = 0.05
@@ -152,7 +152,7 @@ curve_set = seeded_subset(data.evaluation, min(curve_images, len(data.evaluation
 
 
 def score(m, on=data.evaluation):
-    return evaluate(m, on, victim.trigger, victim.target_label, device=dev)
+    return evaluate(m, on, victim.trigger, victim.rule, device=dev)
 
 
 def curve(m, epoch):

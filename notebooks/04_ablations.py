@@ -42,13 +42,13 @@
 # %% tags=["parameters"]
 # the reference victim (as notebook 01) and D_h (as notebooks 02 and 03)
 dataset = "fashion_mnist"
-attack = "badnets"  # badnets | trojannn | imc
+attack = "badnets"  # badnets | trojannn | imc (the ablations resize and move a patch)
 attack_options = {}  # as in notebook 01 (names the victim)
 model = "resnet18"
 width = 16
 trigger_size = 3
 trigger_position = "bottom_right"
-poison_rate = 0.05
+poison_rate = None  # None: the attack's default, as in notebook 01
 target_label = 0
 epochs = 4
 batch_size = 128
@@ -113,8 +113,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from baeraser_lib.ablations import (DEFENSES, AblationBench, DefenseSuite, check_positions, grid_values,
-                                    position_figures, run_defenses, scored, unlearn_or_keep, verdict,
+from baeraser_lib.ablations import (DEFENSES, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
+                                    grid_values, position_figures, run_defenses, scored, unlearn_or_keep, verdict,
                                     verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data, seeded_subset
@@ -136,6 +136,7 @@ train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs
                         train_subset=train_subset, seed=seed)
 attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
                           poison_rate=poison_rate, target_label=target_label, seed=seed, options=attack_options)
+check_ablation_attack(attack_cfg, dataset)  # a patch attack with one target: the ablations move and resize it
 for s in sweeps["trigger_sizes"]:  # every victim of the size sweep is checked before anything runs
     dataclasses.replace(attack_cfg, trigger_size=s).check_against(dataset)
 recovery_cfg = RecoveryConfig(patch_size=recovery_patch or trigger_size, eps=tuple(eps), lambda_h=lambda_h, tau=tau,
@@ -414,10 +415,10 @@ start = time.perf_counter()
 pos_set = seeded_subset(bench.evaluation, min(position_images, len(bench.evaluation)), seed)
 defended(trigger_size, holding_ratio)
 ref = runs[trigger_size, holding_ratio]
-position_rows = {"none": position_figures(victim.model, pos_set, victim.trigger, victim.target_label, positions, dev)}
+position_rows = {"none": position_figures(victim.model, pos_set, victim.trigger, victim.rule, positions, dev)}
 for name in DEFENSES:
     position_rows[name] = position_figures(ref["repaired"][name].model, pos_set, victim.trigger,
-                                           victim.target_label, positions, dev)
+                                           victim.rule, positions, dev)
 seconds["position"] = time.perf_counter() - start
 names = list(position_rows)
 pos_names = list(position_rows["none"])

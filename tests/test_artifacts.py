@@ -51,7 +51,7 @@ def test_obtain_model_trains_once_then_loads_from_cache(fashion_root, tmp_path, 
         raise AssertionError("trained again despite a cached artifact")
 
     monkeypatch.setattr(V, "fit", no_training)
-    monkeypatch.setitem(V.ATTACKS, "badnets", AttackSpec(no_training))
+    monkeypatch.setitem(V.ATTACKS, "badnets", AttackSpec(no_training, V.ATTACKS["badnets"].planted))
     again = V.obtain_model(TINY, attack, data, tmp_path, progress=False)
     assert again.cached and again.path == first.path
     assert torch.equal(again.trigger.pattern, first.trigger.pattern)

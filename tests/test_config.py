@@ -20,7 +20,7 @@ def test_train_config_rejects_bad_values(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"name": "wanet"}, "unknown attack 'wanet'.*badnets"),
+    ({"name": "wanet2"}, "unknown attack 'wanet2'.*badnets"),
     ({"poison_rate": 0.0}, "poison_rate must lie in"),
     ({"poison_rate": 1.0}, "poison_rate must lie in"),
     ({"poison_rate": 1.5}, "poison_rate must lie in"),

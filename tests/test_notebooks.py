@@ -186,3 +186,35 @@ def test_attack_batches_refuse_unknown_attacks_before_running(tmp_path):
     with pytest.raises(SystemExit, match="--attacks, not with -p attack"):
         R.run_attacks(["imc"], R.NOTEBOOKS, {"attack": "imc"}, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("attack, options, extra", [
+    ("blended", {}, {}),
+    ("wanet", {"strength": 8.0, "cross_ratio": 0.0}, {}),  # a visible warp: the tiny set cannot learn 0.5
+    ("sig", {"delta": 0.6, "frequency": 2.0}, {"poison_rate": 0.085}),  # clean-label: the target class's share
+])
+def test_notebook_01_injects_each_new_family_under_papermill(fashion_root, tmp_path, attack, options, extra):
+    out = tmp_path / "reports"
+    params = {**declared_by("01_inject", smoke_params(fashion_root, tmp_path)), "attack": attack,
+              "attack_options": options, **extra}
+    results = R.run(["01_inject"], params, out, progress=False)
+    assert results[0]["status"] == "ok", results[0]["error"]
+    figures = json.loads((out / "01_inject.json").read_text())
+    kind = {"blended": "blend", "wanet": "warp", "sig": "additive"}[attack]
+    assert figures["attack"] == attack and figures["trigger_kind"] == kind and figures["trigger_size"] is None
+    assert 0 < figures["change_linf_mean"] <= figures["change_linf_max"] <= 1 and figures["change_l2_mean"] > 0
+    assert figures["target_rule"] == "all-to-one → 0" and 0 <= figures["asr"] <= 1
+    html = (out / "01_inject.html").read_text()
+    assert "How large is the change" in html and "L2 of x′ − x" in html
+
+
+def test_an_all_to_all_victim_goes_through_01_to_03(fashion_root, tmp_path):
+    out = tmp_path / "reports"
+    params = {**smoke_params(fashion_root, tmp_path), "target_label": None,
+              "attack_options": {"mode": "all_to_all"}}
+    results = R.run(["01_inject", "02_recover_triggers", "03_unlearn"], params, out, progress=False)
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"], [r["error"] for r in results]
+    assert json.loads((out / "01_inject.json").read_text())["target_rule"].startswith("all-to-all")
+    assert json.loads((out / "02_recover_triggers.json").read_text())["all_to_all"] is True
+    methods = json.loads((out / "03_unlearn.json").read_text())["methods"]
+    assert 0 <= methods["none"]["asr"] <= 1 and set(methods) >= {"baeraser", "finetune"}

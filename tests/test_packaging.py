@@ -91,6 +91,24 @@ def test_shipped_grids_expand_to_the_papers_table():
         assert all(r.notebooks[-1] == "03_unlearn" for r in runs)
 
 
+def test_the_families_grid_covers_every_attack_and_option_of_the_bench():
+    from baeraser_lib.attacks import ATTACKS
+    from baeraser_lib.grid import load_grid, validate
+
+    runs, _ = validate(load_grid(ROOT / "grids" / "families.yaml"))
+    params = {r.axes["variant"]: r.parameters for r in runs}
+    assert {p["attack"] for p in params.values()} == set(ATTACKS)
+    assert all(r.parameters["dataset"] == "fashion_mnist" and r.notebooks[-1] == "03_unlearn" for r in runs)
+    badnets = [p for p in params.values() if p["attack"] == "badnets"]
+    assert any(p.get("trigger_position") == "random" for p in badnets)
+    assert any((p.get("attack_options") or {}).get("density", 1) < 1 for p in badnets)
+    assert any((p.get("attack_options") or {}).get("mode") == "all_to_all" for p in badnets)
+    for size in (5, 7):
+        places = {str(p.get("trigger_position")) for p in badnets
+                  if p.get("trigger_size") == size and not p.get("attack_options")}
+        assert len(places) == 2 and "bottom_right" not in places and "None" not in places
+
+
 def test_readme_grid_table_matches_the_committed_cpu_grid():
     from baeraser_lib.grid_report import grid_markdown
 

@@ -99,12 +99,31 @@ def test_expansion_names_runs_and_applies_overrides(tmp_path):
     assert set(runs[0].own("01_inject", declared)) == {"epochs", "dataset", "attack", "seed"}
 
 
+def test_variants_are_named_runs_crossed_with_the_axes(tmp_path):
+    grid = G.load_grid(write_grid(tmp_path, """\
+        notebooks: [01_inject]
+        parameters: {epochs: 2}
+        axes: {seed: [0, 1]}
+        variants:
+          - {name: corner, set: {attack: badnets}}
+          - {name: all_to_all, set: {attack: badnets, target_label: null, attack_options: {mode: all_to_all}}}
+        overrides:
+          - when: {target_label: null}
+            set: {epochs: 3}
+        """))
+    runs, _ = G.validate(grid)
+    assert [r.run_id for r in runs] == ["corner-seed0", "corner-seed1", "all_to_all-seed0", "all_to_all-seed1"]
+    assert runs[2].axes == {"variant": "all_to_all", "seed": 0} and "variant" not in runs[2].parameters
+    assert runs[2].parameters["attack_options"] == {"mode": "all_to_all"} and runs[2].parameters["epochs"] == 3
+    assert runs[0].parameters["epochs"] == 2 and grid.axis_names == ["variant", "seed"]
+
+
 @pytest.mark.parametrize("body, message", [
     ("notebooks: [01_inject, 09_nope]\naxes: {seed: [0]}\n", "unknown notebook"),
     ("notebooks: [01_inject]\naxes: {sed: [0]}\n", "unknown parameter(s) ['sed']"),
     ("notebooks: [01_inject]\nparameters: {epochs: four}\n", "epochs='four'"),
     ("notebooks: [01_inject]\naxes: {dataset: [fashion_mnist, cifar11]}\n", "unknown dataset 'cifar11'"),
-    ("notebooks: [01_inject]\naxes: {attack: [badnets, wanet]}\n", "unknown attack 'wanet'"),
+    ("notebooks: [01_inject]\naxes: {attack: [badnets, wanet2]}\n", "unknown attack 'wanet2'"),
     ("notebooks: [01_inject]\nparameters: {trigger_size: 40}\n", "larger than the 28×28 image"),
     ("notebooks: [01_inject]\naxes: {dataset: [[fashion_mnist]]}\n", "should be like its default"),
     ("notebooks: [02_recover_triggers]\nparameters: {eps: [0.5, x]}\n", "should be like its default"),
@@ -121,6 +140,12 @@ def test_expansion_names_runs_and_applies_overrides(tmp_path):
     ("notebooks: [01_inject]\naxes: {seed: []}\n", "non-empty list"),
     ("notebooks: [01_inject]\ngrids: {}\n", "unknown key"),
     ("notebooks: 01_inject\n", "non-empty list of notebook names"),
+    ("notebooks: [01_inject]\naxes: {seed: [0]}\nvariants: [{name: a, set: {seed: 1}}]\n", "which is an axis"),
+    ("notebooks: [01_inject]\nvariants: [{name: a, set: {}}, {name: a, set: {}}]\n", "variant names must differ"),
+    ("notebooks: [01_inject]\nvariants: [{name: a/b, set: {}}]\n", "'variants' must be a list"),
+    ("notebooks: [01_inject]\nvariants: [{name: a, set: {target_label: null}}]\n", "only mode all_to_all"),
+    ("notebooks: [01_inject]\nvariants: [{name: a, set: {attack: wanet, attack_options: {k: 1}}}]\n", "k must be"),
+    ("notebooks: [01_inject, 04_ablations]\nparameters: {attack: sig}\n", "not such an attack"),
     ("notebooks: [01_inject\n", "not valid YAML"),
 ])
 def test_bad_grids_fail_before_anything_runs(tmp_path, body, message):

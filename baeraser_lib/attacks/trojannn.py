@@ -204,12 +204,17 @@ def optimise_for_neurons(model: nn.Module, start: Trigger, x: torch.Tensor, laye
     return trigger, details
 
 
+def trojan_start(cfg: AttackConfig, info: DatasetInfo) -> Trigger:
+    """The seeded random patch TrojanNN (and IMC) start from."""
+    return make_trigger(cfg, info)
+
+
 def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
                    options: TrojanNNOptions, device: torch.device, progress: bool = True) -> tuple[Trigger, dict]:
     """TrojanNN's trigger for `model`: from the seeded random patch to the neuron-exciting one.
     Neurons are chosen by weight among those the patch's place moves most."""
     check_neurons(model, options)
-    start = make_trigger(attack, info)
+    start = trojan_start(attack, info)
     x = sample_images(train_set, options.batch, attack.seed + 2)
     model = model.to(device).eval()
     footprint, allowed = patch_reach(model, options.layer, x.to(device), start)

@@ -1,0 +1,107 @@
+"""Blended (Chen et al. 2017): a whole-image pattern mixed into the poisoned images,
+x' = (1 − a)·x + a·p, which are relabelled to the target.
+
+p is seeded uniform noise by default, or the user's own: a path to an image file (converted to
+the dataset's channels and resized to its images) or an array of shape (C, H, W) or (H, W).
+Poisoning blends with `alpha`; the victim's trigger (the one evaluation uses) with `test_alpha`,
+the same by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import AttackConfig, TrainConfig
+from ..data import DatasetInfo, check_fraction
+from ..errors import ConfigError
+from ..image_triggers import BlendTrigger
+from ..train import fit
+from .badnets import poison
+from .base import AttackResult
+
+
+@dataclass(frozen=True)
+class BlendedOptions:
+    """Blended's knobs (notebook parameter `attack_options`)."""
+
+    alpha: float = 0.15  # blend ratio of poisoning
+    test_alpha: float | None = None  # blend ratio of the evaluation trigger; None: `alpha`
+    pattern: str | list = "noise"  # "noise" (seeded uniform), an image file's path, or an array
+
+    def __post_init__(self):
+        check_fraction("blend ratio alpha", self.alpha)
+        if self.test_alpha is not None:
+            check_fraction("blend ratio test_alpha", self.test_alpha)
+        pattern = self.pattern
+        if isinstance(pattern, (np.ndarray, torch.Tensor)):
+            object.__setattr__(self, "pattern", np.asarray(pattern, dtype=float).tolist())  # hashable as JSON
+        elif not isinstance(pattern, (str, list)):
+            raise ConfigError(f"blend pattern must be 'noise', an image file's path or an array, got {pattern!r}")
+        if isinstance(pattern, str) and pattern != "noise" and not Path(pattern).is_file():
+            raise ConfigError(f"blend pattern {pattern!r} is neither 'noise' nor an image file that exists")
+
+
+def _array_pattern(values, shape: tuple[int, int, int]) -> torch.Tensor:
+    try:
+        p = torch.as_tensor(np.asarray(values, dtype=np.float32))
+    except (ValueError, TypeError):
+        raise ConfigError("blend pattern array must be a rectangular array of numbers") from None
+    c, h, w = shape
+    if p.ndim == 2:
+        p = p[None]
+    if p.ndim != 3 or tuple(p.shape[1:]) != (h, w) or p.shape[0] not in (1, c):
+        raise ConfigError(f"blend pattern of shape {tuple(np.shape(values))} does not fit the dataset's "
+                          f"images: give ({c}, {h}, {w}), (1, {h}, {w}) or ({h}, {w})")
+    if p.min() < 0 or p.max() > 1:
+        raise ConfigError("blend pattern values must lie in [0, 1]")
+    return p.expand(c, h, w).clone()
+
+
+def _image_pattern(path: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    try:
+        img = Image.open(path).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+    except (OSError, UnidentifiedImageError) as err:
+        raise ConfigError(f"blend pattern {path!r} is not a readable image ({err})") from None
+    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    return arr[None] if c == 1 else arr.permute(2, 0, 1).contiguous()
+
+
+def blend_pattern(options: BlendedOptions, info: DatasetInfo, seed: int) -> torch.Tensor:
+    """The (C, H, W) pattern p in [0, 1]."""
+    if isinstance(options.pattern, list):
+        return _array_pattern(options.pattern, info.shape)
+    if options.pattern == "noise":
+        return torch.rand(*info.shape, generator=torch.Generator().manual_seed(seed))
+    return _image_pattern(options.pattern, info.shape)
+
+
+def check_info(options: BlendedOptions, info: DatasetInfo) -> None:
+    if isinstance(options.pattern, list):
+        _array_pattern(options.pattern, info.shape)
+
+
+def planted(cfg: AttackConfig, info: DatasetInfo) -> BlendTrigger:
+    """The evaluation trigger (blend ratio `test_alpha`)."""
+    options = cfg.resolved_options()
+    return BlendTrigger(blend_pattern(options, info, cfg.seed), options.test_alpha or options.alpha)
+
+
+def blended(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+            train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+    """Poison with the pattern blended at `alpha`, train from scratch; evaluate at `test_alpha`."""
+    options = attack.resolved_options()
+    pattern = blend_pattern(options, info, attack.seed)
+    poisoned, idx = poison(train_set, BlendTrigger(pattern, options.alpha), attack)
+    trigger = BlendTrigger(pattern, options.test_alpha or options.alpha)
+    log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="blended")
+    return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)
