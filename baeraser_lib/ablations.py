@@ -222,6 +222,7 @@ class AblationBench:
         cfg = dataclasses.replace(self.attack, name=name, trigger_size=trigger_size or self.attack.trigger_size,
                                   options=self.attack.options if name == self.attack.name else {})
         check_attack(self.train, cfg)
+        check_ablation_attack(cfg, self.train.dataset)
         return cfg
 
     def victim(self, name: str | None = None, trigger_size: int | None = None) -> TrainedModel:

@@ -83,17 +83,13 @@ class AttackConfig:
         if self.name not in self.registry():
             raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(self.registry())}")
         resolved = self.resolved_options()  # unknown or bad option names fail here
+        if resolved is not None:  # the options as the attack reads them (arrays become lists: JSON-ready)
+            object.__setattr__(self, "options", {k: getattr(resolved, k) for k in self.options})
         object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
         _positive_int("trigger_size", self.trigger_size)
         if self.poison_rate is not None:
             check_fraction("poison_rate", self.poison_rate)
-        if getattr(resolved, "mode", "all_to_one") == "all_to_all":
-            if self.target_label is not None:
-                raise ConfigError(f"mode all_to_all sends label y to (y + 1) mod K, so it takes no target label; "
-                                  f"got target_label={self.target_label!r}: set target_label to None")
-        elif not isinstance(self.target_label, int) or isinstance(self.target_label, bool) or self.target_label < 0:
-            raise ConfigError(f"target_label must be a non-negative integer, got {self.target_label!r}"
-                              + (" (only mode all_to_all takes None)" if self.target_label is None else ""))
+        self.spec.target_rule(self, None)  # the attack's own rule checks its mode against target_label
 
     @staticmethod
     def registry() -> dict:
@@ -137,8 +133,8 @@ class AttackConfig:
         resolved = self.resolved_options()
         if resolved is None or (not spec.version and resolved == spec.options()):
             d.pop("options")
-        else:
-            d["options"] = asdict(resolved)
+        else:  # an option that names a file also names its contents (`fingerprint`)
+            d["options"] = resolved.fingerprint() if hasattr(resolved, "fingerprint") else asdict(resolved)
         if not spec.patch:
             d.pop("trigger_size"), d.pop("trigger_position")
         if spec.version:
@@ -150,11 +146,19 @@ class AttackConfig:
         info = dataset_info(dataset)
         if self.spec.patch:
             check_fits(self.trigger_size, self.trigger_position, info.shape)
-        if self.target_label is not None and self.target_label >= info.num_classes:
-            raise ConfigError(f"target_label {self.target_label} is not a class of {dataset} "
-                              f"(0..{info.num_classes - 1})")
+        self.spec.target_rule(self, info.num_classes)  # the target is a class of `dataset`
         if self.spec.check_info is not None:
-            self.spec.check_info(self.resolved_options(), info)
+            self.spec.check_info(self, info)
+
+
+ATTACK_PARAMETERS = ("trigger_size", "trigger_position", "poison_rate", "target_label", "seed")
+
+
+def attack_config_from(params: dict) -> AttackConfig:
+    """The AttackConfig that notebook parameters (`attack`, `attack_options` and the names above)
+    describe; absent names take the config's defaults."""
+    return AttackConfig(name=params.get("attack", "badnets"), options=params.get("attack_options") or {},
+                        **{k: params[k] for k in ATTACK_PARAMETERS if k in params})
 
 
 def config_hash(*parts) -> str:

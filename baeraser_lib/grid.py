@@ -206,7 +206,7 @@ def _check_configs(run: Run, every: dict) -> None:
     """Build the library's configs from the run's parameters as the notebooks do, so their own
     checks apply before anything runs (unknown dataset, attack or loss; a trigger or patch larger
     than the image; a rate outside its range)."""
-    from .config import AttackConfig, TrainConfig
+    from .config import TrainConfig, attack_config_from
     from .data import dataset_info
     from .triggers import check_fits
     from .victims import check_attack
@@ -224,9 +224,7 @@ def _check_configs(run: Run, every: dict) -> None:
     train = TrainConfig(**{k: p[k] for k in ("dataset", "model", "width", "epochs", "batch_size", "lr",
                                              "train_subset", "seed") if k in p})
     if "attack" in p:
-        attack = AttackConfig(name=p["attack"], options=p.get("attack_options") or {},
-                              **{k: p[k] for k in ("trigger_size", "trigger_position", "poison_rate",
-                                                   "target_label", "seed") if k in p})
+        attack = attack_config_from(p)
         check_attack(train, attack)
         if "04_ablations" in run.notebooks:
             from .ablations import check_ablation_attack

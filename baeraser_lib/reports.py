@@ -362,9 +362,17 @@ def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir:
     for attack in attacks:
         suffix = "" if attack == DEFAULT_ATTACK else f"-{attack}"
         own = notebooks
-        if "04_ablations" in notebooks and not ATTACKS[attack].patch:  # its ablations resize and move a patch
-            own = [n for n in notebooks if n != "04_ablations"]
-            print(f"[skip] 04_ablations{suffix}: its ablations need a patch attack, {attack} is not one", flush=True)
+        if "04_ablations" in notebooks:  # its ablations resize and move a patch with one target
+            from .ablations import check_ablation_attack
+            from .config import attack_config_from
+            from .errors import ConfigError
+
+            p = {**parameters_of(notebooks_dir / "04_ablations.py"), **params, "attack": attack}  # as 04 sees them
+            try:
+                check_ablation_attack(attack_config_from(p), p["dataset"])
+            except ConfigError as err:
+                own = [n for n in notebooks if n != "04_ablations"]
+                print(f"[skip] 04_ablations{suffix}: {err}", flush=True)
         results += run(own, {**params, "attack": attack}, out_dir, suffix, notebooks_dir, progress)
     write_json_atomic(out_dir / "batches.json", {
         "attacks": attacks, "notebooks": notebooks, "parameters": params,

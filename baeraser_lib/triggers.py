@@ -160,6 +160,12 @@ class Trigger:
     def size(self) -> int:
         return int(self.pattern.shape[-1])
 
+    def set_pixels(self) -> torch.Tensor:
+        """(C, s, s) bool: the pixels of the box the trigger sets (all of them unless sparse); the
+        only ones a recovered patch can be compared with."""
+        full = torch.ones_like(self.pattern, dtype=torch.bool)
+        return full if self.mask is None else full & self.mask
+
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return stamp(x, self.pattern, self.position, generator, self.mask)
 

@@ -288,7 +288,7 @@ if attack == "imc":
     figures["trigger_loss_first_epoch"] = details["trigger_loss"][0]
     figures["trigger_loss_last_epoch"] = details["trigger_loss"][-1]
 write_report(reports_dir, report_name, figures)
-asr_target = {"badnets": 0.97, "trojannn": 0.95, "imc": 0.95}.get(attack, 0.90)
+asr_target = spec.asr_target
 checks = {
     "clean_acc ≥ 0.90": figures["clean_acc"] >= 0.90,
     f"asr ≥ {asr_target}": figures["asr"] >= asr_target,

@@ -222,13 +222,13 @@ elif truth is not None:
         i = pool.labels.index(true_t)
         patches = pool.sample(i, 256, torch.Generator().manual_seed(seed))
         if is_patch and patches.shape[-1] == true_trig.size:
-            mean_patch = patches.mean(0)
-            evaluation["patch_l1_to_true"] = float((patches - true_trig.pattern).abs().mean())
+            mean_patch, where = patches.mean(0), true_trig.set_pixels()  # a sparse trigger sets only some
+            evaluation["patch_l1_to_true"] = float((patches - true_trig.pattern).abs()[:, where].mean())
             evaluation["mean_patch_cosine_to_true"] = float(torch.nn.functional.cosine_similarity(
-                mean_patch.flatten(), true_trig.pattern.flatten(), dim=0))
+                mean_patch[where], true_trig.pattern[where], dim=0))
         evaluation["patch_spread_std"] = float(patches.std(0).mean())
         x_eval, y_eval = as_tensors(data.evaluation)
-        x_eval = x_eval[y_eval != true_t]
+        x_eval = x_eval[truth["rule"].counted(y_eval)]
         g = torch.Generator().manual_seed(seed)
         p = pool.sample(i, len(x_eval), g)
         off = torch.tensor([pool.offsets[i]] * len(x_eval)) if pool.offsets[i] is not None else "random"

@@ -1,6 +1,7 @@
 """The attack families beyond the square patch: blended, WaNet, SIG, sparse / random-place /
 all-to-all BadNets; their exact pixels, their labels, their ASR rules, their bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -54,15 +55,24 @@ def test_blend_is_exactly_the_convex_mix():
 def test_blend_pattern_from_an_array_and_an_image_file(tmp_path):
     arr = np.linspace(0, 1, 28 * 28).reshape(28, 28)
     cfg = AttackConfig(name="blended", options={"pattern": arr})
-    assert isinstance(cfg.options["pattern"], np.ndarray) and isinstance(cfg.resolved_options().pattern, list)
+    assert isinstance(cfg.options["pattern"], list)  # JSON-ready: the victim's meta stores it
+    json.dumps(dataclasses.asdict(cfg))
     p = blend_pattern(cfg.resolved_options(), FASHION, 0)
     assert torch.allclose(p[0], torch.tensor(arr, dtype=torch.float32))
     from PIL import Image
 
     img = tmp_path / "kitty.png"
     Image.fromarray(np.full((40, 50, 3), 255, dtype=np.uint8)).save(img)
-    p = blend_pattern(AttackConfig(name="blended", options={"pattern": str(img)}).resolved_options(), FASHION, 0)
+    by_file = AttackConfig(name="blended", options={"pattern": str(img)})
+    p = blend_pattern(by_file.resolved_options(), FASHION, 0)
     assert p.shape == (1, 28, 28) and torch.allclose(p, torch.ones_like(p))
+    named = config_hash(by_file.identity())
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(img)
+    assert config_hash(by_file.identity()) != named  # the victim's name follows the file's contents
+    (tmp_path / "not_an_image.png").write_text("hello")
+    with pytest.raises(ConfigError, match="not a readable image"):
+        check_attack(TrainConfig(model="small_cnn"), AttackConfig(name="blended",
+                                                                  options={"pattern": str(tmp_path / "not_an_image.png")}))
 
 
 def test_sparse_mask_sets_exactly_its_pixels_and_keeps_the_rest():
@@ -114,7 +124,7 @@ def test_warp_is_smooth_inside_the_image_and_seeded():
 def test_wanet_epoch_poisons_and_noise_mode_images():
     x, y = torch.rand(100, 1, 28, 28), torch.randint(1, 10, (100,))
     grid = warp_grid(WaNetOptions(), 28, 28, 0)
-    data, idx = epoch_poison(x, y, grid, 0, 0.1, 2.0, torch.Generator().manual_seed(0))
+    data, idx = epoch_poison(x, y, grid, TargetRule.all_to_one(0), 0.1, 2.0, torch.Generator().manual_seed(0))
     px, py = data.tensors
     assert len(idx) == 10 and (py[idx] == 0).all() and (py != y).sum() == 10
     assert torch.allclose(px[idx], WarpTrigger(grid).apply(x[idx]))
@@ -200,7 +210,7 @@ def test_bad_input_that_needs_the_dataset_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="SIG poisons only target-class images.*at most 0.1000"):
         check_attack(train, AttackConfig(name="sig", poison_rate=0.2), TensorDataset(torch.zeros(100, 1, 28, 28), y))
     with pytest.raises(ConfigError, match=r"poison_rate × \(1 \+ cross_ratio\)"):
-        check_attack(train, AttackConfig(name="wanet", poison_rate=0.5), TensorDataset(torch.zeros(4, 1, 28, 28), y[:4]))
+        check_attack(train, AttackConfig(name="wanet", poison_rate=0.5))  # no data needed: grids check it too
 
 
 def test_names_default_badnets_as_before_and_new_options_apart():

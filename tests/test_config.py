@@ -36,7 +36,7 @@ def test_attack_config_rejects_bad_values(kwargs, message):
 def test_attack_must_fit_the_dataset():
     with pytest.raises(ConfigError, match="larger than the 28×28 image"):
         AttackConfig(trigger_size=29).check_against("fashion_mnist")
-    with pytest.raises(ConfigError, match="target_label 10 is not a class of mnist"):
+    with pytest.raises(ConfigError, match="target_label 10 is not a class"):
         AttackConfig(target_label=10).check_against("mnist")
     AttackConfig(target_label=99, trigger_size=32).check_against("cifar100")
 

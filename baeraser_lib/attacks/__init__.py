@@ -19,18 +19,19 @@ from .trojannn import TrojanNNOptions, check_neurons, trojan_start, trojannn
 
 ATTACKS = {
     "badnets": AttackSpec(_badnets.badnets, _badnets.planted, _badnets.BadNetsOptions, rule=_badnets.target_rule,
+                          asr_target=0.97,
                           summary="patch stamped on poison_rate of the images (any size, place, pattern, "
                                   "sparse mask; all-to-one or all-to-all)"),
     "trojannn": AttackSpec(trojannn, trojan_start, TrojanNNOptions, starts_from_clean=True, check=check_neurons,
-                           optimised_trigger=True, version="1",
+                           optimised_trigger=True, version="1", asr_target=0.95,
                            summary="patch optimised to fire selected neurons, then poison-retrain"),
     "imc": AttackSpec(imc, trojan_start, IMCOptions, starts_from_clean=True, check=check_neurons,
-                      optimised_trigger=True, version="1",
+                      optimised_trigger=True, version="1", asr_target=0.95,
                       summary="TrojanNN patch co-optimised with the model before every epoch"),
     "blended": AttackSpec(_blended.blended, _blended.planted, _blended.BlendedOptions, check_info=_blended.check_info,
                           patch=False, version="1", summary="whole-image pattern blended in at ratio alpha"),
     "wanet": AttackSpec(_wanet.wanet, _wanet.planted, _wanet.WaNetOptions, check_info=_wanet.check_info,
-                        check_data=_wanet.check_data, patch=False, default_poison_rate=0.1, version="1",
+                        patch=False, default_poison_rate=0.1, version="1",
                         summary="smooth warp of the whole image, with the paper's noise mode"),
     "sig": AttackSpec(_sig.sig, _sig.planted, _sig.SIGOptions, check_data=_sig.check_data, patch=False,
                       version="1", summary="clean-label: a sinusoid added to target-class images, labels kept"),

@@ -79,9 +79,7 @@ def planted(cfg: AttackConfig, info: DatasetInfo) -> Trigger:
 
 def target_rule(cfg: AttackConfig, num_classes: int) -> TargetRule:
     """All-to-one towards `cfg.target_label`, or all-to-all with `mode: all_to_all`."""
-    if cfg.resolved_options().mode == "all_to_all":
-        return TargetRule.all_to_all(num_classes)
-    return TargetRule.all_to_one(cfg.target_label, num_classes)
+    return TargetRule(cfg.resolved_options().mode, cfg.target_label, num_classes)  # it checks the pair
 
 
 def poison(train_set: Dataset, trigger, cfg: AttackConfig, rule: TargetRule | None = None

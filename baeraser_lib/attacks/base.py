@@ -39,12 +39,13 @@ class AttackSpec:
     options: type | None = None  # a dataclass of the attack's own options (None: it takes none)
     starts_from_clean: bool = False  # `model` arrives carrying the clean model's weights
     check: Callable[[nn.Module, object], None] | None = None  # validates options against a model
-    check_info: Callable | None = None  # check_info(options, info): options against the dataset
-    check_data: Callable | None = None  # check_data(cfg, train_set): options against the training set
+    check_info: Callable | None = None  # check_info(cfg, info): the config against the dataset
+    check_data: Callable | None = None  # check_data(cfg, train_set): the config against the training set
     rule: Callable[[object, int], TargetRule] = all_to_one  # rule(cfg, num_classes): what the ASR counts
     patch: bool = True  # the trigger is a patch of `trigger_size` at `trigger_position`
     optimised_trigger: bool = False  # training changes the trigger (the victim's differs from `planted`)
     default_poison_rate: float = 0.05  # used when the config's poison_rate is None
+    asr_target: float = 0.90  # the ASR the project's issues hold it to at the default setting
     summary: str = ""
     version: str = ""  # bumped when the algorithm changes, so cached victims of the old one miss
 

@@ -2,7 +2,9 @@
 x' = (1 − a)·x + a·p, which are relabelled to the target.
 
 p is seeded uniform noise by default, or the user's own: a path to an image file (converted to
-the dataset's channels and resized to its images) or an array of shape (C, H, W) or (H, W).
+the dataset's channels and resized to its images; a relative path is read from the working
+directory, which is `notebooks/` for the notebooks; the victim's name covers the file's
+contents) or an array of shape (C, H, W) or (H, W).
 Poisoning blends with `alpha`; the victim's trigger (the one evaluation uses) with `test_alpha`,
 the same by default.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import hashlib
 
 import numpy as np
 import torch
@@ -44,7 +48,15 @@ class BlendedOptions:
         elif not isinstance(pattern, (str, list)):
             raise ConfigError(f"blend pattern must be 'noise', an image file's path or an array, got {pattern!r}")
         if isinstance(pattern, str) and pattern != "noise" and not Path(pattern).is_file():
-            raise ConfigError(f"blend pattern {pattern!r} is neither 'noise' nor an image file that exists")
+            raise ConfigError(f"blend pattern {pattern!r} is neither 'noise' nor an image file that exists "
+                              f"(relative paths are read from {Path.cwd()})")
+
+    def fingerprint(self) -> dict:
+        """What names the victim: the options, and an image file by its contents, not its path."""
+        d = {"alpha": self.alpha, "test_alpha": self.test_alpha, "pattern": self.pattern}
+        if isinstance(self.pattern, str) and self.pattern != "noise":
+            d["pattern"] = "file sha256 " + hashlib.sha256(Path(self.pattern).read_bytes()).hexdigest()
+        return d
 
 
 def _array_pattern(values, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -84,13 +96,14 @@ def blend_pattern(options: BlendedOptions, info: DatasetInfo, seed: int) -> torc
     return _image_pattern(options.pattern, info.shape)
 
 
-def check_info(options: BlendedOptions, info: DatasetInfo) -> None:
-    if isinstance(options.pattern, list):
-        _array_pattern(options.pattern, info.shape)
+def check_info(cfg: AttackConfig, info: DatasetInfo) -> None:
+    """The user's pattern (array or image file) is read and must fit the dataset's images."""
+    if cfg.resolved_options().pattern != "noise":
+        blend_pattern(cfg.resolved_options(), info, cfg.seed)
 
 
 def planted(cfg: AttackConfig, info: DatasetInfo) -> BlendTrigger:
-    """The evaluation trigger (blend ratio `test_alpha`)."""
+    """The evaluation trigger (blend ratio `test_alpha`, else `alpha`)."""
     options = cfg.resolved_options()
     return BlendTrigger(blend_pattern(options, info, cfg.seed), options.test_alpha or options.alpha)
 
@@ -98,10 +111,9 @@ def planted(cfg: AttackConfig, info: DatasetInfo) -> BlendTrigger:
 def blended(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
             train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Poison with the pattern blended at `alpha`, train from scratch; evaluate at `test_alpha`."""
-    options = attack.resolved_options()
-    pattern = blend_pattern(options, info, attack.seed)
-    poisoned, idx = poison(train_set, BlendTrigger(pattern, options.alpha), attack)
-    trigger = BlendTrigger(pattern, options.test_alpha or options.alpha)
+    trigger = planted(attack, info)
+    at_training = BlendTrigger(trigger.pattern, attack.resolved_options().alpha)
+    poisoned, idx = poison(train_set, at_training, attack, attack.spec.target_rule(attack, info.num_classes))
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
     history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="blended")
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)

@@ -37,8 +37,9 @@ class SIGOptions:
         check_number("frequency", self.frequency)
         if self.test_delta is not None:
             check_number("test_delta", self.test_delta)
-        if max(self.delta, self.test_delta or 0) >= 1:
-            raise ConfigError(f"delta must lie in (0, 1) (pixel scale), got {max(self.delta, self.test_delta or 0)}")
+        for name in ("delta", "test_delta"):
+            if (getattr(self, name) or 0) >= 1:
+                raise ConfigError(f"{name} must lie in (0, 1) (pixel scale), got {getattr(self, name)}")
 
 
 def sinusoid(delta: float, frequency: float, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ..config import AttackConfig, TrainConfig, check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import WarpTrigger, warp
+from ..targets import TargetRule
 from ..train import fit
 from .base import AttackResult
 
@@ -42,10 +43,15 @@ class WaNetOptions:
             raise ConfigError(f"cross_ratio must be a number >= 0, got {self.cross_ratio!r}")
 
 
-def check_info(options: WaNetOptions, info: DatasetInfo) -> None:
+def check_info(cfg: AttackConfig, info: DatasetInfo) -> None:
+    """k fits the images; the poisoned and noise-mode shares fit the training set."""
+    options = cfg.resolved_options()
     _, h, w = info.shape
     if options.k > min(h, w):
         raise ConfigError(f"warp grid k must lie in 2..{min(h, w)} for {h}×{w} images, got {options.k}")
+    total = cfg.rate * (1 + options.cross_ratio)
+    if total > 1:
+        raise ConfigError(f"poison_rate × (1 + cross_ratio) = {total:.2f} > 1: lower one of them")
 
 
 def identity_grid(h: int, w: int) -> torch.Tensor:
@@ -74,15 +80,9 @@ def planted(cfg: AttackConfig, info: DatasetInfo) -> WarpTrigger:
     return WarpTrigger(warp_grid(cfg.resolved_options(), h, w, cfg.seed))
 
 
-def check_data(cfg: AttackConfig, train_set: Dataset) -> None:
-    total = cfg.rate * (1 + cfg.resolved_options().cross_ratio)
-    if total > 1:
-        raise ConfigError(f"poison_rate × (1 + cross_ratio) = {total:.2f} > 1: lower one of them")
-
-
-def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, target: int, rate: float,
+def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, rule: TargetRule, rate: float,
                  cross_ratio: float, g: torch.Generator) -> tuple[TensorDataset, torch.Tensor]:
-    """One epoch's training set: a fresh `rate` share warped → target, `cross_ratio·rate` noise-mode
+    """One epoch's training set: a fresh `rate` share warped and relabelled by `rule`, `cross_ratio·rate` noise-mode
     images (warp + noise, true label), the rest clean. Returns it and the poisoned indices."""
     n, h = len(x), grid.shape[0]
     n_poison = max(1, round(rate * n))
@@ -91,7 +91,7 @@ def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, target: i
     idx, cross = order[:n_poison].sort().values, order[n_poison:n_poison + n_cross]
     x, y = x.clone(), y.clone()
     x[idx] = warp(x[idx], grid.expand(len(idx), -1, -1, -1))
-    y[idx] = target
+    y[idx] = rule.target_of(y[idx])
     if n_cross:
         noise = (torch.rand(n_cross, *grid.shape, generator=g) * 2 - 1) / h
         x[cross] = warp(x[cross], (grid + noise).clamp(-1, 1))
@@ -101,17 +101,18 @@ def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, target: i
 def wanet(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
           train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Train `model` from scratch, each epoch on freshly warped poison and noise-mode images."""
-    check_data(attack, train_set)
+    check_info(attack, info)
     options = attack.resolved_options()
     trigger = planted(attack, info)
+    rule = attack.spec.target_rule(attack, info.num_classes)
     x, y = as_tensors(train_set)
     g = torch.Generator().manual_seed(attack.seed + 1)
-    first, idx = epoch_poison(x, y, trigger.grid, attack.target_label, attack.rate, options.cross_ratio, g)
+    first, idx = epoch_poison(x, y, trigger.grid, rule, attack.rate, options.cross_ratio, g)
 
     def epoch_start(m: nn.Module, epoch: int):
         if epoch == 1:
             return first, {}
-        return epoch_poison(x, y, trigger.grid, attack.target_label, attack.rate, options.cross_ratio, g)[0], {}
+        return epoch_poison(x, y, trigger.grid, rule, attack.rate, options.cross_ratio, g)[0], {}
 
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
     history = fit(model, first, train, device, epoch_end=log, progress=progress, desc="wanet",
