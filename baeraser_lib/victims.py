@@ -112,7 +112,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     is itself loaded or trained (and cached) first; `train_seconds` counts the attack's own time.
     """
     if attack is not None:
-        check_attack(train, attack, data.train)
+        check_attack(train, attack, getattr(data, "train", None))  # before the data is even looked at
     if data.info.name != train.dataset:
         raise ConfigError(f"data is {data.info.name!r} but the config trains on {train.dataset!r}")
     if train.train_subset is not None and len(data.train) != train.train_subset:

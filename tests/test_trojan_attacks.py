@@ -35,8 +35,9 @@ def setting(tmp_path_factory):
 
 
 def test_registry_lists_exactly_the_implemented_attacks():
-    assert sorted(ATTACKS) == ["badnets", "imc", "trojannn"]
-    assert all(callable(spec.fn) for spec in ATTACKS.values())
+    assert sorted(ATTACKS) == ["badnets", "blended", "imc", "sig", "trojannn", "wanet"]
+    assert all(callable(spec.fn) and callable(spec.planted) for spec in ATTACKS.values())
+    assert [n for n, s in ATTACKS.items() if not s.patch] == ["blended", "wanet", "sig"]
     assert ATTACKS["trojannn"].starts_from_clean and ATTACKS["imc"].starts_from_clean
     assert not ATTACKS["badnets"].starts_from_clean
 
@@ -52,8 +53,8 @@ def test_bad_options_fail_when_the_config_is_built(options, message):
         AttackConfig(name="trojannn", options=options)
 
 
-def test_badnets_takes_no_options_and_unknown_attacks_are_named():
-    with pytest.raises(ConfigError, match="takes no options"):
+def test_unknown_options_and_attacks_are_named():
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['neurons'\] for attack 'badnets'; it takes \['density"):
         AttackConfig(options={"neurons": 2})
     with pytest.raises(ConfigError, match="unknown attack 'trojan'.*imc"):
         AttackConfig(name="trojan")
