@@ -247,7 +247,8 @@ def _table(rows: list[dict]) -> str:
 def grid_markdown(grid_dir: Path) -> str:
     """The grid's table as Markdown (the README's copy), from its grid.json."""
     doc = json.loads((grid_dir / "grid.json").read_text())
-    lines = ["| dataset · attack | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in DEFENSES)
+    axes = doc.get("axis_names") or ["dataset", "attack"]  # grids written before the names were kept
+    lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in DEFENSES)
              + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(DEFENSES)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
@@ -276,7 +277,7 @@ def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: f
     timing["runs_seconds"] = round(sum(r.get("seconds") or 0 for r in records), 1)
     doc = {"grid": grid.name, "description": grid.description, "notebooks": grid.notebooks,
            "parameters": grid.parameters, "axes": grid.axes, "overrides": grid.overrides,
-           "variants": grid.variants,
+           "variants": grid.variants, "axis_names": grid.axis_names,
            "rows": rows, "summary": summary, "timing": timing, "figures": figures,
            "runs": {r["run_id"]: {k: r.get(k) for k in ("status", "seconds", "finished_at", "host", "skipped")}
                     for r in records},

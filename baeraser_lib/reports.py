@@ -249,15 +249,17 @@ def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
     return "\n".join(lines)
 
 
-def inject_markdown(out_dir: Path = REPORTS_DIR) -> str:
-    """Every attack's notebook 01 figures as a Markdown table (the README's attack-families
-    table): ASR, accuracy cost, and how large the change x′ − x is."""
+def inject_markdown(out_dir: Path = REPORTS_DIR, pattern: str = "01_inject*.json") -> str:
+    """Every attack's notebook 01 figures under `out_dir` as a Markdown table (the README's
+    attack-families table): ASR, accuracy cost, and how large the change x′ − x is. A grid's
+    folder takes `pattern="*/01_inject.json"` (one row per run)."""
     from .attacks import ATTACKS
 
     order = {name: i for i, name in enumerate(ATTACKS)}
-    reports = [json.loads(f.read_text()) | {"_name": f.stem} for f in sorted(out_dir.glob("01_inject*.json"))]
+    reports = [json.loads(f.read_text()) | {"_name": f.stem if f.parent == out_dir else f.parent.name}
+               for f in sorted(out_dir.glob(pattern))]
     reports.sort(key=lambda r: (order.get(r.get("attack"), 99), r["_name"]))
-    lines = ["| report | attack | trigger | poison rate | ASR rule | victim acc | accuracy cost (points) | ASR | "
+    lines = ["| report or run | attack | trigger | poison rate | ASR rule | victim acc | accuracy cost (points) | ASR | "
              "L2 of x′ − x | L∞ of x′ − x |", "|---" * 10 + "|"]
     for r in reports:
         if "change_l2_mean" not in r:
@@ -401,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", type=Path, default=REPORTS_DIR)
     j = sub.add_parser("injects", help="print every attack's notebook 01 figures as Markdown")
     j.add_argument("--out", type=Path, default=REPORTS_DIR)
+    j.add_argument("--pattern", default="01_inject*.json", help="e.g. '*/01_inject.json' in a grid's folder")
     v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
     v.add_argument("--out", type=Path, default=REPORTS_DIR)
     v.add_argument("--report", default="04_ablations")
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_index(args.out))
         return 0
     if args.cmd == "injects":
-        print(inject_markdown(args.out))
+        print(inject_markdown(args.out, args.pattern))
         return 0
     if args.cmd == "table":
         print(attack_markdown(args.out))

@@ -117,3 +117,16 @@ def test_readme_grid_table_matches_the_committed_cpu_grid():
     assert len(lines) == 2 + 12
     for line in lines:
         assert line in readme, f"README's grid table is stale: {line}"
+
+
+def test_readme_attack_family_tables_match_the_committed_reports():
+    from baeraser_lib.grid_report import grid_markdown
+    from baeraser_lib.reports import inject_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    injects = inject_markdown(ROOT / "reports").splitlines()
+    runs = inject_markdown(ROOT / "reports" / "families", "*/01_inject.json").splitlines()
+    assert any(line.startswith("| 01_inject-blended |") for line in injects)
+    assert any(line.startswith("| badnets_all_to_all |") for line in runs)
+    for line in injects + runs + grid_markdown(ROOT / "reports" / "families").splitlines():
+        assert line in readme, f"README's attack-family tables are stale: {line}"
