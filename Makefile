@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.baeraser-installed
 FASHION_DEB_DIR := /usr/share/datasets/fashion-mnist
 # Extra arguments for the report runner, e.g. make reports ARGS="-p dataset mnist -p download True"
 ARGS   ?=
-# make reports ATTACKS=all: notebooks 01 → 04 once per attack (badnets, trojannn, imc); or a list
+# make reports ATTACKS=all: notebooks 01 → 04 once per registered attack (04 skipped for whole-image ones); or a list
 ATTACKS ?=
 # make sweep GRID=grids/cpu.yaml [SCHEDULER=tcp://host:8786] [ARGS="--workers 2 --threads 1"]
 GRID      ?=
