@@ -12,7 +12,6 @@ true trigger appear only in the scoring helpers.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import time
@@ -27,9 +26,11 @@ from .data import ExperimentData, holding_sweep
 from .defenses.fineprune import FinePruneConfig, fineprune
 from .defenses.finetune import FinetuneConfig, finetune
 from .defenses.nad import NADConfig, nad
+from .defenses.defend import DefenseConfig, repair
+from .defenses.detection import DEFAULT_CONFIRM_RATIO
 from .defenses.pool import TriggerPool, obtain_pool
 from .defenses.recovery import RecoveryConfig
-from .defenses.unlearning import UnlearnConfig, unlearn
+from .defenses.unlearning import UnlearnConfig, unlearn_or_keep
 from .errors import ConfigError
 from .metrics import backdoor_metrics, der, evaluate
 from .triggers import Trigger, check_fits, parse_position
@@ -101,6 +102,7 @@ class DefenseSuite:
     finetune: FinetuneConfig = FinetuneConfig()
     fineprune: FinePruneConfig = FinePruneConfig()
     nad: NADConfig = NADConfig()
+    confirm_ratio: float = DEFAULT_CONFIRM_RATIO  # BAERASER's confirmation of suspects (with `per_label`)
 
 
 @dataclass
@@ -110,22 +112,14 @@ class Repaired:
     seconds: float
 
 
-def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig, device=None,
-                    progress: bool = True, on_epoch=None, trace_every: int | None = None):
-    """`unlearn(...)`, or, when recovery kept no trigger, the model unchanged with a one-row
-    history marked `empty_pool` (there is nothing to unlearn)."""
-    if pool is None or len(pool) == 0:
-        model = copy.deepcopy(model)  # a copy, like unlearn's: callers may change it without touching the victim
-        row = {"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": 0.0}
-        row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
-        return model, [row]
-    return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
-                   trace_every=trace_every)
-
-
 def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, suite: DefenseSuite,
-                 names=DEFENSES, device=None, progress: bool = True, on_epoch=None) -> dict[str, Repaired]:
+                 names=DEFENSES, device=None, progress: bool = True, on_epoch=None,
+                 per_label: list[dict] | None = None) -> dict[str, Repaired]:
     """Run the defenses `names` on (model, D_h); BAERASER also gets the recovered pool.
+
+    With recovery's `per_label` rows, BAERASER is the whole default defense (`defend.repair`:
+    unlearn, confirm the suspects, leave a model judged clean alone); without them, plain
+    unlearning of the pool (for sweeps of unlearning's own settings).
 
     NAD's teacher is the fine-tuned model when fine-tuning runs too (its time is then added to
     NAD's), as in notebook 03. An empty pool leaves BAERASER's model unchanged.
@@ -137,7 +131,13 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
     out: dict[str, Repaired] = {}
     for name in names:
         start = time.perf_counter()
-        if name == "baeraser":
+        if name == "baeraser" and per_label is not None and pool is not None:
+            cfg = DefenseConfig(recovery=pool.config, unlearn=suite.unlearn, confirm_ratio=suite.confirm_ratio)
+            num_classes = len(per_label)
+            out_ = repair(model, holding, num_classes, pool, per_label, cfg, device=device, progress=progress,
+                          on_epoch=on_epoch)
+            repaired, history = out_.model, out_.history
+        elif name == "baeraser":
             repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device=device, progress=progress,
                                                 on_epoch=on_epoch)
         elif name == "finetune":
@@ -203,7 +203,6 @@ class AblationBench:
     artifacts_dir: str | os.PathLike
     holding_ratios: list[float]
     evaluation_reserve: float = 0.0  # evaluation also avoids the first this-share of images (a fixed set)
-    recovery_patch: int | None = None  # None: each victim's true trigger size (an oracle guess; say so where used)
     device: torch.device | None = None
     progress: bool = True
     _victims: dict = field(default_factory=dict, repr=False)
@@ -236,11 +235,11 @@ class AblationBench:
     def pool(self, victim: TrainedModel, ratio: float, recovery: RecoveryConfig | None = None
              ) -> tuple[TriggerPool, dict]:
         """The pool recovered from `victim` on D_h of `ratio` (with `recovery` instead of the
-        bench's recovery settings if given; the patch size is still the bench's choice)."""
+        bench's recovery settings if given). Every victim gets the same settings: nothing here
+        knows its trigger size."""
         if ratio not in self.holdings:
             raise ConfigError(f"holding ratio {ratio} is not in this bench's sweep {sorted(self.holdings)}")
-        patch = self.recovery_patch or victim.trigger.size
-        cfg = dataclasses.replace(recovery or self.recovery, patch_size=patch)
+        cfg = recovery or self.recovery
         key = (victim.path.name, ratio, cfg)
         if key not in self._pools:
             holding = self.holdings[ratio]

@@ -230,15 +230,12 @@ def _check_configs(run: Run, every: dict) -> None:
             from .ablations import check_ablation_attack
 
             check_ablation_attack(attack, train.dataset)
-    if "patch_size" in p:  # notebooks 02 and 03: MSA's recovery
-        from .defenses.recovery import RecoveryConfig
+    if "trigger_form" in p:  # notebooks 02–04: MSA's recovery
+        from .defenses.recovery import recovery_config_from
 
-        RecoveryConfig(patch_size=p["patch_size"], eps=tuple(p["eps"]), lambda_h=p["lambda_h"], tau=p["tau"],
-                       steps_per_stage=p["steps_per_stage"], batch_size=p["recovery_batch_size"],
-                       lr=p["recovery_lr"], mine_lr=p["mine_lr"], noise_dim=p["noise_dim"], hidden=p["hidden"],
-                       placement=p["placement"], grid_size=p["grid_size"], prune=p["prune"],
-                       max_candidates=p["max_candidates"], seed=p["seed"])
-        check_fits(p["patch_size"], "top_left", dataset_info(train.dataset).shape)
+        cfg = recovery_config_from(p)
+        if cfg.form == "patch":
+            check_fits(cfg.patch_size, "top_left", dataset_info(train.dataset).shape)
     if "unlearn_lr" in p:  # notebook 03: BAERASER's unlearning and the baselines
         from .defenses.fineprune import FinePruneConfig
         from .defenses.finetune import FinetuneConfig

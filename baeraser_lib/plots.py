@@ -113,6 +113,24 @@ def label_scores(per_label: list[dict], tau: float):
     return fig
 
 
+def mask_scores(per_label: list[dict]):
+    """Mask form: each label's smallest working mask (pixels; red: in the pool, blue: a suspect
+    whose generator missed τ, gray: not a suspect) and the anomaly index of the sizes."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    labels = [r["label"] for r in per_label]
+    colours = ["tab:red" if r["kept"] else ("tab:blue" if r["candidate"] else "lightgray") for r in per_label]
+    ax.bar(labels, [r["mask_size"] for r in per_label], color=colours, edgecolor="k", linewidth=0.5)
+    ax.set(xticks=labels, xlabel="candidate label", ylabel="mask size |m|₁ (pixels)", yscale="log",
+           title="smallest mask that sends D_h there (red: pooled suspect)")
+    ax2.bar(labels, [r["anomaly_index"] for r in per_label], color="tab:purple")
+    ax2.axhline(2, color="k", ls=":", lw=1, label="2 (Neural Cleanse's cut)")
+    ax2.set(xticks=labels, xlabel="candidate label", ylabel="(median − log size) / (1.4826·MAD)",
+            title="anomaly index of the mask sizes")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def stage_curves(stage_logs: list[dict]):
     """Hinge, entropy estimate, mean target probability and ASR per staircase stage, per label."""
     keys = [("hinge", "hinge max(0, ε − p)"), ("entropy", "entropy estimate Î (nats)"),

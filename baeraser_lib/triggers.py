@@ -115,6 +115,14 @@ def stamp(x: torch.Tensor, pattern: torch.Tensor, position="bottom_right",
     return out[0] if single else out
 
 
+def stamp_mask(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """(1 − m)⊙x + m⊙p: a full-image soft mask m ∈ [0, 1] (…, 1|C, H, W) blends pattern p into x.
+
+    Patches of any size and place, sparse pixel sets and faint whole-image blends are all special
+    cases; shapes broadcast, so one mask can serve a batch and a stack of masks many batches."""
+    return x + mask * (pattern - x)
+
+
 def _stamp_masked(x, pattern, position, generator, mask):
     """`stamp` of the pixels where `mask` is True; the rest of the box keeps the image."""
     if mask.ndim != 3 or mask.shape[0] != 1 or mask.shape[-2:] != pattern.shape[-2:]:

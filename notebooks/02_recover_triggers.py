@@ -37,14 +37,28 @@
 # generator, climbing towards the trigger distribution. A label joins the *trigger pool* only if
 # its generator's ASR on held-out D_h images reaches τ.
 #
-# **Where the patch goes: our extension of the paper.** The authors' code stamps the patch at a
-# random place, which only finds triggers that were *planted* at random places: a trigger planted
-# in one corner fires on about 1% of images elsewhere. So we first search the placement: for
-# every label a free patch is optimised at each position of a grid (corners included), halving
-# the positions per label each round; the best position's ASR is the label's *screening score*,
-# and its patch is where the generator starts. Labels whose screening score is far below τ are
-# not taken up the staircase (that, and running all labels in one vectorised pass, is what keeps
-# recovery within minutes on a CPU).
+# **No guess of the trigger: our extension of the paper.** The authors' generator emits an s×s
+# patch, s being the defender's guess of the trigger size, stamped at a random place. A defender
+# knows neither size nor shape, place or kind, and measured here a guess of 3×3 found nothing on
+# 5×5 or 7×7 patches, blends or warps. So by default (`trigger_form = "mask"`) a trigger is a
+# full-image **mask** m ∈ [0,1]^{H×W} with a **pattern** p, stamped as (1 − m)⊙x + m⊙p: a patch of
+# any size at any place, a sparse set of pixels and a faint blend are all special cases.
+#
+# 1. **Mask search** (Neural Cleanse's insight, all labels in one vectorised pass): for every label,
+#    the smallest mask that still sends 90% of a batch of D_h images there. λ, the weight of the
+#    mask size, rises while the batch is reached and falls when it is not.
+# 2. **Detection** (Neural Cleanse's rule): the anomaly index of each label's mask size, on a log
+#    scale, (median − log size) / (1.4826 · MAD). Labels at 2.0 or more are **flagged** (at most
+#    `max_candidates`, the most anomalous). None flagged: the model is judged clean, the pool stays
+#    empty and notebook 03 leaves the model alone. A caveat measured below: some natural labels
+#    need few pixels too (on Fashion-MNIST, "bag" needs about ten on every model, clean ones too).
+# 3. **Staircase** (MSA) for the flagged labels only: the generator emits the pattern inside the
+#    label's mask, which starts from the searched one and may grow as far as the hinge needs; the
+#    entropy term sees what reaches the image, m⊙G(δ). A flagged label joins the pool if its
+#    generator's ASR on held-out D_h images reaches τ.
+#
+# `trigger_form = "patch"` restores the authors' patch (with our placement search over a grid of
+# positions, as before this change); `patch_size` is then the defender's hint.
 
 # %% tags=["parameters"]
 # the victim: notebook 01's artifact with these parameters, or an external checkpoint
@@ -65,18 +79,20 @@ model_path = None  # a .safetensors (or weights-only .pt) state_dict of `model` 
 # the defender's data
 holding_ratio = 0.05
 seed = 0
-# MSA (spec defaults where the paper gives them)
-patch_size = 3  # the defender's guess of the trigger size
+# recovery: one default configuration for every model (nothing below guesses the trigger)
+trigger_form = "mask"  # mask: full-image mask + pattern (default); patch: an s×s patch (the authors')
+patch_size = 3  # trigger_form "patch" only: the defender's hint of the trigger size
+mask_steps = 200
 eps = [0.5, 0.8, 0.9]
 lambda_h = 0.1
 tau = 0.8
-steps_per_stage = 100
-recovery_batch_size = 64
+steps_per_stage = 60
+recovery_batch_size = 32
 recovery_lr = 0.0002
 mine_lr = 0.001
 noise_dim = 64
-hidden = None  # generator width; None: scaled to the patch (32·C·s², within 128..2048)
-placement = "grid"  # grid | random (the authors' choice)
+hidden = None  # generator width; None: 256 for masks, 32·C·s² (128..2048) for patches
+placement = "grid"  # trigger_form "patch" only: grid | random (the authors' choice)
 grid_size = 5
 prune = True
 max_candidates = 3
@@ -97,19 +113,17 @@ from baeraser_lib.artifacts import file_digest
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import as_tensors, dataset_info, load_experiment_data
 from baeraser_lib.defenses.pool import obtain_pool
-from baeraser_lib.defenses.recovery import RecoveryConfig
-from baeraser_lib.plots import image_rows, label_scores, stage_curves
+from baeraser_lib.defenses.recovery import recovery_config_from
+from baeraser_lib.plots import image_rows, label_scores, mask_scores, stage_curves
 from baeraser_lib.reports import write_report
 from baeraser_lib.train import pick_device, predict
-from baeraser_lib.triggers import Trigger, check_fits, fixed_offset, stamp
+from baeraser_lib.triggers import Trigger, check_fits, fixed_offset
 from baeraser_lib.victims import find_model, load_checkpoint_model
 
 notebook_start = time.perf_counter()
-recovery_cfg = RecoveryConfig(patch_size=patch_size, eps=tuple(eps), lambda_h=lambda_h, tau=tau,
-                              steps_per_stage=steps_per_stage, batch_size=recovery_batch_size, lr=recovery_lr,
-                              mine_lr=mine_lr, noise_dim=noise_dim, hidden=hidden, placement=placement,
-                              grid_size=grid_size, prune=prune, max_candidates=max_candidates, seed=seed)
-check_fits(patch_size, "top_left", dataset_info(dataset).shape)  # the guessed patch must fit the images
+recovery_cfg = recovery_config_from(globals())  # the parameters above, by name
+if recovery_cfg.form == "patch":
+    check_fits(patch_size, "top_left", dataset_info(dataset).shape)  # the hinted patch must fit the images
 dev = pick_device(device)
 data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, seed=seed,
                             train_subset=train_subset, download=download)
@@ -144,21 +158,33 @@ pool, meta, pool_path, cached = obtain_pool(suspect, victim_id, data.holding, nu
 per_label = meta["per_label"]
 print(f"pool: {'loaded from cache' if cached else 'recovered'} ({pool_path}); "
       f"recovery took {meta['seconds_recovery']:.1f} s")
-print(f"labels kept (ASR ≥ τ = {tau}): {pool.labels} at placements {pool.offsets}")
+print(f"verdict: {'backdoored' if meta.get('backdoored') else 'clean'}; flagged {meta.get('flagged')}; "
+      f"pooled (generator ASR ≥ τ = {tau}): {pool.labels}"
+      + (f" at placements {pool.offsets}" if recovery_cfg.form == "patch" else ""))
 
 # %% [markdown]
 # ## Every candidate label
-# The screening score of each label, and for the labels that went up the staircase the final
-# generator's ASR on held-out D_h images (a quarter of D_h that recovery never trained on). The
-# anomaly index tells how far a label stands out from the others (Neural Cleanse's MAD rule).
+# Mask form: each label's smallest working mask (pixels, averaged over the end of its search), the
+# anomaly index of those sizes, and for the suspects the staircase generator's ASR on held-out D_h
+# images (a quarter of D_h that recovery never trained on). Patch form: the screening ASR at the
+# best place instead of a mask size.
 
 # %%
-print(f"{'label':>5} {'screen ASR':>10} {'staircase ASR':>13} {'placement':>10} {'anomaly':>8}  kept")
-for r in per_label:
-    rec = f"{r['recovered_asr']:.3f}" if r["recovered_asr"] is not None else "pruned"
-    print(f"{r['label']:>5} {r['screen_asr']:>10.3f} {rec:>13} {str(tuple(r['offset']) if r['offset'] else 'random'):>10} "
-          f"{r['anomaly_index']:>8.1f}  {'yes' if r['kept'] else ''}")
-fig = label_scores(per_label, tau)
+if recovery_cfg.form == "mask":
+    print(f"{'label':>5} {'mask size':>9} {'mask ASR':>8} {'anomaly':>8} {'staircase ASR':>13}  pooled")
+    for r in per_label:
+        rec = f"{r['recovered_asr']:.3f}" if r["recovered_asr"] is not None else "-"
+        print(f"{r['label']:>5} {r['mask_size']:>9.1f} {r['mask_asr']:>8.3f} {r['anomaly_index']:>8.1f} {rec:>13}"
+              f"  {'yes' if r['kept'] else ''}")
+    fig = mask_scores(per_label)
+else:
+    print(f"{'label':>5} {'screen ASR':>10} {'staircase ASR':>13} {'placement':>10} {'anomaly':>8}  kept")
+    for r in per_label:
+        rec = f"{r['recovered_asr']:.3f}" if r["recovered_asr"] is not None else "pruned"
+        print(f"{r['label']:>5} {r['screen_asr']:>10.3f} {rec:>13} "
+              f"{str(tuple(r['offset']) if r['offset'] else 'random'):>10} {r['anomaly_index']:>8.1f}  "
+              f"{'yes' if r['kept'] else ''}")
+    fig = label_scores(per_label, tau)
 plt.show()
 
 # %% [markdown]
@@ -174,35 +200,39 @@ if meta["stage_logs"]:
     plt.show()
 
 # %% [markdown]
-# ## Recovered patches
-# Samples of every kept generator, stamped on held-out images at the placement recovery found.
+# ## Recovered triggers
+# For every pooled suspect: its mask (mask form), samples of its generator, and held-out images
+# stamped with them.
 
 # %%
 if len(pool):
     gen = torch.Generator().manual_seed(seed)
-    x_show = as_tensors(data.holding)[0][:8]
+    x_show = as_tensors(data.holding)[0][:7]
     rows, titles = {}, {}
     for i, label in enumerate(pool.labels):
-        patches = pool.sample(i, 8, gen)
-        rows[f"label {label}: patches"] = patches
-        rows[f"label {label}: stamped"] = stamp(x_show, patches, torch.tensor([pool.offsets[i]] * 8)
-                                                if pool.offsets[i] is not None else "random", gen)
-        titles[f"label {label}: patches"] = [f"sample {j}" for j in range(8)]
+        samples = pool.sample(i, 7, gen)
+        if pool.masks is not None:  # show what reaches the image: the mask, then m⊙G(δ)
+            samples = torch.cat([pool.masks[i][None].expand(1, *samples.shape[1:]), pool.masks[i] * samples])
+        rows[f"label {label}: trigger"] = samples
+        rows[f"label {label}: stamped"] = pool.stamp(i, x_show, gen)
+        titles[f"label {label}: trigger"] = (["mask"] if pool.masks is not None else []) + \
+            [f"sample {j}" for j in range(7)]
     fig = image_rows(rows, titles, scale=1.2)
     plt.show()
 
 # %% [markdown]
 # ## Evaluation only: compare with the attacker's secret
 # **These cells read the true trigger and target label**, which recovery never saw, to score it:
-# was the true target kept, at the right place, with a patch like the true one, and do the
-# recovered patches fire on the evaluation split too? (Place and patch are compared only when
-# the true trigger is a patch; an all-to-all attack has no single target to find.)
+# was the true target a suspect and pooled, where does its recovered mask (or patch) sit against
+# the true trigger, and do the recovered triggers fire on the evaluation split too? (Places are
+# compared only when the true trigger is a patch at a fixed place; an all-to-all attack has no
+# single target to find.)
 
 # %%
 evaluation = {}
 if truth is not None and truth["rule"].mode == "all_to_all":
-    evaluation = {"all_to_all": True, "labels_flagged": len(pool.labels)}
-    print(f"all-to-all attack: every label is a target; recovery flagged {pool.labels}")
+    evaluation = {"all_to_all": True, "labels_pooled": len(pool.labels)}
+    print(f"all-to-all attack: every label is a target; recovery pooled {pool.labels}")
 elif truth is not None:
     true_t, true_trig = truth["target"], truth["trigger"]
     row = next(r for r in per_label if r["label"] == true_t)
@@ -213,38 +243,41 @@ elif truth is not None:
         if is_patch and true_trig.position != "random" else None
     evaluation = {
         "target_label_found": found,
+        "target_is_suspect": bool(row.get("candidate", row["staircase"])),
         "recovered_asr": row["recovered_asr"] if row["recovered_asr"] is not None else row["screen_asr"],
         "other_labels_kept": len([k for k in pool.labels if k != true_t]),
-        "placement_found": list(row["offset"]) if row["offset"] else None,
         "true_placement": list(true_off) if true_off else None,
     }
+    if recovery_cfg.form == "mask":
+        sizes = sorted(r["mask_size"] for r in per_label)
+        evaluation["target_mask_size"] = row["mask_size"]
+        evaluation["target_mask_rank"] = sizes.index(row["mask_size"]) + 1  # 1: the smallest mask
+        evaluation["target_anomaly_index"] = row["anomaly_index"]
+    else:
+        evaluation["placement_found"] = list(row["offset"]) if row["offset"] else None
     if found:
         i = pool.labels.index(true_t)
-        patches = pool.sample(i, 256, torch.Generator().manual_seed(seed))
-        if is_patch and patches.shape[-1] == true_trig.size:
-            mean_patch, where = patches.mean(0), true_trig.set_pixels()  # a sparse trigger sets only some
-            evaluation["patch_l1_to_true"] = float((patches - true_trig.pattern).abs()[:, where].mean())
+        samples = pool.sample(i, 256, torch.Generator().manual_seed(seed))
+        if pool.masks is not None and true_off is not None:  # how much of the mask lies on the true patch
+            box = torch.zeros(h, w, dtype=torch.bool)
+            box[true_off[0]:true_off[0] + true_trig.size, true_off[1]:true_off[1] + true_trig.size] = True
+            evaluation["mask_share_on_true_patch"] = float(pool.masks[i][0][box].sum() / pool.masks[i].sum())
+        if pool.masks is None and is_patch and samples.shape[-1] == true_trig.size:
+            mean_patch, where = samples.mean(0), true_trig.set_pixels()  # a sparse trigger sets only some
+            evaluation["patch_l1_to_true"] = float((samples - true_trig.pattern).abs()[:, where].mean())
             evaluation["mean_patch_cosine_to_true"] = float(torch.nn.functional.cosine_similarity(
                 mean_patch[where], true_trig.pattern[where], dim=0))
-        evaluation["patch_spread_std"] = float(patches.std(0).mean())
+        evaluation["pattern_spread_std"] = float(samples.std(0).mean())
         x_eval, y_eval = as_tensors(data.evaluation)
         x_eval = x_eval[truth["rule"].counted(y_eval)]
-        g = torch.Generator().manual_seed(seed)
-        p = pool.sample(i, len(x_eval), g)
-        off = torch.tensor([pool.offsets[i]] * len(x_eval)) if pool.offsets[i] is not None else "random"
-        pred = predict(suspect, stamp(x_eval, p, off, g), device=dev)
+        pred = predict(suspect, pool.stamp(i, x_eval, torch.Generator().manual_seed(seed)), device=dev)
         evaluation["recovered_asr_on_evaluation_split"] = float((pred == true_t).float().mean())
-        where = tuple(pool.offsets[i]) if pool.offsets[i] else "random"
-        samples = {"recovered": patches[:6]}, {"recovered": [f"sample {j}, at {where}" for j in range(6)]}
-        if "patch_l1_to_true" in evaluation:  # same size: one row, true | mean | samples
-            fig = image_rows({"patches": torch.cat([true_trig.pattern[None], mean_patch[None], patches[:6]])},
-                             {"patches": [f"true, at {true_off or 'random'}", "recovered mean"] + samples[1]["recovered"]},
-                             scale=1.5)
-        elif is_patch:  # the guessed size differs from the true one
-            fig = image_rows({"true": true_trig.pattern[None], **samples[0]}, {"true": ["true"], **samples[1]})
-        else:  # a whole-image trigger: the true one on an image beside the recovered patches
-            fig = image_rows({"true": true_trig.apply(x_eval[:1]), **samples[0]},
-                             {"true": [f"true ({true_trig.kind})"], **samples[1]})
+        truth_row = true_trig.apply(x_eval[:3])
+        shown = pool.stamp(i, x_eval[:3], torch.Generator().manual_seed(seed))
+        extra = {"recovered mask": pool.masks[i][None]} if pool.masks is not None else {}
+        fig = image_rows({"true trigger": truth_row, "recovered": shown, **extra},
+                         {"true trigger": [f"true ({getattr(true_trig, 'kind', 'patch')})"] * 3,
+                          "recovered": [f"label {true_t}"] * 3})
         plt.show()
     for k, v in evaluation.items():
         print(f"{k:>36}: {v}")
@@ -261,6 +294,10 @@ figures = {
     "attack": attack,
     "num_classes": num_classes,
     "labels_kept": list(pool.labels),
+    "suspects": meta.get("candidates"),
+    "trigger_form": recovery_cfg.form,
+    "mask_sizes": [r.get("mask_size") for r in per_label],
+    "anomaly_index": [r["anomaly_index"] for r in per_label],
     "placements_kept": [list(o) if o is not None else None for o in pool.offsets],
     "seconds_recovery": meta["seconds_recovery"],
     "labels_through_staircase": [r["label"] for r in per_label if r["recovered_asr"] is not None],
@@ -268,8 +305,8 @@ figures = {
     "victim_id": victim_id,
     "loaded_from_cache": cached,
     "tau": tau,
-    "patch_size": patch_size,
-    "placement": placement,
+    "patch_size": patch_size if recovery_cfg.form == "patch" else None,
+    "placement": placement if recovery_cfg.form == "patch" else None,
     **evaluation,
     "notebook_seconds": time.perf_counter() - notebook_start,
 }
@@ -278,7 +315,7 @@ if truth is not None and "target_label_found" in figures:
     checks = {
         "true target in the pool": figures["target_label_found"],
         "recovered_asr ≥ 0.90": figures["recovered_asr"] >= 0.90,
-        "at most one other label kept": figures["other_labels_kept"] <= 1,
+        "at most two other labels pooled": figures["other_labels_kept"] <= 2,
         "recovery ≤ 5 minutes": figures["seconds_recovery"] <= 300,
     }
     for claim, ok in checks.items():
@@ -286,11 +323,31 @@ if truth is not None and "target_label_found" in figures:
 
 # %% [markdown]
 # ## Choices of ours (interpretation of the paper)
-# * **Placement search** before the staircase (grid of `grid_size`² positions, successive
-#   halving per label); `placement = "random"` restores the authors' random stamping.
-# * **Pruning** after screening: labels below `prune_fraction`·τ (0.4) do not climb the staircase,
-#   at most `max_candidates` do. `prune = False` takes every label through every stage.
-# * **The generator starts from the screened patch** (its output bias is that patch's logit), so
-#   the staircase begins at a working trigger and spends its steps on entropy.
-# * **τ = 0.8** (the paper's value is unknown), MINE's learning rate 1e-3 (not given), a
-#   quarter of D_h held out to measure ASR; everything else as the spec's defaults.
+# * **The trigger form.** By default a full-image mask and pattern (see the top of this notebook),
+#   our extension: the paper's generator emits an s×s patch of a guessed size. `trigger_form =
+#   "patch"` restores it, with our placement search (a grid of `grid_size`² positions, successive
+#   halving per label) or `placement = "random"` (the authors' random stamping).
+# * **Only flagged labels climb the staircase** (at most `max_candidates`): the others, the
+#   hopeless ones, are pruned after the mask search. The staircase starts from each
+#   flagged label's mask (free to grow, no size penalty) and spreads the pattern inside it
+#   (entropy of m⊙G(δ)).
+# * **Log sizes in the anomaly index**: sizes compare by ratios. Chosen after our first screening
+#   runs, in which raw sizes gave the default victim's target an index of 1.7, below the cut.
+# * **A second test we tried and turned off** (`confirm` in notebook 03): does a flagged label's
+#   smallest mask grow after unlearning? It did for backdoors, but as much for natural shortcuts
+#   (see `baeraser_lib/defenses/detection.py` for the figures), so it decides nothing here.
+# * **The generator starts from the searched pattern** (its output bias is that pattern's logit),
+#   so the staircase begins at a working trigger and spends its steps on entropy.
+# * **How the defaults were chosen, and on which models.** Mask search: λ starts at 10⁻³ and moves
+#   by ×1.2 / ÷1.2^1.5 per step (Neural Cleanse's schedule, compressed); the 90% ASR each mask
+#   must keep matches the staircase's last ε. Its length (200 steps of 16 images per label) was set
+#   by cost: at 100 steps the masks of the clean seed-0 model and of two of our victims were still
+#   shrinking fast (30–120 pixels), at 250 they were near 10–60; 200 is what the budget allows. The
+#   staircase got 60 steps
+#   of 32 images per stage (was 100 × 64) so that the whole defense fits a quarter of the victim's
+#   training time. The anomaly cut (2.0) is Neural Cleanse's published value.
+#   None of these was tuned per attack; `benchmarks/trigger_agnostic.py` measures all of them on
+#   every victim of `grids/families.yaml` and on three clean models with these values, misses
+#   included.
+# * **τ = 0.8** (the paper's value is unknown), MINE's learning rate 1e-3 (not given), a quarter of
+#   D_h held out to measure ASR; everything else as the spec's defaults.

@@ -129,7 +129,7 @@ def fixed_pool(label: int, size: int = 3, shape=(1, 12, 12)) -> TriggerPool:
     """A pool of one freshly initialised generator for `label`, stamping at the bottom-right corner."""
     from baeraser_lib.defenses import networks as N
 
-    cfg = RecoveryConfig(patch_size=size, noise_dim=8, noise_chunks=4, hidden=8)
+    cfg = RecoveryConfig(form="patch", patch_size=size, noise_dim=8, noise_chunks=4, hidden=8)
     gens = N.init_generators([torch.Generator().manual_seed(0)], cfg.noise_dim, cfg.noise_chunks, cfg.hidden,
                              shape[0] * size * size)
     return TriggerPool([label], [(shape[1] - size, shape[2] - size)], gens, cfg, shape)
@@ -195,7 +195,7 @@ def test_empty_pool_leaves_the_model_unchanged_and_runs_the_callback():
 def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):
     data = load_experiment_data("fashion_mnist", fashion_root, holding_ratio=0.25)
     train = TrainConfig(model="small_cnn", width=4, epochs=2, batch_size=32, lr=0.05)
-    bench = AblationBench(data, train, AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, grid_size=2),
+    bench = AblationBench(data, train, AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, mask_steps=8),
                           tmp_path, [0.2, 0.25], 0.3, progress=False)
     assert sorted(bench.holdings) == [0.2, 0.25] and len(bench.evaluation) == 200 - 120
     v = bench.victim()
@@ -203,16 +203,16 @@ def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):
     v5 = bench.victim(trigger_size=5)
     assert v5.trigger.size == 5 and v5.path != v.path
     pool, meta = bench.pool(v5, 0.2)
-    assert pool.config.patch_size == 5 and meta["holding"]["n"] == 80
+    assert pool.config == bench.recovery and meta["holding"]["n"] == 80  # no size told: the same config for all
     assert bench.pool(v5, 0.2)[0] is pool
-    other, _ = bench.pool(v5, 0.2, RecoveryConfig(steps_per_stage=4, grid_size=2, lambda_h=0.0))
-    assert other is not pool and other.config.lambda_h == 0.0 and other.config.patch_size == 5
+    other, _ = bench.pool(v5, 0.2, RecoveryConfig(steps_per_stage=4, mask_steps=8, lambda_h=0.0))
+    assert other is not pool and other.config.lambda_h == 0.0 and other.config.form == "mask"
     with pytest.raises(ConfigError, match="not in this bench"):
         bench.pool(v5, 0.5)
     with pytest.raises(ConfigError, match="unknown attack"):
         bench.victim("nonsense")
     # a new bench over the same artifacts loads instead of training
-    again = AblationBench(data, train, AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, grid_size=2),
+    again = AblationBench(data, train, AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, mask_steps=8),
                           tmp_path, [0.2, 0.25], 0.3, progress=False)
     assert again.victim(trigger_size=5).cached
     figs = bench.score(v.model, v)

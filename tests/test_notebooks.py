@@ -37,7 +37,7 @@ def smoke_params(data_root, tmp_path):
     stages); recovery and the defenses take a few steps."""
     return {"model": "resnet18", "width": 4, "epochs": 6, "batch_size": 32, "lr": 0.1, "poison_rate": 0.2,
             "holding_ratio": 0.25, "data_root": str(data_root), "download": False,
-            "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3,
+            "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3, "mask_steps": 40,
             "unlearn_epochs": 2, "finetune_epochs": 1, "nad_epochs": 1}
 
 

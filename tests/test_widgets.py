@@ -98,7 +98,7 @@ def test_bad_panel_input_is_refused_when_built():
 def test_the_panel_over_a_real_bench(fashion_root, tmp_path):
     data = load_experiment_data("fashion_mnist", fashion_root, holding_ratio=0.25)
     bench = AblationBench(data, TrainConfig(model="small_cnn", width=4, epochs=2, batch_size=32, lr=0.05),
-                          AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, grid_size=2), tmp_path,
+                          AttackConfig(poison_rate=0.2), RecoveryConfig(steps_per_stage=4, mask_steps=8), tmp_path,
                           [0.2, 0.25], progress=False)
     panel = DefensePanel(bench_runner(bench, curve_images=60, progress=False), attacks=["badnets"],
                          holding_ratios=list(bench.holdings), holding_ratio=0.25, iterations=1)

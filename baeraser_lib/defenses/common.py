@@ -14,7 +14,6 @@ from torch.utils.data import Dataset
 from ..data import as_tensors, check_fraction
 from ..errors import ConfigError
 from ..train import predict
-from ..triggers import stamp
 from .pool import TriggerPool
 
 
@@ -32,7 +31,7 @@ def split_defense(holding: Dataset, val_fraction: float, seed: int):
 
 def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                    correct_labels: bool = False):
-    """Stamp a batch with patches sampled from the pool: each image gets a random pool entry,
+    """Stamp a batch with triggers sampled from the pool: each image gets a random pool entry,
     images whose true label is that entry's label are left out. Returns (x_triggered, pool_labels),
     or each kept image's own label with `correct_labels` (the same images and patches)."""
     if len(pool) == 0:
@@ -44,12 +43,8 @@ def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: tor
     out = xs.clone()
     for i in range(len(pool)):
         sel = torch.nonzero(entry == i).flatten()
-        if len(sel) == 0:
-            continue
-        patches = pool.sample(i, max(2, len(sel)), gen)[:len(sel)]
-        where = pool.offsets[i]
-        pos = torch.tensor([where] * len(sel)) if where is not None else "random"
-        out[sel] = stamp(xs[sel], patches, pos, gen)
+        if len(sel):
+            out[sel] = pool.stamp(i, xs[sel], gen)
     return out, (y[keep] if correct_labels else labels)
 
 

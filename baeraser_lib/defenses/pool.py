@@ -1,4 +1,4 @@
-"""The trigger pool: (label, generator, placement) triples that recovery kept, as an artifact.
+"""The trigger pool: (label, generator, placement or mask) entries that recovery kept, as an artifact.
 
 Saved like models: `pool.safetensors` (the stacked generator weights) + `meta.json` (config,
 labels, placements, per-label figures), written atomically; loading never unpickles.
@@ -17,45 +17,69 @@ from ..artifacts import artifact_dir, is_complete, read_meta, write_artifact
 from ..config import config_hash
 from ..errors import CheckpointError
 from . import networks as N
+from ..triggers import stamp, stamp_mask
 from .recovery import RecoveryConfig, RecoveryResult, recover_triggers
 
 POOL_FILE = "pool.safetensors"
-ALGORITHM = "msa-2"  # bump when recovery's results change for the same config: old pools are not reused
+ALGORITHM = "msa-3"  # bump when recovery's results change for the same config: old pools are not reused
 
 
 @dataclass
 class TriggerPool:
-    """Recovered triggers: sample patches for pool entry i and stamp them at `offsets[i]`."""
+    """Recovered triggers: entry i samples patterns from its generator and stamps them, through its
+    mask (mask form) or as patches at `offsets[i]` (patch form); `stamp(i, x)` does both."""
 
     labels: list[int]
-    offsets: list[tuple[int, int] | None]  # None: the trigger was recovered at random places
+    offsets: list[tuple[int, int] | None]  # None: recovered at random places, or a mask
     generators: N.Params  # stacked weights, one slice per entry
     config: RecoveryConfig
     image_shape: tuple[int, int, int]
+    masks: torch.Tensor | None = None  # mask form: (entries, 1, H, W)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @torch.no_grad()
     def sample(self, i: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n patches (n, C, s, s) from entry i's generator (n ≥ 2: BatchNorm uses batch statistics)."""
+        """n patterns from entry i's generator (n ≥ 2: BatchNorm uses batch statistics):
+        (n, C, H, W) for the mask form, (n, C, s, s) patches for the patch form."""
         if n < 2:
-            raise ValueError("sample at least 2 patches at a time (the generator normalises over its batch)")
-        c, s = self.image_shape[0], self.config.patch_size
+            raise ValueError("sample at least 2 patterns at a time (the generator normalises over its batch)")
         noise = torch.rand(1, n, self.config.noise_dim, generator=generator)
-        return N.generate(N.select(self.generators, slice(i, i + 1)), noise, self.config.noise_chunks).view(n, c, s, s)
+        out = N.generate(N.select(self.generators, slice(i, i + 1)), noise, self.config.noise_chunks)
+        return out.view(n, *self.config.pattern_shape(self.image_shape))
+
+    @torch.no_grad()
+    def stamp(self, i: int, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (N, C, H, W) stamped with N fresh samples of entry i, each image its own sample."""
+        patterns = self.sample(i, max(2, len(x)), generator)[:len(x)]
+        if self.config.form == "mask":
+            return stamp_mask(x, self.masks[i], patterns.to(x.dtype))
+        where = self.offsets[i]
+        return stamp(x, patterns, torch.tensor([where] * len(x)) if where is not None else "random", generator)
+
+    def subset(self, labels: list[int]) -> "TriggerPool":
+        """The entries of `labels` only (in this pool's order)."""
+        idx = [i for i, k in enumerate(self.labels) if k in set(labels)]
+        return TriggerPool([self.labels[i] for i in idx], [self.offsets[i] for i in idx],
+                           {n: v[idx] for n, v in self.generators.items()}, self.config, self.image_shape,
+                           self.masks[idx] if self.masks is not None else None)
 
     @classmethod
     def from_result(cls, result: RecoveryResult) -> "TriggerPool":
+        masks = torch.stack([result.masks[k] for k in result.kept]) if result.masks else None
         return cls(list(result.kept), [result.offsets[k] for k in result.kept], result.generators,
-                   result.config, result.image_shape)
+                   result.config, result.image_shape, masks)
 
 
 def save_pool(path: str | os.PathLike, result: RecoveryResult, extra_meta: dict | None = None) -> Path:
     """Write the pool of `result` (and its figures) as an artifact folder."""
     tensors = {f"gen.{k}": v for k, v in result.generators.items()} or {"empty": torch.zeros(0)}
+    if result.masks:
+        tensors["masks"] = torch.stack([result.masks[k] for k in result.kept]).contiguous()
     meta = {"kind": "trigger_pool", "recovery_config": asdict(result.config),
             "image_shape": list(result.image_shape), "num_classes": result.num_classes,
+            "backdoored": result.backdoored, "flagged": result.flagged,
             "labels_kept": result.kept, "offsets": [result.offsets[k] for k in result.kept],
             "per_label": result.per_label, "stage_logs": result.stage_logs,
             "seconds_recovery": result.seconds, "mode": result.mode, **(extra_meta or {})}
@@ -78,7 +102,11 @@ def load_pool(path: str | os.PathLike) -> tuple[TriggerPool, dict]:
     if any(v.shape[0] != len(labels) for v in gens.values()) or (labels and not gens):
         raise CheckpointError(f"{path}: generator tensors do not match the {len(labels)} labels kept")
     offsets = [tuple(o) if o is not None else None for o in meta["offsets"]]
-    return TriggerPool(labels, offsets, gens, cfg, tuple(meta["image_shape"])), meta
+    shape = tuple(meta["image_shape"])
+    masks = tensors.get("masks")
+    if cfg.form == "mask" and labels and (masks is None or tuple(masks.shape) != (len(labels), 1, *shape[1:])):
+        raise CheckpointError(f"{path}: the masks do not match the {len(labels)} labels kept and the image shape")
+    return TriggerPool(labels, offsets, gens, cfg, shape, masks if cfg.form == "mask" else None), meta
 
 
 def obtain_pool(model, victim_id: str, holding, num_classes: int, cfg: RecoveryConfig,

@@ -1,28 +1,34 @@
 """Trigger recovery: the Max-entropy Staircase Approximator (MSA) over all labels at once.
 
 The defender has the model, a clean holding set D_h and the number of classes; it knows neither
-the trigger, nor where it sits, nor the target label. For every candidate label y_p:
+the trigger (its size, shape, place or kind), nor the target label. Two trigger *forms*:
 
-1. **Placement search** (our extension of the paper; see the spec's "Stamping"). A free s×s patch
-   is optimised at each position of a grid to send D_h images to y_p; per label, the worse half
-   of the positions is dropped after each round, and each round gets twice the steps of the one
-   before (successive halving). The best position's
-   validation ASR is the label's *screening score*, and its patch is where the generator starts.
-2. **Label pruning** (ours, for speed): labels whose screening score is far below τ are not worth
-   the staircase; the rest go on (at most `max_candidates`, best first).
-3. **Staircase** (the paper's MSA). A generator G maps noise to patches; stage i minimises
-   mean max(0, ε_i − p_{y_p}(x ⊕ G(δ))) − λ_H · Î(δ; G(δ)), Î a MINE estimate, so G's output
-   distribution is as wide as it can be while still reaching ε_i. Stage i+1 starts from stage i.
-4. **Pool**: (y_p, G, position) joins the pool if G's ASR on held-out D_h images (true label ≠
-   y_p) reaches τ.
+* `mask` (the default; our extension, see the spec's "Stamping"): a trigger is a full-image mask
+  m ∈ [0,1]^{H×W} and a pattern p, stamped as (1 − m)⊙x + m⊙p. Patches of any size and place,
+  sparse pixel sets and faint blends are all masks, so no guess is needed.
+  1. **Mask search** (`mask_search`, Neural Cleanse's insight): per label, the smallest mask that
+     sends D_h images there. All K labels in one stacked pass.
+  2. **Detection** (`detection`): a backdoor's target needs a far smaller mask than the others;
+     labels whose mask size is an outlier (anomaly index ≥ `anomaly_threshold`) are flagged. No
+     flag: the model is judged clean, and the pool stays empty (unlearning leaves it alone).
+  3. **Staircase** (the paper's MSA) on the flagged labels only (hopeless labels are pruned): a
+     generator G maps noise to patterns inside the flagged mask; stage i minimises
+     mean max(0, ε_i − p_{y_p}(x ⊕ G(δ))) − λ_H · Î(δ; m⊙G(δ)), Î a MINE estimate, so G's output
+     distribution is as wide as it can be while still reaching ε_i. Stage i+1 starts from stage i.
+  4. **Pool**: (y_p, G, m) joins the pool if G's ASR on held-out D_h images reaches τ.
+* `patch` (the paper's authors' form, kept as an option): an s×s patch, s the defender's hint
+  `patch_size`, placed by a successive-halving search over a grid of positions; labels are screened
+  by that patch's ASR and the best go through the same staircase.
 
-All labels run in one vectorised pass: the generators and MINE networks are stacked along a label
-axis and the victim sees one batch of stamped images for all labels. `mode="loop"` runs the same
-computation one label at a time, every label through every stage (the reference).
+All labels run in one vectorised pass: masks, generators and MINE networks are stacked along a
+label axis and the victim sees one batch of stamped images for all labels. `mode="loop"` runs the
+same computation one label at a time, every label through every stage (the reference).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -36,31 +42,48 @@ from tqdm.auto import tqdm
 from ..data import as_tensors, check_fraction
 from ..errors import ConfigError
 from ..train import pick_device, progress_kwargs
-from ..triggers import check_fits, stamp
+from ..triggers import check_fits, stamp, stamp_mask
 from . import networks as N
+from .detection import DEFAULT_THRESHOLD, anomaly_index, flag_labels, size_anomaly_index
+from .mask_search import label_generators as _label_generators
+from .mask_search import mask_search
 
 PLACEMENTS = ("grid", "random")
+FORMS = ("mask", "patch")
 
 
 @dataclass(frozen=True)
 class RecoveryConfig:
     """Every knob of MSA; defaults from the spec where it has one (ours otherwise)."""
 
-    patch_size: int = 3  # the defender's guess of the trigger size s
+    form: str = "mask"  # mask: a full-image mask and pattern, no guess needed; patch: an s×s patch (hint below)
+    patch_size: int = 3  # form="patch" only: the defender's guess of the trigger size s
     noise_dim: int = 64
     noise_chunks: int = 4
-    hidden: int | None = None  # generator width; None: 32·C·s², within [128, 2048] (small patch, small net)
+    hidden: int | None = None  # generator width; None: 256 for masks, 32·C·s² within [128, 2048] for patches
     mine_hidden: int = 128
     eps: tuple[float, ...] = (0.5, 0.8, 0.9)  # the staircase ε_1 < … < ε_n
     lambda_h: float = 0.1
     tau: float = 0.8  # ASR a recovered trigger needs to join the pool (ours; the paper's is unknown)
-    steps_per_stage: int = 100
-    batch_size: int = 64
+    steps_per_stage: int = 60
+    batch_size: int = 32
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     mine_lr: float = 1e-3  # ours (the spec gives none): the bound must tighten within a short stage
     init_spread: float = 1.0  # scale of the generator's output weights when it starts from the screened patch
     mine_ema: float = 0.01
+    mask_steps: int = 200  # form="mask": Adam steps of the mask search
+    mask_batch: int = 16  # images per label and step of the mask search
+    # halfway, only the labels with the smaller half of the masks go on: faster, but the stopped
+    # labels' sizes are upper bounds that widen the MAD (a tiny victim's target fell from index ≥ 2
+    # to 0.67), so it is off by default
+    mask_halving: bool = False
+    mask_lr: float = 0.1
+    mask_init: float = 0.0  # the masks' starting logit (0: every pixel half covered)
+    mask_cost: float = 1e-3  # the mask-size weight λ_k each label starts from
+    cost_up: float = 1.2  # λ_k × cost_up when the batch reaches mask_asr, ÷ cost_up^1.5 when not
+    mask_asr: float = 0.9  # the ASR each mask must keep while it shrinks
+    anomaly_threshold: float = DEFAULT_THRESHOLD  # flag labels whose mask-size anomaly index reaches this
     placement: str = "grid"  # grid: search a grid of positions; random: a new place per image (authors' code)
     grid_size: int = 5  # grid_size × grid_size candidate positions, corners included
     search_rounds: int = 3  # successive-halving rounds of the placement search
@@ -78,9 +101,11 @@ class RecoveryConfig:
     def __post_init__(self):
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.form not in FORMS:
+            raise ConfigError(f"unknown trigger form {self.form!r}; choose one of {list(FORMS)}")
         for name in ("patch_size", "noise_dim", "noise_chunks", "mine_hidden", "steps_per_stage", "batch_size",
                      "grid_size", "search_rounds", "search_steps", "search_batch", "search_val", "max_candidates",
-                     "max_images_per_pass"):
+                     "max_images_per_pass", "mask_steps", "mask_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
@@ -94,18 +119,47 @@ class RecoveryConfig:
             check_fraction("each ε of the staircase", e)
         if list(self.eps) != sorted(set(self.eps)):
             raise ConfigError(f"the staircase must rise strictly: ε_1 < … < ε_n, got {self.eps}")
-        for name in ("tau", "val_fraction", "mine_ema"):
+        if self.mask_batch < 2:
+            raise ConfigError(f"mask_batch must be at least 2 (an ASR needs several images), got {self.mask_batch}")
+        for name in ("tau", "val_fraction", "mine_ema", "mask_asr"):
             check_fraction(name, getattr(self, name))
         if not 0 < self.prune_fraction <= 1:
             raise ConfigError(f"prune_fraction must lie in (0, 1], got {self.prune_fraction!r}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"unknown placement {self.placement!r}; choose one of {list(PLACEMENTS)}")
-        for name in ("lambda_h", "lr", "mine_lr", "search_lr", "init_spread"):
+        if not (isinstance(self.anomaly_threshold, (int, float)) and 0 < self.anomaly_threshold <= 100):
+            raise ConfigError(f"anomaly_threshold must lie in (0, 100], got {self.anomaly_threshold!r}")
+        if not (isinstance(self.cost_up, (int, float)) and 1 < self.cost_up <= 10):
+            raise ConfigError(f"cost_up must lie in (1, 10], got {self.cost_up!r}")
+        for name in ("lambda_h", "lr", "mine_lr", "search_lr", "init_spread", "mask_lr", "mask_cost"):
             if getattr(self, name) < 0 or (name != "lambda_h" and getattr(self, name) == 0):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     def generator_width(self, channels: int) -> int:
-        return self.hidden or int(min(2048, max(128, 32 * channels * self.patch_size ** 2)))
+        if self.hidden:
+            return self.hidden
+        return 256 if self.form == "mask" else int(min(2048, max(128, 32 * channels * self.patch_size ** 2)))
+
+    def pattern_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """What the generator emits: the whole image (mask form) or an s×s patch."""
+        c, h, w = image_shape
+        return (c, h, w) if self.form == "mask" else (c, self.patch_size, self.patch_size)
+
+
+# notebook parameter → RecoveryConfig field: the one mapping notebooks 02–04 and grid checks use
+RECOVERY_PARAMETERS = {"trigger_form": "form", "patch_size": "patch_size", "mask_steps": "mask_steps",
+                       "eps": "eps", "lambda_h": "lambda_h", "tau": "tau", "steps_per_stage": "steps_per_stage",
+                       "recovery_batch_size": "batch_size", "recovery_lr": "lr", "mine_lr": "mine_lr",
+                       "noise_dim": "noise_dim", "hidden": "hidden", "placement": "placement",
+                       "grid_size": "grid_size", "prune": "prune", "max_candidates": "max_candidates",
+                       "seed": "seed"}
+
+
+def recovery_config_from(params: dict) -> RecoveryConfig:
+    """The RecoveryConfig that notebook parameters describe (other names in `params` are ignored;
+    absent ones take the config's defaults)."""
+    return RecoveryConfig(**{field: (tuple(params[name]) if name == "eps" else params[name])
+                             for name, field in RECOVERY_PARAMETERS.items() if name in params})
 
 
 @dataclass
@@ -119,9 +173,16 @@ class RecoveryResult:
     stage_logs: list[dict]  # one row per (label, stage): hinge, entropy estimate, target probability
     generators: N.Params  # stacked weights of the labels in `kept`, in that order
     kept: list[int]
-    offsets: dict[int, tuple[int, int] | None]  # per kept label; None = random placement
+    offsets: dict[int, tuple[int, int] | None]  # per kept label; None = random placement or a mask
     seconds: float
     mode: str
+    flagged: list[int]  # the verdict: labels judged to be backdoor targets, most anomalous first
+    masks: dict[int, torch.Tensor]  # mask form: per kept label, its (1, H, W) mask
+
+    @property
+    def backdoored(self) -> bool:
+        """Does the model look backdoored (some label flagged)?"""
+        return bool(self.flagged)
 
 
 def grid_offsets(h: int, w: int, s: int, n: int) -> torch.Tensor:
@@ -129,12 +190,6 @@ def grid_offsets(h: int, w: int, s: int, n: int) -> torch.Tensor:
     rows = torch.linspace(0, h - s, min(n, h - s + 1)).round().long().unique()
     cols = torch.linspace(0, w - s, min(n, w - s + 1)).round().long().unique()
     return torch.cartesian_prod(rows, cols)
-
-
-def _label_generators(seed: int, labels: list[int], salt: int) -> list[torch.Generator]:
-    """One torch.Generator per label, seeded by (seed, label, salt): a label's random stream never
-    depends on which other labels run beside it, so batched and looped runs match."""
-    return [torch.Generator().manual_seed(seed * 1_000_003 + label * 7919 + salt) for label in labels]
 
 
 def _split_holding(x: torch.Tensor, y: torch.Tensor, cfg: RecoveryConfig):
@@ -245,9 +300,9 @@ def _placement_search(victim: _Victim, labels: list[int], xtr, xva, yva, shape, 
 def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg: RecoveryConfig, progress):
     """Train stacked generators through the ε staircase; return weights, per-label ASR, stage logs."""
     c, h, w = shape
-    s = cfg.patch_size
     labels = [d["label"] for d in screened]
-    k, out_dim, hidden = len(labels), c * s * s, cfg.generator_width(c)
+    out_dim = math.prod(cfg.pattern_shape(shape))
+    k, hidden = len(labels), cfg.generator_width(c)
     dev = victim.device
     init_out = torch.stack([d["patch"].reshape(-1) for d in screened])
     gen_p = {n: t.to(dev).requires_grad_(True) for n, t in N.init_generators(
@@ -262,6 +317,11 @@ def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg:
     img_gen = torch.Generator().manual_seed(cfg.seed + 21)
     place_gen = torch.Generator().manual_seed(cfg.seed + 22)
     offsets = [d["offset"] for d in screened]
+    # mask form: each suspect's mask goes on from the search, free to grow as far as the hinge needs
+    # (no size penalty here); the entropy term acts on the pattern only (the mask is detached there)
+    mask_logit = torch.logit(torch.stack([d["mask"] for d in screened]).clamp(1e-4, 1 - 1e-4)).to(dev) \
+        .requires_grad_(True) if cfg.form == "mask" else None
+    opt_m = torch.optim.Adam([mask_logit], lr=cfg.mask_lr, betas=(0.5, 0.9)) if mask_logit is not None else None
     target = torch.tensor(labels, device=dev)
     b = cfg.batch_size
     per_pass = max(1, cfg.max_images_per_pass // b)
@@ -272,6 +332,12 @@ def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg:
     def offsets_of(sl):
         offs = offsets[sl]
         return None if offs[0] is None else torch.tensor(offs, device=dev)
+
+    def masks_now():
+        return torch.sigmoid(mask_logit) if mask_logit is not None else None
+
+    def visible(masks):  # what the entropy term sees: the part of a sample inside the mask
+        return masks.detach().expand(-1, c, h, w).reshape(len(masks), 1, -1) if masks is not None else None
 
     logs = []
     bar = tqdm(total=len(cfg.eps) * cfg.steps_per_stage, desc=f"staircase ({k} labels)", leave=False,
@@ -285,19 +351,24 @@ def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg:
             # 1. tighten the MINE bound (generator fixed)
             with torch.no_grad():
                 sample = N.generate(gen_p, d, cfg.noise_chunks)
-            _, surrogate, _ = N.mine_terms(mine_p, d, d_marg, sample, ema, cfg.mine_ema)
+                masks = masks_now()
+            _, surrogate, _ = N.mine_terms(mine_p, d, d_marg, _seen(sample, visible(masks)), ema, cfg.mine_ema)
             opt_t.zero_grad(set_to_none=True)
             (-surrogate.sum()).backward()
             opt_t.step()
             # 2. generator: hinge towards ε − λ_H · entropy estimate, in label chunks
             opt_g.zero_grad(set_to_none=True)
+            if opt_m is not None:
+                opt_m.zero_grad(set_to_none=True)
             new_ema = torch.empty_like(ema)
             for start in range(0, k, per_pass):
                 sl = slice(start, start + per_pass)
                 gp, mp = N.select(gen_p, sl), N.select(mine_p, sl)
                 sample = N.generate(gp, d[sl], cfg.noise_chunks)
-                dv, surrogate, new_ema[sl] = N.mine_terms(mp, d[sl], d_marg[sl], sample, ema[sl], cfg.mine_ema)
-                xs = _stamp_many(xb, sample.view(-1, b, c, s, s), offsets_of(sl), place_gen)
+                m = torch.sigmoid(mask_logit[sl]) if mask_logit is not None else None
+                dv, surrogate, new_ema[sl] = N.mine_terms(mp, d[sl], d_marg[sl], _seen(sample, visible(m)),
+                                                          ema[sl], cfg.mine_ema)
+                xs = _stamp_samples(xb, sample, cfg, shape, offsets_of(sl), m, place_gen)
                 lp = victim.log_probs(xs).view(-1, b, victim.num_classes)
                 p_t = lp.gather(2, target[sl].view(-1, 1, 1).expand(-1, b, 1)).squeeze(2).exp()
                 hinge = F.relu(eps - p_t).mean(1)
@@ -312,59 +383,98 @@ def _staircase(victim: _Victim, screened: list[dict], xtr, xva, yva, shape, cfg:
                 acc["target_prob"][sl] += p_t.detach().mean(1).cpu()
             ema = new_ema.detach()
             opt_g.step()
+            if opt_m is not None:
+                opt_m.step()
             bar.update(1)
-        stage_asr = _generator_asr(victim, gen_p, labels, offsets, xva, yva, shape, cfg)
+        with torch.no_grad():
+            stage_asr = _generator_asr(victim, gen_p, labels, offsets, masks_now(), xva, yva, shape, cfg)
         for i, label in enumerate(labels):
             logs.append({"label": label, "stage": stage, "eps": eps, "asr": stage_asr[i],
                          **{key: float(v[i]) / cfg.steps_per_stage for key, v in acc.items()}})
     bar.close()
-    return {n: t.detach().cpu() for n, t in gen_p.items()}, stage_asr, logs
+    final = masks_now()
+    return ({n: t.detach().cpu() for n, t in gen_p.items()}, stage_asr, logs,
+            final.detach().cpu() if final is not None else None)
+
+
+def _seen(sample: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    """Mask form: only the pixels inside the mask count for the entropy estimate."""
+    return sample if visible is None else sample * visible
+
+
+def _stamp_samples(x: torch.Tensor, sample: torch.Tensor, cfg: RecoveryConfig, shape, offsets, masks,
+                   gen: torch.Generator | None) -> torch.Tensor:
+    """x (B, C, H, W) and generator samples (M, B, out_dim) → (M·B, C, H, W) stamped images: through
+    each label's mask (M, 1, H, W) for the mask form, as patches at `offsets` for the patch form."""
+    m, b = sample.shape[:2]
+    pattern = sample.view(m, b, *cfg.pattern_shape(shape))
+    if cfg.form == "mask":
+        return stamp_mask(x.unsqueeze(0), masks.unsqueeze(1), pattern).reshape(m * b, *shape)
+    return _stamp_many(x, pattern, offsets, gen)
 
 
 @torch.no_grad()
-def _generator_asr(victim: _Victim, gen_p: N.Params, labels, offsets, xva, yva, shape, cfg) -> list[float]:
+def _generator_asr(victim: _Victim, gen_p: N.Params, labels, offsets, masks, xva, yva, shape, cfg) -> list[float]:
     """ASR of each label's generator on validation images of other labels (one sample per image)."""
-    c, h, w = shape
-    s = cfg.patch_size
     gens = _label_generators(cfg.seed, labels, 5)
     out = []
     for i, label in enumerate(labels):
-        xv = xva[yva != label]
+        xv = xva[yva != label].to(victim.device)
         d = torch.rand(1, len(xv), cfg.noise_dim, generator=gens[i]).to(victim.device)
-        patches = N.generate(N.select(gen_p, slice(i, i + 1)), d, cfg.noise_chunks).view(1, len(xv), c, s, s)
+        sample = N.generate(N.select(gen_p, slice(i, i + 1)), d, cfg.noise_chunks)
         off = None if offsets[i] is None else torch.tensor([offsets[i]], device=victim.device)
-        xs = _stamp_many(xv.to(victim.device), patches, off, torch.Generator().manual_seed(cfg.seed + 23))
+        xs = _stamp_samples(xv, sample, cfg, shape, off, masks[i:i + 1] if masks is not None else None,
+                            torch.Generator().manual_seed(cfg.seed + 23))
         out.append(float((victim.predict(xs) == label).float().mean()))
     return out
-
-
-def anomaly_index(scores: list[float]) -> list[float]:
-    """(score − median) / (1.4826 · MAD): how far each label stands out (Neural Cleanse's rule).
-    MAD is floored at 0.01 (about one validation image in a hundred), so that labels that all
-    score 0 do not turn one hit into an infinite index."""
-    t = torch.tensor(scores, dtype=torch.float64)
-    med = t.median()
-    mad = (t - med).abs().median() * 1.4826
-    return ((t - med) / max(float(mad), 0.01)).tolist()
 
 
 def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: RecoveryConfig = RecoveryConfig(),
                      device: torch.device | str | None = None, mode: str = "batched",
                      progress: bool = True) -> RecoveryResult:
-    """Recover trigger generators for every label from `model` and clean data `holding` only.
+    """Recover trigger generators for every label from `model` and clean data `holding` only, and
+    judge whether the model looks backdoored (`result.flagged`, `result.backdoored`).
 
     mode: "batched" (all labels in one vectorised pass, hopeless labels pruned after screening) or
     "loop" (the reference: one label at a time, every label through every stage, no pruning).
     """
     if mode not in ("batched", "loop"):
         raise ConfigError(f"unknown mode {mode!r}; use 'batched' or 'loop'")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ConfigError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 3:
+        raise ConfigError(f"num_classes must be an integer ≥ 3 (detection compares labels), got {num_classes!r}")
     x, y = as_tensors(holding)
     shape = tuple(x.shape[1:])
-    check_fits(cfg.patch_size, "top_left", shape)
+    if cfg.form == "patch":
+        check_fits(cfg.patch_size, "top_left", shape)
     xtr, ytr, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
+    check_model_input(model, x, num_classes, device)
+    start = time.perf_counter()
+    with _frozen(model, device):
+        victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
+        search = _mask_screen if cfg.form == "mask" else _placement_search
+        if mode == "loop":  # the reference: every label runs the whole schedule
+            cfg = dataclasses.replace(cfg, mask_halving=False)
+        labels = list(range(num_classes))
+        if mode == "batched":
+            screened = search(victim, labels, xtr, xva, yva, shape, cfg, progress)
+            go_on = _candidates(screened, cfg)
+            runs = [(go_on, *_staircase(victim, go_on, xtr, xva, yva, shape, cfg, progress))] if go_on else []
+        else:
+            screened, runs = [], []
+            for label in tqdm(labels, desc="labels (reference loop)", **progress_kwargs(progress)):
+                one = search(victim, [label], xtr, xva, yva, shape, cfg, False)
+                screened += one
+                runs.append((one, *_staircase(victim, one, xtr, xva, yva, shape, cfg, False)))
+            if cfg.form == "mask":
+                _rank(screened, cfg)
+    seconds = time.perf_counter() - start
+    return _result(screened, runs, cfg, shape, num_classes, seconds, mode)
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module, device: torch.device):
+    """The model in eval mode on `device`, no weight gradients (channels-last on CPU); restored after."""
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     model.eval().to(device)
@@ -372,50 +482,115 @@ def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: 
         p.requires_grad_(False)
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    start = time.perf_counter()
     try:
-        with torch.no_grad():
-            out_classes = model(xtr[:2].to(device)).shape[1]
-        if out_classes != num_classes:
-            raise ConfigError(f"the model outputs {out_classes} classes, num_classes says {num_classes}")
-        victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
-        labels = list(range(num_classes))
-        if mode == "batched":
-            screened = _placement_search(victim, labels, xtr, xva, yva, shape, cfg, progress)
-            go_on = [d for d in screened if not cfg.prune or d["screen_asr"] >= cfg.prune_fraction * cfg.tau]
-            go_on = sorted(go_on, key=lambda d: -d["screen_asr"])[:cfg.max_candidates] if cfg.prune else go_on
-            go_on = go_on or [max(screened, key=lambda d: d["screen_asr"])]
-            go_on = sorted(go_on, key=lambda d: d["label"])
-            gen_p, asr, logs = _staircase(victim, go_on, xtr, xva, yva, shape, cfg, progress)
-            runs = [(go_on, gen_p, asr, logs)]
-        else:
-            screened, runs = [], []
-            for label in tqdm(labels, desc="labels (reference loop)", **progress_kwargs(progress)):
-                one = _placement_search(victim, [label], xtr, xva, yva, shape, cfg, False)
-                screened += one
-                runs.append((one, *_staircase(victim, one, xtr, xva, yva, shape, cfg, False)))
+        yield model
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
-    seconds = time.perf_counter() - start
 
-    per_label = {d["label"]: {"label": d["label"], "screen_asr": d["screen_asr"], "offset": d["offset"],
-                              "recovered_asr": None, "staircase": False, "kept": False} for d in screened}
+
+def mask_sizes(model: nn.Module, holding: Dataset, num_classes: int, labels: list[int],
+               cfg: RecoveryConfig = RecoveryConfig(), device=None) -> dict[int, float]:
+    """The smallest working mask size of each of `labels`: the mask search alone, on the same split
+    of D_h and the same image batches as `recover_triggers` (used to confirm suspects)."""
+    x, y = as_tensors(holding)
+    _, _, xva, yva = xtr_etc = _split_holding(x, y, cfg)
+    device = pick_device() if device is None else torch.device(device)
+    check_model_input(model, x, num_classes, device)
+    with _frozen(model, device):
+        victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
+        rows = mask_search(victim, list(labels), xtr_etc[0], xva, yva, tuple(x.shape[1:]),
+                           dataclasses.replace(cfg, mask_halving=False), progress=False)
+    return {d["label"]: d["mask_size"] for d in rows}
+
+
+def check_model_input(model: nn.Module, x: torch.Tensor, num_classes: int, device) -> None:
+    """A clear ConfigError before any compute if the model cannot take the holding images (shape,
+    channels), outputs another number of classes, or outputs NaN or inf."""
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is not None and x.ndim == 4 and first_conv.in_channels != x.shape[1]:
+        raise ConfigError(f"the holding images have {x.shape[1]} channel(s), the model's first convolution "
+                          f"takes {first_conv.in_channels}: give holding data of the model's own input format")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:8].to(device))
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"the model does not accept holding images of shape {tuple(x.shape[1:])}: "
+                          f"{str(err).splitlines()[0]}") from None
+    finally:
+        model.train(was)
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise ConfigError(f"the model outputs shape {tuple(out.shape)} for a batch; num_classes says {num_classes}")
+    if not torch.isfinite(out).all():
+        raise ConfigError("the model outputs NaN or inf on clean holding images: nothing to recover from "
+                          "(check the checkpoint and the input scaling, [0, 1] pixels)")
+
+
+def _mask_screen(victim, labels, xtr, xva, yva, shape, cfg, progress) -> list[dict]:
+    """Mask search, in the row format the staircase starts from."""
+    return [{**d, "patch": d["pattern"], "offset": None, "screen_asr": d["mask_asr"]}
+            for d in mask_search(victim, labels, xtr, xva, yva, shape, cfg, progress)]
+
+
+def _rank(screened: list[dict], cfg: RecoveryConfig) -> list[int]:
+    """Mask form: the anomaly index of each label's mask size (log scale) and the flagged labels:
+    index ≥ `anomaly_threshold`, most anomalous first, at most `max_candidates`."""
+    index = size_anomaly_index([d["mask_size"] for d in screened])
+    flagged = [screened[i]["label"] for i in flag_labels(index, cfg.anomaly_threshold)][:cfg.max_candidates]
+    for d, a in zip(screened, index):
+        d["anomaly_index"], d["candidate"] = a, d["label"] in flagged
+    return flagged
+
+
+def _candidates(screened: list[dict], cfg: RecoveryConfig) -> list[dict]:
+    """Which labels go through the staircase (batched mode), in label order.
+
+    Mask form: the flagged labels (none for a model judged clean). Patch form: labels whose
+    screening ASR reaches prune_fraction · τ, best first."""
+    if cfg.form == "mask":
+        flagged = _rank(screened, cfg)
+        return sorted((d for d in screened if d["label"] in flagged), key=lambda d: d["label"])
+    go_on = [d for d in screened if not cfg.prune or d["screen_asr"] >= cfg.prune_fraction * cfg.tau]
+    go_on = sorted(go_on, key=lambda d: -d["screen_asr"])[:cfg.max_candidates] if cfg.prune else go_on
+    go_on = go_on or [max(screened, key=lambda d: d["screen_asr"])]
+    return sorted(go_on, key=lambda d: d["label"])
+
+
+def _result(screened, runs, cfg: RecoveryConfig, shape, num_classes: int, seconds: float, mode: str) -> RecoveryResult:
+    """Per-label rows, the pool's generators and the verdict."""
+    per_label = {}
+    for d in screened:
+        row = {"label": d["label"], "screen_asr": d["screen_asr"], "offset": d["offset"],
+               "recovered_asr": None, "staircase": False, "kept": False}
+        if cfg.form == "mask":
+            row.update(mask_size=d["mask_size"], mask_asr=d["mask_asr"], mask_steps=d["mask_steps"],
+                       anomaly_index=d["anomaly_index"], candidate=d["candidate"])
+        per_label[d["label"]] = row
+    masks_of = {}
     kept, kept_params, logs_all = [], [], []
-    for group, gen_p, asr, logs in runs:
+    for group, gen_p, asr, logs, masks in runs:
         logs_all += logs
         for i, d in enumerate(group):
             row = per_label[d["label"]]
-            row.update(recovered_asr=asr[i], staircase=True, kept=asr[i] >= cfg.tau)
+            if masks is not None:  # the staircase's final mask of this label
+                masks_of[d["label"]] = masks[i]
+                row["staircase_mask_size"] = float(masks[i].sum())
+            row.update(recovered_asr=asr[i], staircase=True,
+                       kept=asr[i] >= cfg.tau and (cfg.form == "patch" or row["candidate"]))
             if row["kept"]:
                 kept.append(d["label"])
                 kept_params.append(N.select(gen_p, slice(i, i + 1)))
     rows = [per_label[label] for label in sorted(per_label)]
-    scores = [r["recovered_asr"] if r["recovered_asr"] is not None else r["screen_asr"] for r in rows]
-    for r, a in zip(rows, anomaly_index(scores)):
-        r["anomaly_index"] = a
+    if cfg.form == "patch":  # the recovered (or screening) ASR stands out for a backdoor's target
+        scores = [r["recovered_asr"] if r["recovered_asr"] is not None else r["screen_asr"] for r in rows]
+        for r, a in zip(rows, anomaly_index(scores, smaller_is_suspicious=False)):
+            r["anomaly_index"], r["candidate"] = a, r["kept"]  # patch form: pooled = flagged
+    flagged = sorted((r["label"] for r in rows if r["candidate"]), key=lambda k: -per_label[k]["anomaly_index"])
     generators = {n: torch.cat([p[n] for p in kept_params]) for n in kept_params[0]} if kept_params else {}
+    masks = {k: masks_of[k] for k in kept} if cfg.form == "mask" else {}
     return RecoveryResult(cfg, shape, num_classes, rows, logs_all, generators, kept,
-                          {label: per_label[label]["offset"] for label in kept}, seconds, mode)
+                          {label: per_label[label]["offset"] for label in kept}, seconds, mode, flagged, masks)

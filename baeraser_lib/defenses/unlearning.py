@@ -230,3 +230,16 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         h["chosen"] = h["epoch"] == best[2]
     history[0]["overhead_seconds"] = overhead[0]
     return student.eval(), history
+
+
+def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig = UnlearnConfig(),
+                    device=None, progress: bool = True, on_epoch=None, trace_every: int | None = None):
+    """`unlearn(...)`, or, when recovery kept no trigger (a model judged clean), the model
+    unchanged: a copy, with a one-row history marked `empty_pool`. A clean model is left alone."""
+    if pool is None or len(pool) == 0:
+        model = copy.deepcopy(model)  # a copy, like unlearn's: callers may change it without touching the victim
+        row = {"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": 0.0}
+        row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
+        return model, [row]
+    return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
+                   trace_every=trace_every)

@@ -1,0 +1,127 @@
+"""The whole defense in one call: detect, recover, unlearn, and leave clean models alone.
+
+    result = defend(model, holding, num_classes)
+
+1. `recover_triggers`: every label's smallest working mask; labels whose mask size is an outlier
+   (anomaly index ≥ 2) are flagged; each flagged label gets a trigger generator (MSA's staircase),
+   and the pool keeps those that reach τ. No label flagged: the model is judged clean and returned
+   as it came (a copy).
+2. `unlearn`: BAERASER's bounded ascent on the pool, with clean D_h and the dynamic penalty.
+3. Optional (`confirm=True`, off by default; see `detection`): the mask search runs again on the
+   unlearned model; only pooled labels whose smallest mask grew by `confirm_ratio` stay flagged,
+   and unlearning reruns on their triggers alone.
+
+Nothing here sees test data, the true trigger or the target label.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError
+from .detection import DEFAULT_CONFIRM_RATIO, confirmed
+from .pool import TriggerPool
+from .recovery import RecoveryConfig, RecoveryResult, mask_sizes, recover_triggers
+from .unlearning import UnlearnConfig, unlearn
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """Recovery, unlearning and the confirmation step: one set of defaults for every model."""
+
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    confirm: bool = False  # True: keep only flagged labels whose mask grows ≥ confirm_ratio× when unlearned
+    confirm_ratio: float = DEFAULT_CONFIRM_RATIO
+
+    def __post_init__(self):
+        if not isinstance(self.recovery, RecoveryConfig) or not isinstance(self.unlearn, UnlearnConfig):
+            raise ConfigError("DefenseConfig takes a RecoveryConfig and an UnlearnConfig")
+        if not (isinstance(self.confirm_ratio, (int, float)) and 1 < self.confirm_ratio <= 100):
+            raise ConfigError(f"confirm_ratio must lie in (1, 100], got {self.confirm_ratio!r}")
+
+
+@dataclass
+class Defense:
+    """What `defend` returns: the model to use, the verdict and the evidence behind it."""
+
+    model: nn.Module  # the repaired model, or an unchanged copy when judged clean
+    backdoored: bool
+    flagged: list[int]  # labels judged to be backdoor targets
+    recovery: RecoveryResult | None  # None when `repair` was given a pool recovered before
+    pool: TriggerPool  # the triggers unlearned (the flagged labels' entries)
+    history: list[dict]  # unlearning's per-epoch figures (one row marked `empty_pool` when none ran)
+    growth: dict[int, float]  # confirm=True only: pooled label → mask size after unlearning / before
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def defend(model: nn.Module, holding: Dataset, num_classes: int, cfg: DefenseConfig = DefenseConfig(),
+           device=None, progress: bool = True) -> Defense:
+    """Recover, unlearn and confirm (see the module text); `model` itself is never changed."""
+    t0 = time.perf_counter()
+    res = recover_triggers(model, holding, num_classes, cfg.recovery, device=device, progress=progress)
+    out = repair(model, holding, num_classes, TriggerPool.from_result(res), res.per_label, cfg, device, progress)
+    out.recovery = res
+    if not cfg.confirm:  # the verdict is recovery's (a flagged label whose generator missed τ still counts)
+        out.backdoored, out.flagged = res.backdoored, list(res.flagged)
+    out.seconds = {"recovery": res.seconds, **out.seconds, "total": time.perf_counter() - t0}
+    return out
+
+
+def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPool, per_label: list[dict],
+           cfg: DefenseConfig = DefenseConfig(), device=None, progress: bool = True, on_epoch=None,
+           trace_every: int | None = None) -> Defense:
+    """Steps 2 and 3 on a pool recovery already made (e.g. a cached pool artifact and its
+    `per_label` rows); an empty pool (nothing flagged, or nothing reached τ) leaves the model
+    alone. `on_epoch`/`trace_every` go to unlearning (plotting only); their time is
+    reported as `history[0]["overhead_seconds"]`, apart from the defense's own."""
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    if len(pool) == 0:
+        return _clean(model, pool, {}, seconds, t0)
+    kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every)
+    repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
+    overhead = history[0].get("overhead_seconds", 0.0)
+    seconds["unlearn"] = time.perf_counter() - t0 - overhead
+    if not cfg.confirm:
+        return _done(repaired, list(pool.labels), pool, history, {}, seconds, t0, overhead)
+    t2 = time.perf_counter()
+    before = _sizes_before(model, holding, num_classes, pool.labels, per_label, cfg.recovery, device)
+    after = mask_sizes(repaired, holding, num_classes, pool.labels, cfg.recovery, device)
+    growth = {k: after[k] / max(before[k], 0.1) for k in pool.labels}
+    flagged = confirmed(before, after, cfg.confirm_ratio)
+    seconds["confirm"] = time.perf_counter() - t2
+    if not flagged:
+        return _clean(model, pool.subset([]), growth, seconds, t0, overhead)
+    if set(flagged) != set(pool.labels):  # unlearn the confirmed triggers only, from the original model
+        pool = pool.subset(flagged)
+        t3 = time.perf_counter()
+        repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
+        overhead += history[0].get("overhead_seconds", 0.0)
+        seconds["unlearn"] += time.perf_counter() - t3 - history[0].get("overhead_seconds", 0.0)
+    return _done(repaired, flagged, pool, history, growth, seconds, t0, overhead)
+
+
+def _sizes_before(model, holding, num_classes, labels, per_label: list[dict], cfg: RecoveryConfig, device):
+    """Mask sizes on the original model: recovery's own (mask form), or a mask search (patch form)."""
+    sizes = {r["label"]: r.get("mask_size") for r in per_label if r["label"] in labels}
+    if all(v is not None for v in sizes.values()):
+        return sizes
+    return mask_sizes(model, holding, num_classes, labels, cfg, device)
+
+
+def _done(repaired, flagged, pool, history, growth, seconds, t0, overhead) -> Defense:
+    history[0]["overhead_seconds"] = overhead
+    seconds["total"] = time.perf_counter() - t0 - overhead
+    return Defense(repaired, True, flagged, None, pool, history, growth, seconds)
+
+
+def _clean(model, pool, growth, seconds, t0, overhead: float = 0.0) -> Defense:
+    seconds["total"] = time.perf_counter() - t0 - overhead
+    history = [{"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": overhead}]
+    return Defense(copy.deepcopy(model), False, [], None, pool, history, growth, seconds)
