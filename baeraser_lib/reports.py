@@ -249,6 +249,30 @@ def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
     return "\n".join(lines)
 
 
+def trigger_agnostic_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger_agnostic.json") -> str:
+    """The trigger-agnostic benchmark's rows as a Markdown table (the README's copy): the verdict,
+    the flagged labels against the true target, ASR and accuracy before → after, and the time."""
+    doc = json.loads(Path(path).read_text())
+    lines = ["| victim | truth: target | verdict: flagged | ASR before → after | acc before → after (drop, points) "
+             "| defense s / victim train s | bar met |", "|---" * 7 + "|"]
+    for r in doc["rows"]:
+        truth = "clean" if not r["backdoored_truth"] else ("all-to-all" if r["true_target"] is None
+                                                           else str(r["true_target"]))
+        verdict = ("backdoored: " + ", ".join(map(str, r["flagged"]))) if r["backdoored"] else "clean"
+        asr = "–" if r["asr_before"] is None else f"{r['asr_before']:.4f} → {r['asr_after']:.4f}"
+        if not r["backdoored_truth"]:
+            met = (not r["backdoored"]) or r["acc_drop_points"] <= doc["bars"]["clean_acc_drop_points"]
+        elif r["true_target"] is None:
+            met = None
+        else:
+            met = bool(r["target_flagged"] and r["asr_after"] <= doc["bars"]["asr_after"]
+                       and r["acc_drop_points"] <= doc["bars"]["acc_drop_points"])
+        lines.append(f"| {r['victim']} | {truth} | {verdict} | {asr} | {r['acc_before']:.4f} → {r['acc_after']:.4f} "
+                     f"({r['acc_drop_points']:.2f}) | {r['defense_seconds']:.0f} / {r['victim_train_seconds']:.0f} | "
+                     f"{'no bar' if met is None else ('yes' if met else 'MISSED')} |")
+    return "\n".join(lines)
+
+
 def inject_markdown(out_dir: Path = REPORTS_DIR, pattern: str = "01_inject*.json") -> str:
     """Every attack's notebook 01 figures under `out_dir` as a Markdown table (the README's
     attack-families table): ASR, accuracy cost, and how large the change x′ − x is. A grid's

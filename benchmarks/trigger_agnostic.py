@@ -61,7 +61,7 @@ def row_for(name: str, victim, data, cfg: DefenseConfig, device, defense_config)
            "options": ({k: attack[k] for k in ("trigger_size", "trigger_position", "poison_rate", "target_label",
                                                "options")} if attack else None),
            "backdoored_truth": attack is not None, "true_target": victim.target_label,
-           "backdoored": d.backdoored, "flagged": d.flagged, "suspects": res.candidates, "pool_labels": res.kept,
+           "backdoored": d.backdoored, "flagged": d.flagged, "pool_labels": res.kept,
            "growth": {str(k): v for k, v in d.growth.items()},
            "mask_sizes": [r.get("mask_size") for r in res.per_label],
            "anomaly_index": [r["anomaly_index"] for r in res.per_label],

@@ -179,6 +179,6 @@ def test_nan_stops_recovery_and_writes_nothing(corner_victim, tmp_path):
             return out + x.flatten(1)[:, :1] * float("nan")
 
     key = {"dataset": "fashion_mnist"}
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(ConfigError, match="NaN or inf"):  # refused before any compute
         obtain_pool(NaNModel(), "nan", data.holding, 10, RecoveryConfig(**FAST), tmp_path, key)
     assert not (tmp_path / "pools").exists() or not any((tmp_path / "pools").iterdir())
