@@ -104,29 +104,30 @@ def label_scores(per_label: list[dict], tau: float):
     ax.set(xticks=labels, ylim=(0, 1.05), xlabel="candidate label", ylabel="ASR on held-out D_h",
            title="recovered ASR (red: kept; hatched: pruned after screening)")
     ax.legend(fontsize=8, loc="upper right")
-    ax2.bar(labels, [r["anomaly_index"] for r in per_label], color="tab:purple")
-    ax2.axhline(2, color="k", ls=":", lw=1, label="2 (a usual outlier cut)")
-    ax2.set(xticks=labels, xlabel="candidate label", ylabel="(score − median) / (1.4826·MAD)",
-            title="anomaly index")
-    ax2.legend(fontsize=8)
+    _anomaly_bars(ax2, per_label, "(score − median) / (1.4826·MAD)", "anomaly index")
     fig.tight_layout()
     return fig
 
 
+def _anomaly_bars(ax, per_label: list[dict], ylabel: str, title: str) -> None:
+    """Each label's anomaly index with the cut at 2 (Neural Cleanse's)."""
+    labels = [r["label"] for r in per_label]
+    ax.bar(labels, [r["anomaly_index"] for r in per_label], color="tab:purple")
+    ax.axhline(2, color="k", ls=":", lw=1, label="2 (Neural Cleanse's cut)")
+    ax.set(xticks=labels, xlabel="candidate label", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+
+
 def mask_scores(per_label: list[dict]):
-    """Mask form: each label's smallest working mask (pixels; red: in the pool, blue: a suspect
-    whose generator missed τ, gray: not a suspect) and the anomaly index of the sizes."""
+    """Mask form: each label's smallest working mask (pixels; red: in the pool, blue: flagged but
+    its generator missed τ, gray: not flagged) and the anomaly index of the sizes."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
     labels = [r["label"] for r in per_label]
     colours = ["tab:red" if r["kept"] else ("tab:blue" if r["candidate"] else "lightgray") for r in per_label]
     ax.bar(labels, [r["mask_size"] for r in per_label], color=colours, edgecolor="k", linewidth=0.5)
     ax.set(xticks=labels, xlabel="candidate label", ylabel="mask size |m|₁ (pixels)", yscale="log",
-           title="smallest mask that sends D_h there (red: pooled suspect)")
-    ax2.bar(labels, [r["anomaly_index"] for r in per_label], color="tab:purple")
-    ax2.axhline(2, color="k", ls=":", lw=1, label="2 (Neural Cleanse's cut)")
-    ax2.set(xticks=labels, xlabel="candidate label", ylabel="(median − log size) / (1.4826·MAD)",
-            title="anomaly index of the mask sizes")
-    ax2.legend(fontsize=8)
+           title="smallest mask that sends D_h there (red: flagged and pooled)")
+    _anomaly_bars(ax2, per_label, "(median − log size) / (1.4826·MAD)", "anomaly index of the mask sizes")
     fig.tight_layout()
     return fig
 

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         unknown = set(args.only) - {v[0] for v in victims}
         if unknown:
             raise SystemExit(f"unknown victim(s) {sorted(unknown)}; the grid has {[v[0] for v in victims]}")
-        victims = [v for v in victims if v[0] in args.only]
+        victims = sorted((v for v in victims if v[0] in args.only), key=lambda v: args.only.index(v[0]))
     out_path = Path(args.out)
     old = json.loads(out_path.read_text()) if out_path.exists() else {}
     done = {r["victim"]: r for r in old.get("rows", []) if old.get("defense_config_id") == config_id}

@@ -1,5 +1,6 @@
 """The set-up users rely on: one list of pins, two README commands, CI calling the test one."""
 
+import json
 from pathlib import Path
 
 import yaml
@@ -130,3 +131,13 @@ def test_readme_attack_family_tables_match_the_committed_reports():
     assert any(line.startswith("| badnets_all_to_all |") for line in runs)
     for line in injects + runs + grid_markdown(ROOT / "reports" / "families").splitlines():
         assert line in readme, f"README's attack-family tables are stale: {line}"
+
+
+def test_readme_trigger_agnostic_table_matches_the_benchmark():
+    from baeraser_lib.reports import trigger_agnostic_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    doc = json.loads((ROOT / "reports" / "benchmarks" / "trigger_agnostic.json").read_text())
+    assert len({json.dumps(r["defense_config"], sort_keys=True) for r in doc["rows"]}) == 1  # one config for all
+    for line in trigger_agnostic_markdown(ROOT / "reports" / "benchmarks" / "trigger_agnostic.json").splitlines():
+        assert line in readme, f"README's trigger-agnostic table is stale: {line}"
