@@ -249,6 +249,16 @@ def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
     return "\n".join(lines)
 
 
+def trigger_agnostic_met(row: dict, bars: dict) -> bool | None:
+    """Did a trigger-agnostic benchmark row meet its bar? None: no bar (all-to-all)."""
+    if not row["backdoored_truth"]:
+        return (not row["backdoored"]) or row["acc_drop_points"] <= bars["clean_acc_drop_points"]
+    if row["true_target"] is None:
+        return None
+    return bool(row["target_flagged"] and row["asr_after"] <= bars["asr_after"]
+                and row["acc_drop_points"] <= bars["acc_drop_points"])
+
+
 def trigger_agnostic_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger_agnostic.json") -> str:
     """The trigger-agnostic benchmark's rows as a Markdown table (the README's copy): the verdict,
     the flagged labels against the true target, ASR and accuracy before → after, and the time."""
@@ -260,13 +270,7 @@ def trigger_agnostic_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger
                                                            else str(r["true_target"]))
         verdict = ("backdoored: " + ", ".join(map(str, r["flagged"]))) if r["backdoored"] else "clean"
         asr = "–" if r["asr_before"] is None else f"{r['asr_before']:.4f} → {r['asr_after']:.4f}"
-        if not r["backdoored_truth"]:
-            met = (not r["backdoored"]) or r["acc_drop_points"] <= doc["bars"]["clean_acc_drop_points"]
-        elif r["true_target"] is None:
-            met = None
-        else:
-            met = bool(r["target_flagged"] and r["asr_after"] <= doc["bars"]["asr_after"]
-                       and r["acc_drop_points"] <= doc["bars"]["acc_drop_points"])
+        met = trigger_agnostic_met(r, doc["bars"])
         lines.append(f"| {r['victim']} | {truth} | {verdict} | {asr} | {r['acc_before']:.4f} → {r['acc_after']:.4f} "
                      f"({r['acc_drop_points']:.2f}) | {r['defense_seconds']:.0f} / {r['victim_train_seconds']:.0f} | "
                      f"{'no bar' if met is None else ('yes' if met else 'MISSED')} |")

@@ -30,9 +30,9 @@ from baeraser_lib.config import TrainConfig, attack_config_from, config_hash
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.defend import DefenseConfig, defend
 from baeraser_lib.grid import load_grid
-from baeraser_lib.metrics import evaluate
-from baeraser_lib.reports import REPO, write_json_atomic
-from baeraser_lib.train import pick_device, predict
+from baeraser_lib.metrics import clean_accuracy, evaluate
+from baeraser_lib.reports import REPO, trigger_agnostic_met, write_json_atomic
+from baeraser_lib.train import pick_device
 from baeraser_lib.victims import obtain_model
 
 OUT = REPO / "reports" / "benchmarks" / "trigger_agnostic.json"
@@ -44,12 +44,6 @@ BARS = {"asr_after": 0.02, "acc_drop_points": 2.0, "clean_acc_drop_points": 0.5,
 def train_config(params: dict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in params.items() if k in fields})
-
-
-def clean_accuracy(model, dataset, device) -> float:
-    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    y = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
-    return float((predict(model, x, device=device) == y).float().mean())
 
 
 def row_for(name: str, victim, data, cfg: DefenseConfig, device, defense_config) -> dict:
@@ -88,16 +82,14 @@ def bars(rows: list[dict], retimed: float | None) -> dict:
     for r in rows:
         if not r["backdoored_truth"]:
             out["clean"].append({"victim": r["victim"], "backdoored": r["backdoored"],
-                                 "acc_drop_points": r["acc_drop_points"],
-                                 "met": (not r["backdoored"]) or r["acc_drop_points"] <= BARS["clean_acc_drop_points"]})
+                                 "acc_drop_points": r["acc_drop_points"], "met": trigger_agnostic_met(r, BARS)})
         elif r["true_target"] is None:
             out["all_to_all"].append({"victim": r["victim"], "flagged": r["flagged"], "asr_before": r["asr_before"],
                                       "asr_after": r["asr_after"], "acc_drop_points": r["acc_drop_points"]})
         else:
             out["backdoored"].append({"victim": r["victim"], "target_flagged": r["target_flagged"],
                                       "asr_after": r["asr_after"], "acc_drop_points": r["acc_drop_points"],
-                                      "met": bool(r["target_flagged"] and r["asr_after"] <= BARS["asr_after"]
-                                                  and r["acc_drop_points"] <= BARS["acc_drop_points"])})
+                                      "met": trigger_agnostic_met(r, BARS)})
         if r["victim"] == DEFAULT_VICTIM:
             train_s = retimed or r["victim_train_seconds"]
             out["default"] = {"asr_after": r["asr_after"], "acc_drop_points": r["acc_drop_points"],

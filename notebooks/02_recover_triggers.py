@@ -345,7 +345,9 @@ if truth is not None and "target_label_found" in figures:
 #   shrinking fast (30–120 pixels), at 250 they were near 10–60; 200 is what the budget allows. The
 #   staircase got 60 steps
 #   of 32 images per stage (was 100 × 64) so that the whole defense fits a quarter of the victim's
-#   training time. The anomaly cut (2.0) is Neural Cleanse's published value.
+#   training time. The anomaly cut (2.0) is Neural Cleanse's published value. Successive halving of
+#   the mask search (`mask_halving`) was on at first and turned off after a tiny test victim: the
+#   stopped labels' sizes widened the MAD and hid its target (index 0.67).
 #   None of these was tuned per attack; `benchmarks/trigger_agnostic.py` measures all of them on
 #   every victim of `grids/families.yaml` and on three clean models with these values, misses
 #   included.

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .detection import DEFAULT_CONFIRM_RATIO, confirmed
+from .detection import DEFAULT_CONFIRM_RATIO, confirmed, mask_growth
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, RecoveryResult, mask_sizes, recover_triggers
 from .unlearning import UnlearnConfig, unlearn
@@ -93,7 +93,7 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
     t2 = time.perf_counter()
     before = _sizes_before(model, holding, num_classes, pool.labels, per_label, cfg.recovery, device)
     after = mask_sizes(repaired, holding, num_classes, pool.labels, cfg.recovery, device)
-    growth = {k: after[k] / max(before[k], 0.1) for k in pool.labels}
+    growth = mask_growth(before, after)
     flagged = confirmed(before, after, cfg.confirm_ratio)
     seconds["confirm"] = time.perf_counter() - t2
     if not flagged:

@@ -43,11 +43,16 @@ def size_anomaly_index(sizes: list[float]) -> list[float]:
     return anomaly_index([math.log(max(s, 0.1)) for s in sizes])
 
 
+def mask_growth(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """Per label: smallest working mask after unlearning / before (sizes below 0.1 pixel count as 0.1)."""
+    return {k: after[k] / max(before[k], 0.1) for k in before}
+
+
 def confirmed(before: dict[int, float], after: dict[int, float], ratio: float = DEFAULT_CONFIRM_RATIO) -> list[int]:
     """Suspects whose smallest working mask grew by `ratio` or more after unlearning, most grown first."""
     if not ratio > 1:
         raise ConfigError(f"the confirmation ratio must be greater than 1, got {ratio!r}")
-    growth = {k: after[k] / max(before[k], 0.1) for k in before}
+    growth = mask_growth(before, after)
     return sorted((k for k, g in growth.items() if g >= ratio), key=lambda k: -growth[k])
 
 

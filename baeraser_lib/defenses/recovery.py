@@ -496,12 +496,12 @@ def mask_sizes(model: nn.Module, holding: Dataset, num_classes: int, labels: lis
     """The smallest working mask size of each of `labels`: the mask search alone, on the same split
     of D_h and the same image batches as `recover_triggers` (used to confirm suspects)."""
     x, y = as_tensors(holding)
-    _, _, xva, yva = xtr_etc = _split_holding(x, y, cfg)
+    xtr, _, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
     check_model_input(model, x, num_classes, device)
     with _frozen(model, device):
         victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
-        rows = mask_search(victim, list(labels), xtr_etc[0], xva, yva, tuple(x.shape[1:]),
+        rows = mask_search(victim, list(labels), xtr, xva, yva, tuple(x.shape[1:]),
                            dataclasses.replace(cfg, mask_halving=False), progress=False)
     return {d["label"]: d["mask_size"] for d in rows}
 
