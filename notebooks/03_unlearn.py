@@ -191,13 +191,10 @@ verdict = {}
 def baeraser():
     """Unlearn the pool of flagged labels; a model judged clean is left alone (`defenses.defend.repair`)."""
     out = repair(victim.model, data.holding, data.info.num_classes, pool, pool_meta["per_label"], defense_cfg,
-                 device=dev, on_epoch=curve, trace_every=trace_every)
-    if confirm:
-        verdict.update(backdoored=out.backdoored, flagged=out.flagged)
-    else:  # recovery's verdict (notebook 02)
-        verdict.update(backdoored=pool_meta["backdoored"], flagged=pool_meta["flagged"])
+                 device=dev, on_epoch=curve, trace_every=trace_every, flagged=pool_meta["flagged"])
+    verdict.update(backdoored=out.backdoored, flagged=out.flagged)  # recovery's (notebook 02), or confirmed ones
     verdict["growth"] = {str(k): g for k, g in out.growth.items()}
-    if not out.backdoored:  # judged clean: the model is returned as it came; one row for the plots
+    if out.history[0].get("empty_pool"):  # nothing unlearned: the model is returned as it came; one row for the plots
         out.history[0].update({f"test_{k}": v for k, v in before.items()}, val_acc=float("nan"),
                               val_recovered_asr=float("nan"))
     return out.model, out.history

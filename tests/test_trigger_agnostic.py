@@ -213,3 +213,20 @@ def test_the_optional_confirmation_runs_and_reports_growth(tiny_data):
     out = defend(model, tiny_data.holding, 10, cfg, progress=False)
     assert set(out.growth) == set(out.recovery.kept) and all(g > 0 for g in out.growth.values())
     assert set(out.flagged) <= set(out.recovery.kept) and out.seconds["confirm"] > 0
+
+
+def test_repair_keeps_a_flagged_label_that_has_no_trigger_in_its_verdict():
+    """A label recovery flagged but whose generator missed τ: nothing to unlearn, the model comes
+    back unchanged, and the verdict still says backdoored (it is recovery's, not the pool's)."""
+    from baeraser_lib.defenses.defend import repair
+    from baeraser_lib.defenses.pool import TriggerPool
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    holding = TensorDataset(torch.rand(12, 1, 2, 2), torch.arange(12) % 3)
+    empty = TriggerPool([], [], {}, RecoveryConfig(), (1, 2, 2), None)
+    out = repair(model, holding, 3, empty, [], progress=False, flagged=[2])
+    assert out.backdoored and out.flagged == [2]
+    assert out.history[0]["empty_pool"] and out.model is not model
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), out.model.state_dict().values()))
+    clean = repair(model, holding, 3, empty, [], progress=False)
+    assert not clean.backdoored and clean.flagged == []

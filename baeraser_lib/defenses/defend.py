@@ -65,41 +65,44 @@ def defend(model: nn.Module, holding: Dataset, num_classes: int, cfg: DefenseCon
     """Recover, unlearn and confirm (see the module text); `model` itself is never changed."""
     t0 = time.perf_counter()
     res = recover_triggers(model, holding, num_classes, cfg.recovery, device=device, progress=progress)
-    out = repair(model, holding, num_classes, TriggerPool.from_result(res), res.per_label, cfg, device, progress)
+    out = repair(model, holding, num_classes, TriggerPool.from_result(res), res.per_label, cfg, device, progress,
+                 flagged=res.flagged)
     out.recovery = res
-    if not cfg.confirm:  # the verdict is recovery's (a flagged label whose generator missed τ still counts)
-        out.backdoored, out.flagged = res.backdoored, list(res.flagged)
     out.seconds = {"recovery": res.seconds, **out.seconds, "total": time.perf_counter() - t0}
     return out
 
 
 def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPool, per_label: list[dict],
            cfg: DefenseConfig = DefenseConfig(), device=None, progress: bool = True, on_epoch=None,
-           trace_every: int | None = None) -> Defense:
+           trace_every: int | None = None, flagged: list[int] | None = None) -> Defense:
     """Steps 2 and 3 on a pool recovery already made (e.g. a cached pool artifact and its
-    `per_label` rows); an empty pool (nothing flagged, or nothing reached τ) leaves the model
-    alone. `on_epoch`/`trace_every` go to unlearning (plotting only); their time is
-    reported as `history[0]["overhead_seconds"]`, apart from the defense's own."""
+    `per_label` rows). `flagged` is recovery's verdict (default: the pool's labels); a flagged
+    label whose generator missed τ has no trigger to unlearn, but still counts as flagged. An
+    empty pool leaves the model alone. `on_epoch`/`trace_every` go to unlearning (plotting
+    only); their time is reported as `history[0]["overhead_seconds"]`, apart from the defense's own."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
+    flagged = list(pool.labels) if flagged is None else list(flagged)
+    untested = [k for k in flagged if k not in pool.labels]  # flagged, but no trigger reached τ
     if len(pool) == 0:
-        return _clean(model, pool, {}, seconds, t0)
+        return _clean(model, pool, {}, seconds, t0, verdict=untested)
     kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every)
     repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
     overhead = history[0].get("overhead_seconds", 0.0)
     seconds["unlearn"] = time.perf_counter() - t0 - overhead
     if not cfg.confirm:
-        return _done(repaired, list(pool.labels), pool, history, {}, seconds, t0, overhead)
+        return _done(repaired, flagged, pool, history, {}, seconds, t0, overhead)
     t2 = time.perf_counter()
     before = _sizes_before(model, holding, num_classes, pool.labels, per_label, cfg.recovery, device)
     after = mask_sizes(repaired, holding, num_classes, pool.labels, cfg.recovery, device)
     growth = mask_growth(before, after)
-    flagged = confirmed(before, after, cfg.confirm_ratio)
+    kept = confirmed(before, after, cfg.confirm_ratio)
     seconds["confirm"] = time.perf_counter() - t2
-    if not flagged:
-        return _clean(model, pool.subset([]), growth, seconds, t0, overhead)
-    if set(flagged) != set(pool.labels):  # unlearn the confirmed triggers only, from the original model
-        pool = pool.subset(flagged)
+    if not kept:
+        return _clean(model, pool.subset([]), growth, seconds, t0, overhead, verdict=untested)
+    flagged = kept + untested
+    if set(kept) != set(pool.labels):  # unlearn the confirmed triggers only, from the original model
+        pool = pool.subset(kept)
         t3 = time.perf_counter()
         repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
         overhead += history[0].get("overhead_seconds", 0.0)
@@ -121,7 +124,9 @@ def _done(repaired, flagged, pool, history, growth, seconds, t0, overhead) -> De
     return Defense(repaired, True, flagged, None, pool, history, growth, seconds)
 
 
-def _clean(model, pool, growth, seconds, t0, overhead: float = 0.0) -> Defense:
+def _clean(model, pool, growth, seconds, t0, overhead: float = 0.0, verdict: list[int] = ()) -> Defense:
+    """Nothing unlearned: an unchanged copy. `verdict` holds flagged labels that had no trigger
+    to unlearn; the model is judged backdoored when there are any."""
     seconds["total"] = time.perf_counter() - t0 - overhead
     history = [{"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": overhead}]
-    return Defense(copy.deepcopy(model), False, [], None, pool, history, growth, seconds)
+    return Defense(copy.deepcopy(model), bool(verdict), list(verdict), None, pool, history, growth, seconds)
