@@ -161,6 +161,13 @@ def attack_config_from(params: dict) -> AttackConfig:
                         **{k: params[k] for k in ATTACK_PARAMETERS if k in params})
 
 
+def train_config_from(params: dict) -> TrainConfig:
+    """The TrainConfig that a grid run's or notebook's parameters describe: the names that are
+    TrainConfig fields are taken, the rest ignored; absent names take the config's defaults."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in params.items() if k in names})
+
+
 def config_hash(*parts) -> str:
     """A short stable hash of dataclasses/dicts: the artifact folder name."""
     blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from baeraser_lib.config import TrainConfig, attack_config_from, config_hash
+from baeraser_lib.config import attack_config_from, train_config_from, config_hash
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.defend import DefenseConfig, defend
 from baeraser_lib.grid import load_grid
@@ -39,11 +39,6 @@ OUT = REPO / "reports" / "benchmarks" / "trigger_agnostic.json"
 DEFAULT_VICTIM = "badnets_3x3_corner"  # the main job's default victim (BadNets 3×3, bottom-right corner)
 BARS = {"asr_after": 0.02, "acc_drop_points": 2.0, "clean_acc_drop_points": 0.5,
         "default_asr_after": 0.01, "default_acc_drop_points": 1.5, "cost_ratio": 0.25}
-
-
-def train_config(params: dict) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in params.items() if k in fields})
 
 
 def row_for(name: str, victim, data, cfg: DefenseConfig, device, defense_config) -> dict:
@@ -122,10 +117,10 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     grid = load_grid(args.grid)
     runs = grid.runs()
-    victims = [(r.axes["variant"], train_config(r.parameters), attack_config_from(r.parameters), r.parameters)
+    victims = [(r.axes["variant"], train_config_from(r.parameters), attack_config_from(r.parameters), r.parameters)
                for r in runs]
     base = runs[0].parameters
-    victims += [(f"clean_seed{s}", dataclasses.replace(train_config(base), seed=s), None, base)
+    victims += [(f"clean_seed{s}", dataclasses.replace(train_config_from(base), seed=s), None, base)
                 for s in args.clean_seeds]
     if args.only:
         unknown = set(args.only) - {v[0] for v in victims}

@@ -42,7 +42,8 @@ def test_readme_recovery_figures_match_the_committed_reports():
     rec = json.loads((ROOT / "reports" / "02_recover_triggers.json").read_text())
     readme = (ROOT / "README.md").read_text()
     assert f"| {rec['recovered_asr']:.3f} |" in readme
-    assert f"| {rec['mean_patch_cosine_to_true']:.3f} |" in readme
+    assert f"anomaly index {rec['target_anomaly_index']:.2f}, mask {rec['target_mask_size']:.2f} px |" in readme
+    assert f"| {rec['mask_share_on_true_patch']:.2f} |" in readme
     assert f"| {rec['seconds_recovery']:.1f} s |" in readme
     assert f"| {len([k for k in rec['labels_kept'] if k != 0])} |" in readme
     bench = ROOT / "reports" / "benchmarks" / "recovery_speed.json"
