@@ -14,6 +14,9 @@ that might separate them, each needing only D_h:
   search's (a backdoor fires for a whole distribution of patterns in a small mask, so its mask
   should grow less), and how uniformly the pooled trigger flips every source class. Recovery runs
   with `anomaly_threshold=1.0` so that more labels are pooled and measured.
+* `reference_transfer`: train a small CNN on the defense-train part of D_h alone, then stamp each
+  pooled label's trigger on the validation images of other classes: a natural shortcut is a
+  property of the data and might fool the reference too; a backdoor is this model's own.
 
 Victims come from the artifact cache as in `trigger_agnostic.py`. The true target is read only
 to label the rows. Writes reports/benchmarks/natural_shortcuts_<test>.json, victim by victim
@@ -28,8 +31,9 @@ import json
 import time
 
 import torch
+from torch.utils.data import TensorDataset
 
-from baeraser_lib.config import attack_config_from, train_config_from
+from baeraser_lib.config import TrainConfig, attack_config_from, train_config_from
 from baeraser_lib.data import as_tensors, load_experiment_data
 from baeraser_lib.defenses.common import split_defense
 from baeraser_lib.defenses.pool import TriggerPool
@@ -38,8 +42,8 @@ from baeraser_lib.defenses.unlearning import UnlearnConfig, unlearn
 from baeraser_lib.grid import load_grid
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.reports import REPO, write_json_atomic
-from baeraser_lib.train import pick_device, predict
-from baeraser_lib.victims import obtain_model
+from baeraser_lib.train import fit, pick_device, predict
+from baeraser_lib.victims import new_model, obtain_model
 
 
 def per_class(model, x, y, k_classes, device) -> list[float]:
@@ -101,7 +105,33 @@ def staircase_growth(v, data, device, K) -> dict:
     return rec
 
 
-TESTS = {"class_harm": class_harm, "staircase_growth": staircase_growth}
+def reference_transfer(v, data, device, K, _ref={}) -> dict:
+    xtr, ytr, xv, yv = split_defense(data.holding, 0.2, 0)
+    if "model" not in _ref:  # one reference for every victim: it depends on D_h only
+        cfg = TrainConfig(dataset=data.info.name, model="small_cnn", width=16, epochs=10, seed=123)
+        t = time.perf_counter()
+        ref = new_model(cfg)
+        fit(ref, TensorDataset(xtr, ytr), cfg, device=device, progress=False)
+        _ref.update(model=ref.eval(), seconds=time.perf_counter() - t,
+                    val_acc=(predict(ref, xv, device=device) == yv).float().mean().item())
+    ref = _ref["model"]
+    res = recover_triggers(v.model, data.holding, K, RecoveryConfig(anomaly_threshold=1.0), device=device,
+                           progress=False)
+    pool = TriggerPool.from_result(res)
+    rec = {"target": v.target_label, "flagged_at_1": res.flagged, "ai": [r["anomaly_index"] for r in res.per_label],
+           "reference": {"val_acc": _ref["val_acc"], "train_seconds": _ref["seconds"]}, "labels": {}}
+    g = torch.Generator().manual_seed(0)
+    for i, k in enumerate(pool.labels):
+        keep = yv != k
+        xs = pool.stamp(i, xv[keep], g)
+        rec["labels"][str(k)] = {"victim_flip": (predict(v.model, xs, device=device) == k).float().mean().item(),
+                                 "reference_flip": (predict(ref, xs, device=device) == k).float().mean().item(),
+                                 "reference_base": (predict(ref, xv[keep], device=device) == k).float().mean().item()}
+        print(v.path.name, k, "target" if k == v.target_label else "", rec["labels"][str(k)], flush=True)
+    return rec
+
+
+TESTS = {"class_harm": class_harm, "staircase_growth": staircase_growth, "reference_transfer": reference_transfer}
 
 
 def main(argv=None) -> int:

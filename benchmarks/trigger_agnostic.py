@@ -41,6 +41,16 @@ BARS = {"asr_after": 0.02, "acc_drop_points": 2.0, "clean_acc_drop_points": 0.5,
         "default_asr_after": 0.01, "default_acc_drop_points": 1.5, "cost_ratio": 0.25}
 
 
+def load_victims(grid_path: str, clean_seeds: list[int]) -> list[tuple]:
+    """(name, TrainConfig, AttackConfig or None, parameters): the grid's runs, then the clean seeds."""
+    runs = load_grid(grid_path).runs()
+    victims = [(r.axes["variant"], train_config_from(r.parameters), attack_config_from(r.parameters), r.parameters)
+               for r in runs]
+    base = runs[0].parameters
+    return victims + [(f"clean_seed{s}", dataclasses.replace(train_config_from(base), seed=s), None, base)
+                      for s in clean_seeds]
+
+
 def row_for(name: str, victim, data, cfg: DefenseConfig, device, defense_config) -> dict:
     # what the defender runs: nothing in `defend` sees the trigger, the target or the test split
     d = defend(victim.model, data.holding, data.info.num_classes, cfg, device=device, progress=False)
@@ -115,13 +125,9 @@ def main(argv=None) -> int:
     defense_config = dataclasses.asdict(cfg)
     config_id = config_hash(defense_config)
     device = pick_device(args.device)
-    grid = load_grid(args.grid)
-    runs = grid.runs()
-    victims = [(r.axes["variant"], train_config_from(r.parameters), attack_config_from(r.parameters), r.parameters)
-               for r in runs]
-    base = runs[0].parameters
-    victims += [(f"clean_seed{s}", dataclasses.replace(train_config_from(base), seed=s), None, base)
-                for s in args.clean_seeds]
+    victims = load_victims(args.grid, args.clean_seeds)
+    base = victims[0][3]
+    grid_order = [v[0] for v in victims]  # the rows' order in the JSON, whatever `--only` runs first
     if args.only:
         unknown = set(args.only) - {v[0] for v in victims}
         if unknown:
@@ -140,6 +146,15 @@ def main(argv=None) -> int:
                                    track_epochs=False).train_seconds
         print(f"default victim retrained in {retimed:.0f} s", flush=True)
     rows = dict(done)
+
+    def write(rows: dict) -> None:
+        order = grid_order + [k for k in rows if k not in grid_order]
+        ordered = [rows[k] for k in order if k in rows]
+        write_json_atomic(out_path, {"defense_config_id": config_id, "defense_config": defense_config,
+                                     "bars": BARS, "retimed_default_train_seconds": retimed,
+                                     "rows": ordered, "summary": bars(ordered, retimed),
+                                     "device": str(device), "torch_threads": torch.get_num_threads()})
+
     for name, train, attack, _ in victims:
         victim = obtain_model(train, attack, data, args.artifacts, device, progress=False, track_epochs=False)
         if name in done and done[name]["artifact"] == victim.path.name:
@@ -149,12 +164,8 @@ def main(argv=None) -> int:
         r = rows[name]
         print(f"{name}: flagged {r['flagged']} (target {r['true_target']}), ASR {r['asr_before']} → {r['asr_after']}, "
               f"acc {r['acc_before']:.4f} → {r['acc_after']:.4f}, {r['defense_seconds']:.0f} s", flush=True)
-        order = [v[0] for v in victims] + [k for k in rows if k not in {v[0] for v in victims}]
-        ordered = [rows[k] for k in order if k in rows]
-        write_json_atomic(out_path, {"defense_config_id": config_id, "defense_config": defense_config,
-                                     "bars": BARS, "retimed_default_train_seconds": retimed,
-                                     "rows": ordered, "summary": bars(ordered, retimed),
-                                     "device": str(device), "torch_threads": torch.get_num_threads()})
+        write(rows)
+    write(rows)  # once more: the rows in the grid's order, also when every row was reused
     print(out_path)
     return 0
 
