@@ -26,24 +26,24 @@ to label the rows. Writes reports/benchmarks/natural_shortcuts_<test>.json, vict
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import json
 import time
 
 import torch
 from torch.utils.data import TensorDataset
 
-from baeraser_lib.config import TrainConfig, attack_config_from, train_config_from
+from baeraser_lib.config import TrainConfig
 from baeraser_lib.data import as_tensors, load_experiment_data
 from baeraser_lib.defenses.common import split_defense
 from baeraser_lib.defenses.pool import TriggerPool
 from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
 from baeraser_lib.defenses.unlearning import UnlearnConfig, unlearn
-from baeraser_lib.grid import load_grid
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.reports import REPO, write_json_atomic
 from baeraser_lib.train import fit, pick_device, predict
 from baeraser_lib.victims import new_model, obtain_model
+from trigger_agnostic import load_victims  # benchmarks/ is on sys.path when run as a script
 
 
 def per_class(model, x, y, k_classes, device) -> list[float]:
@@ -82,7 +82,7 @@ def class_harm(v, data, device, K) -> dict:
 
 
 def staircase_growth(v, data, device, K) -> dict:
-    _, _, xv, yv = split_defense(data.holding, 0.2, 0)
+    _, _, xv, yv = split_defense(data.holding, UnlearnConfig().val_fraction, UnlearnConfig().seed)
     model = v.model.eval()
     res = recover_triggers(model, data.holding, K, RecoveryConfig(anomaly_threshold=1.0), device=device,
                            progress=False)
@@ -105,15 +105,22 @@ def staircase_growth(v, data, device, K) -> dict:
     return rec
 
 
-def reference_transfer(v, data, device, K, _ref={}) -> dict:
-    xtr, ytr, xv, yv = split_defense(data.holding, 0.2, 0)
-    if "model" not in _ref:  # one reference for every victim: it depends on D_h only
-        cfg = TrainConfig(dataset=data.info.name, model="small_cnn", width=16, epochs=10, seed=123)
-        t = time.perf_counter()
-        ref = new_model(cfg)
-        fit(ref, TensorDataset(xtr, ytr), cfg, device=device, progress=False)
-        _ref.update(model=ref.eval(), seconds=time.perf_counter() - t,
-                    val_acc=(predict(ref, xv, device=device) == yv).float().mean().item())
+@functools.lru_cache(maxsize=1)
+def reference_model(data, device) -> dict:
+    """One small CNN trained on the defense-train part of D_h: it depends on D_h only, so every
+    victim shares it."""
+    xtr, ytr, xv, yv = split_defense(data.holding, UnlearnConfig().val_fraction, UnlearnConfig().seed)
+    cfg = TrainConfig(dataset=data.info.name, model="small_cnn", width=16, epochs=10, seed=123)
+    t = time.perf_counter()
+    ref = new_model(cfg)
+    fit(ref, TensorDataset(xtr, ytr), cfg, device=device, progress=False)
+    return {"model": ref.eval(), "seconds": time.perf_counter() - t,
+            "val_acc": (predict(ref, xv, device=device) == yv).float().mean().item()}
+
+
+def reference_transfer(v, data, device, K) -> dict:
+    _, _, xv, yv = split_defense(data.holding, UnlearnConfig().val_fraction, UnlearnConfig().seed)
+    _ref = reference_model(data, device)
     ref = _ref["model"]
     res = recover_triggers(v.model, data.holding, K, RecoveryConfig(anomaly_threshold=1.0), device=device,
                            progress=False)
@@ -143,10 +150,9 @@ def main(argv=None) -> int:
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    runs = load_grid(args.grid).runs()
-    base = runs[0].parameters
-    victims = {r.axes["variant"]: (train_config_from(r.parameters), attack_config_from(r.parameters)) for r in runs}
-    victims.update({f"clean_seed{s}": (dataclasses.replace(train_config_from(base), seed=s), None) for s in (0, 1, 2)})
+    listed = load_victims(args.grid, [0, 1, 2])  # the trigger-agnostic benchmark's victims, same names
+    base = listed[0][3]
+    victims = {name: (train, attack) for name, train, attack, _ in listed}
     unknown = set(args.victims) - set(victims)
     if unknown:
         raise SystemExit(f"unknown victim(s) {sorted(unknown)}; choose from {sorted(victims)}")
