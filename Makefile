@@ -17,12 +17,12 @@ SCHEDULER ?=
 .PHONY: reports sweep test setup data sync clean-reports
 
 reports: setup data
-	$(PY) -m baeraser_lib.reports run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
+	$(VENV)/bin/baeraser report run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
 
 # A grid of runs (grids/*.yaml): reports/<grid>/ with one folder per run, index.html and grid.json.
 sweep: setup data
 	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/cpu.yaml [SCHEDULER=tcp://host:8786] [ARGS=...]"; exit 2; }
-	$(PY) -m baeraser_lib.sweep $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
+	$(VENV)/bin/baeraser sweep $(GRID) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q
@@ -30,10 +30,10 @@ test: setup
 setup: $(STAMP)
 
 # Rebuilt when the pins change. pip takes torch/torchvision from local files where the machine has them.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-lab.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing pinned packages into $(VENV) (log: $(VENV)/pip.log)"
-	@$(PY) -m pip install -r requirements.txt > $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pip install -r requirements.txt -r requirements-lab.txt > $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
 	@$(PY) -m pip install --no-deps --no-build-isolation -e . >> $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
 	@touch $@
 

@@ -1,6 +1,6 @@
 """Frozen, validated configurations; their hash names the artifact folder.
 
-Notebook parameters map one-to-one onto these fields. Every check runs in `__post_init__`, so a
+Notebook parameters map onto these fields in one place, `params`. Every check runs in `__post_init__`, so a
 bad value fails when the config is built, before any data is read or any weight is trained.
 """
 
@@ -10,25 +10,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from .data import check_fraction, dataset_info
+from .attacks import ATTACKS
+from .checks import check_fraction, positive_int
+from .data import dataset_info
 from .errors import ConfigError
 from .models import MODELS
 from .triggers import check_fits, parse_position
 
 SCHEDULES = ("onecycle", "cosine", "constant")
-
-
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_number(name: str, value, integer: bool = False) -> None:
-    """ConfigError unless `value` is a positive number (a positive int if `integer`)."""
-    if integer:
-        return _positive_int(name, value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -52,9 +41,9 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
         for name in ("width", "epochs", "batch_size"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name))
         if self.train_subset is not None:
-            _positive_int("train_subset", self.train_subset)
+            positive_int("train_subset", self.train_subset)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -86,15 +75,13 @@ class AttackConfig:
         if resolved is not None:  # the options as the attack reads them (arrays become lists: JSON-ready)
             object.__setattr__(self, "options", {k: getattr(resolved, k) for k in self.options})
         object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
-        _positive_int("trigger_size", self.trigger_size)
+        positive_int("trigger_size", self.trigger_size)
         if self.poison_rate is not None:
             check_fraction("poison_rate", self.poison_rate)
         self.spec.target_rule(self, None)  # the attack's own rule checks its mode against target_label
 
     @staticmethod
     def registry() -> dict:
-        from .attacks import ATTACKS  # attacks sit above config; import lazily to keep layers
-
         return ATTACKS
 
     @property
@@ -149,23 +136,6 @@ class AttackConfig:
         self.spec.target_rule(self, info.num_classes)  # the target is a class of `dataset`
         if self.spec.check_info is not None:
             self.spec.check_info(self, info)
-
-
-ATTACK_PARAMETERS = ("trigger_size", "trigger_position", "poison_rate", "target_label", "seed")
-
-
-def attack_config_from(params: dict) -> AttackConfig:
-    """The AttackConfig that notebook parameters (`attack`, `attack_options` and the names above)
-    describe; absent names take the config's defaults."""
-    return AttackConfig(name=params.get("attack", "badnets"), options=params.get("attack_options") or {},
-                        **{k: params[k] for k in ATTACK_PARAMETERS if k in params})
-
-
-def train_config_from(params: dict) -> TrainConfig:
-    """The TrainConfig that a grid run's or notebook's parameters describe: the names that are
-    TrainConfig fields are taken, the rest ignored; absent names take the config's defaults."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in params.items() if k in names})
 
 
 def config_hash(*parts) -> str:

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets as tvd
 
 from .atomic import atomic_open
+from .checks import check_fraction
 from .errors import ConfigError, DataNotFoundError
 
 
@@ -215,9 +216,16 @@ def split_holding(test: Dataset, n_train: int, holding_ratio: float, seed: int) 
     return Subset(test, perm[:size].sort().values.tolist()), Subset(test, perm[size:].sort().values.tolist())
 
 
-def check_fraction(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-        raise ConfigError(f"{name} must lie in (0, 1), got {value!r}")
+def split_parts(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int, user: str = "the defense"):
+    """D_h → (train x, y, validation x, y): the one seeded, disjoint split of the holding set that
+    recovery (seed = its own) and the repairing defenses (seed + 101) each make of it."""
+    check_fraction("val_fraction", val_fraction)
+    n_val = round(val_fraction * len(x))
+    if n_val < 2 or len(x) - n_val < 2:
+        raise ConfigError(f"the holding set ({len(x)} images) is too small for {user} to split into train and "
+                          f"validation parts (val_fraction={val_fraction}); use more holding data")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
 
 
 def as_tensors(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,8 @@ in the usual layout.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from typing import Callable, Iterator
 
@@ -17,8 +19,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
 from .data import as_tensors
+
+if TYPE_CHECKING:  # train sits below config (the attacks between them train models)
+    from .config import TrainConfig
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -81,14 +81,6 @@ def find_model(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: Att
     return load_trained(path)
 
 
-def load_checkpoint_model(path: str | os.PathLike, model: str, dataset: str, width: int) -> nn.Module:
-    """An external checkpoint (safetensors, or a weights-only PyTorch state_dict) loaded into the
-    registry architecture `model` for `dataset` at `width`; every tensor name and shape is checked."""
-    info = dataset_info(dataset)
-    net = build_model(model, info.num_classes, info.channels, width, info.mean, info.std)
-    return load_weights(net, path).eval()
-
-
 def check_attack(train: TrainConfig, attack: AttackConfig, train_set=None) -> None:
     """Every check that needs the architecture (TrojanNN's layer and neuron count), on an
     untrained copy of it: cheap, and run before any data is read or weight trained. Given the

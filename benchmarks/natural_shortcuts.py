@@ -40,7 +40,7 @@ from baeraser_lib.defenses.pool import TriggerPool
 from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
 from baeraser_lib.defenses.unlearning import UnlearnConfig, unlearn
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.reports import REPO, write_json_atomic
+from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.train import fit, pick_device, predict
 from baeraser_lib.victims import new_model, obtain_model
 from trigger_agnostic import load_victims  # benchmarks/ is on sys.path when run as a script

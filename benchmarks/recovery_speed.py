@@ -28,7 +28,7 @@ from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
 from baeraser_lib.models import build_model
-from baeraser_lib.reports import REPO, write_json_atomic
+from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.victims import find_model
 
 

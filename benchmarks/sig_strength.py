@@ -23,7 +23,7 @@ from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.image_triggers import AdditiveTrigger
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.reports import REPO, write_json_atomic
+from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.victims import find_model, obtain_model
 
 

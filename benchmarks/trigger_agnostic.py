@@ -26,12 +26,14 @@ from pathlib import Path
 
 import torch
 
-from baeraser_lib.config import attack_config_from, train_config_from, config_hash
+from baeraser_lib.config import config_hash
+from baeraser_lib.params import attack_config, train_config
 from baeraser_lib.data import load_experiment_data
-from baeraser_lib.defenses.defend import DefenseConfig, defend
-from baeraser_lib.grid import load_grid
+from baeraser_lib.defenses.baeraser import BaeraserConfig, baeraser
+from baeraser_lib.lab.grid import load_grid
 from baeraser_lib.metrics import clean_accuracy, evaluate
-from baeraser_lib.reports import REPO, trigger_agnostic_met, write_json_atomic
+from baeraser_lib.lab.reports import REPO, write_json_atomic
+from baeraser_lib.lab.site import trigger_agnostic_met
 from baeraser_lib.train import pick_device
 from baeraser_lib.victims import obtain_model
 
@@ -44,16 +46,16 @@ BARS = {"asr_after": 0.02, "acc_drop_points": 2.0, "clean_acc_drop_points": 0.5,
 def load_victims(grid_path: str, clean_seeds: list[int]) -> list[tuple]:
     """(name, TrainConfig, AttackConfig or None, parameters): the grid's runs, then the clean seeds."""
     runs = load_grid(grid_path).runs()
-    victims = [(r.axes["variant"], train_config_from(r.parameters), attack_config_from(r.parameters), r.parameters)
+    victims = [(r.axes["variant"], train_config(r.parameters), attack_config(r.parameters), r.parameters)
                for r in runs]
     base = runs[0].parameters
-    return victims + [(f"clean_seed{s}", dataclasses.replace(train_config_from(base), seed=s), None, base)
+    return victims + [(f"clean_seed{s}", dataclasses.replace(train_config(base), seed=s), None, base)
                       for s in clean_seeds]
 
 
-def row_for(name: str, victim, data, cfg: DefenseConfig, device, defense_config) -> dict:
+def row_for(name: str, victim, data, cfg: BaeraserConfig, device, defense_config) -> dict:
     # what the defender runs: nothing in `defend` sees the trigger, the target or the test split
-    d = defend(victim.model, data.holding, data.info.num_classes, cfg, device=device, progress=False)
+    d = baeraser(victim.model, data.holding, data.info.num_classes, cfg, device=device, progress=False)
     res, repaired, history = d.recovery, d.model, d.history
     attack = victim.meta.get("attack_config")
     row = {"victim": name, "artifact": victim.path.name, "attack": attack["name"] if attack else None,
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
 
-    cfg = DefenseConfig()
+    cfg = BaeraserConfig()
     defense_config = dataclasses.asdict(cfg)
     config_id = config_hash(defense_config)
     device = pick_device(args.device)

@@ -96,8 +96,8 @@ from baeraser_lib.attacks import ATTACKS
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import as_tensors, load_experiment_data
 from baeraser_lib.metrics import evaluate, perturbation_size
-from baeraser_lib.plots import change_rows, image_rows, metric_bars, optimised_trigger, training_curves
-from baeraser_lib.reports import write_report
+from baeraser_lib.lab.plots import change_rows, image_rows, metric_bars, optimised_trigger, training_curves
+from baeraser_lib.lab.reports import write_report
 from baeraser_lib.train import pick_device, predict
 from baeraser_lib.victims import check_attack, obtain_model
 

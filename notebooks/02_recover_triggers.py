@@ -75,7 +75,8 @@ epochs = 4
 batch_size = 128
 lr = 0.05
 train_subset = None
-model_path = None  # a .safetensors (or weights-only .pt) state_dict of `model` at `width`, instead of 01's
+model_path = None  # or your own checkpoint (.safetensors / weights-only .pt): `model` is then its architecture
+model_def = None  # or "FILE.py:FACTORY" for your own architecture (FACTORY(num_classes) -> nn.Module)
 # the defender's data
 holding_ratio = 0.05
 seed = 0
@@ -110,18 +111,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from baeraser_lib.artifacts import file_digest
-from baeraser_lib.config import AttackConfig, TrainConfig
+from baeraser_lib import load_model
 from baeraser_lib.data import as_tensors, dataset_info, load_experiment_data
 from baeraser_lib.defenses.pool import obtain_pool
-from baeraser_lib.defenses.recovery import recovery_config_from
-from baeraser_lib.plots import image_rows, label_scores, mask_scores, stage_curves
-from baeraser_lib.reports import write_report
+from baeraser_lib.params import attack_config, recovery_config, train_config
+from baeraser_lib.lab.plots import image_rows, label_scores, mask_scores, stage_curves
+from baeraser_lib.lab.reports import write_report
 from baeraser_lib.train import pick_device, predict
 from baeraser_lib.triggers import Trigger, check_fits, fixed_offset
-from baeraser_lib.victims import find_model, load_checkpoint_model
+from baeraser_lib.victims import find_model
 
 notebook_start = time.perf_counter()
-recovery_cfg = recovery_config_from(globals())  # the parameters above, by name
+recovery_cfg = recovery_config(globals())  # the parameters above, by name
 if recovery_cfg.form == "patch":
     check_fits(patch_size, "top_left", dataset_info(dataset).shape)  # the hinted patch must fit the images
 dev = pick_device(device)
@@ -129,17 +130,13 @@ data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, see
                             train_subset=train_subset, download=download)
 
 if model_path is None:
-    train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size,
-                            lr=lr, train_subset=train_subset, seed=seed)
-    attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
-                              poison_rate=poison_rate, target_label=target_label, seed=seed,
-                              options=attack_options)
-    victim = find_model(artifacts_dir, train_cfg, attack_cfg)
+    victim = find_model(artifacts_dir, train_config(globals()), attack_config(globals()))
     suspect, victim_id = victim.model, victim.path.name
     truth = {"trigger": victim.trigger, "target": victim.target_label, "rule": victim.rule}  # EVALUATION cells only
     print(f"victim: notebook 01's artifact {victim.path}")
 else:
-    suspect, victim_id = load_checkpoint_model(model_path, model, dataset, width), file_digest(model_path)
+    suspect = load_model(model_path, None if model_def else model, data.info.num_classes, model_def)
+    victim_id = file_digest(model_path)
     truth = None  # an external model: nobody here knows its trigger
     print(f"victim: external checkpoint {model_path} (sha256 {victim_id})")
 print(recovery_cfg)

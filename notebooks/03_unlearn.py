@@ -55,6 +55,8 @@ epochs = 4
 batch_size = 128
 lr = 0.05
 train_subset = None
+model_path = None  # or your own checkpoint (.safetensors / weights-only .pt): `model` is then its architecture
+model_def = None  # or "FILE.py:FACTORY" for your own architecture (FACTORY(num_classes) -> nn.Module)
 holding_ratio = 0.05
 seed = 0
 trigger_form = "mask"  # as in notebook 02: one default configuration, no guess of the trigger
@@ -100,48 +102,42 @@ report_name = "03_unlearn"
 
 # %%
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
-import torch
 
-from baeraser_lib.config import AttackConfig, TrainConfig
+from baeraser_lib import defend, load_model
+from baeraser_lib.artifacts import file_digest, write_artifact
+from baeraser_lib.config import config_hash
 from baeraser_lib.data import load_experiment_data, seeded_subset
-from baeraser_lib.defenses.finetune import FinetuneConfig, finetune
-from baeraser_lib.defenses.fineprune import FinePruneConfig, fineprune
-from baeraser_lib.defenses.nad import NADConfig, nad
+from baeraser_lib.defenses import DEFENSES
 from baeraser_lib.defenses.pool import obtain_pool
-from baeraser_lib.defenses.defend import DefenseConfig, repair
-from baeraser_lib.defenses.recovery import recovery_config_from
-from baeraser_lib.defenses.unlearning import UnlearnConfig, unlearn
+from baeraser_lib.lab.plots import metric_bars
+from baeraser_lib.lab.reports import write_report
 from baeraser_lib.metrics import der, evaluate
-from baeraser_lib.plots import metric_bars
-from baeraser_lib.reports import write_report
+from baeraser_lib.params import attack_config, defense_config, train_config
 from baeraser_lib.train import pick_device
 from baeraser_lib.victims import find_model
 
 notebook_start = time.perf_counter()
-train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                        train_subset=train_subset, seed=seed)
-attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
-                          poison_rate=poison_rate, target_label=target_label, seed=seed,
-                          options=attack_options)
-recovery_cfg = recovery_config_from(globals())  # the parameters above, by name (as in notebook 02)
-unlearn_cfg = UnlearnConfig(alpha=alpha, beta=beta, lr=unlearn_lr, epochs=unlearn_epochs,
-                            batch_size=unlearn_batch_size, loss=unlearn_loss, bound=bound, seed=seed)
-defense_cfg = DefenseConfig(recovery=recovery_cfg, unlearn=unlearn_cfg, confirm=confirm, confirm_ratio=confirm_ratio)
-vanilla_cfg = UnlearnConfig(alpha=alpha, beta=0.0, lr=unlearn_lr, epochs=unlearn_epochs,
-                            batch_size=unlearn_batch_size, loss=unlearn_loss, bound=bound, vanilla=True, seed=seed)
-ft_cfg = FinetuneConfig(lr=finetune_lr, epochs=finetune_epochs, seed=seed)
-fp_cfg = FinePruneConfig(acc_drop=fineprune_acc_drop, finetune=ft_cfg, seed=seed)
-nad_cfg = NADConfig(beta=nad_beta, student=FinetuneConfig(lr=finetune_lr, epochs=nad_epochs, seed=seed), seed=seed)
+# every defense's config from the parameters above, through the library's one mapping (`params`)
+configs = {name: defense_config(name, globals()) for name in DEFENSES}
+recovery_cfg = configs["baeraser"].recovery
 dev = pick_device(device)
 data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, seed=seed,
                             train_subset=train_subset, download=download)
-victim = find_model(artifacts_dir, train_cfg, attack_cfg)
+if model_path is None:  # notebook 01's artifact: its true trigger is known (for the EVALUATION cells only)
+    victim = find_model(artifacts_dir, train_config(globals()), attack_config(globals()))
+    suspect, suspect_id, train_seconds = victim.model, victim.path.name, victim.train_seconds
+    true_trigger, true_rule = victim.trigger, victim.rule
+    print(f"victim {suspect_id}: trained in {train_seconds:.0f} s")
+else:  # your own model: nobody here knows its trigger, so only clean accuracy is scored
+    suspect = load_model(model_path, None if model_def else model, data.info.num_classes, model_def)
+    suspect_id, train_seconds, true_trigger, true_rule = file_digest(model_path), None, None, None
+    print(f"victim: external checkpoint {model_path} (sha256 {suspect_id})")
 holding_key = {"dataset": dataset, "holding_ratio": holding_ratio, "seed": seed, "n": len(data.holding)}
-pool, pool_meta, pool_path, _ = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
+pool, pool_meta, pool_path, _ = obtain_pool(suspect, suspect_id, data.holding, data.info.num_classes,
                                             recovery_cfg, artifacts_dir, holding_key, device=dev)
-print(f"victim {victim.path.name}: trained in {victim.train_seconds:.0f} s")
 print(f"pool {pool_path.name}: flagged {pool_meta.get('flagged')}, pooled {pool.labels}, recovered in "
       f"{pool_meta['seconds_recovery']:.1f} s")
 
@@ -155,7 +151,8 @@ curve_set = seeded_subset(data.evaluation, min(curve_images, len(data.evaluation
 
 
 def score(m, on=data.evaluation):
-    return evaluate(m, on, victim.trigger, victim.rule, device=dev)
+    out = evaluate(m, on, true_trigger, true_rule, device=dev)
+    return out if true_trigger is not None else {**out, "asr": float("nan"), "robust_acc": float("nan")}
 
 
 def curve(m, epoch):
@@ -163,7 +160,7 @@ def curve(m, epoch):
     return {f"test_{k}": v for k, v in score(m, curve_set).items()}
 
 
-before = score(victim.model)
+before = score(suspect)
 results = {"none": {**before, "seconds": 0.0}}
 print("no defense:", {k: round(v, 4) for k, v in before.items()})
 
@@ -171,47 +168,35 @@ print("no defense:", {k: round(v, 4) for k, v in before.items()})
 # ## Run every defense on the same D_h
 
 # %%
-histories = {}
+histories, defended = {}, {}
 
 
-def run(name, fn):
-    """Run one defense; its seconds exclude the plotting-only evaluation it was asked to log."""
-    start = time.perf_counter()
-    repaired, history = fn()
-    seconds = time.perf_counter() - start - history[0].get("overhead_seconds", 0.0)
-    histories[name] = history
-    results[name] = {**score(repaired), "seconds": seconds}
+def run(name, **given):
+    """Run registered defense `name` on (model, D_h) through the public `defend`; `given` is what
+    an earlier step computed from the same inputs (recovery's pool, NAD's fine-tuned teacher). Its
+    seconds exclude the plotting-only evaluation it was asked to log."""
+    out = defend(suspect, data.holding, data.info.num_classes, name, configs[name], device=dev, **given)
+    histories[name], defended[name] = out.history, out
+    results[name] = {**score(out.model), "seconds": out.seconds["total"]}
     print(f"{name:>10}: " + "  ".join(f"{k} = {v:.4f}" for k, v in results[name].items()))
-    return repaired
+    return out
 
 
-verdict = {}
-
-
-def baeraser():
-    """Unlearn the pool of flagged labels; a model judged clean is left alone (`defenses.defend.repair`)."""
-    out = repair(victim.model, data.holding, data.info.num_classes, pool, pool_meta["per_label"], defense_cfg,
-                 device=dev, on_epoch=curve, trace_every=trace_every, flagged=pool_meta["flagged"])
-    verdict.update(backdoored=out.backdoored, flagged=out.flagged)  # recovery's (notebook 02), or confirmed ones
-    verdict["growth"] = {str(k): g for k, g in out.growth.items()}
-    if out.history[0].get("empty_pool"):  # nothing unlearned: the model is returned as it came; one row for the plots
-        out.history[0].update({f"test_{k}": v for k, v in before.items()}, val_acc=float("nan"),
-                              val_recovered_asr=float("nan"))
-    return out.model, out.history
-
-
-unchanged = [{"epoch": 0, "chosen": True, **{f"test_{k}": v for k, v in before.items()},
-              "val_acc": float("nan"), "val_recovered_asr": float("nan")}]
-run("baeraser", baeraser)
+out = run("baeraser", pool=pool, per_label=pool_meta["per_label"], flagged=pool_meta["flagged"], on_epoch=curve,
+          trace_every=trace_every)  # the pool notebook 02 recovered (the same D_h), and its verdict
+verdict = {"backdoored": out.backdoored, "flagged": out.flagged, "growth": {str(k): g for k, g in out.growth.items()}}
+if out.history[0].get("empty_pool"):  # nothing unlearned: the model is returned as it came; one row for the plots
+    out.history[0].update({f"test_{k}": v for k, v in before.items()}, val_acc=float("nan"),
+                          val_recovered_asr=float("nan"))
 print(f"verdict: {'backdoored, flagged ' + str(verdict['flagged']) if verdict['backdoored'] else 'clean'}"
       + (f"; mask growth after unlearning {verdict['growth']} (confirmed at ≥ {confirm_ratio}×)" if confirm else ""))
-if len(pool):  # plain ascent on the whole pool, for the catastrophic-forgetting comparison
-    run("vanilla", lambda: unlearn(victim.model, data.holding, pool, vanilla_cfg, device=dev, on_epoch=curve))
-else:  # recovery pooled no suspect: plain ascent has nothing to act on either
-    run("vanilla", lambda: (victim.model, unchanged))
-finetuned = run("finetune", lambda: finetune(victim.model, data.holding, ft_cfg, device=dev))
-run("fineprune", lambda: fineprune(victim.model, data.holding, fp_cfg, device=dev))
-run("nad", lambda: nad(victim.model, data.holding, nad_cfg, device=dev, teacher=finetuned))
+out = run("vanilla", pool=pool, on_epoch=curve)  # plain ascent on the whole pool: catastrophic forgetting
+if out.history[0].get("empty_pool"):  # recovery pooled no suspect: plain ascent had nothing to act on either
+    out.history[0].update({f"test_{k}": v for k, v in before.items()}, val_acc=float("nan"),
+                          val_recovered_asr=float("nan"))
+finetuned = run("finetune").model
+run("fineprune")
+run("nad", teacher=finetuned)
 results["nad"]["seconds"] += results["finetune"]["seconds"]  # NAD's teacher is the fine-tuned model
 for name, r in results.items():
     r["der"] = der(before["clean_acc"], r["clean_acc"], before["asr"], r["asr"])
@@ -256,18 +241,36 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## The defended model, saved
+# BAERASER's repaired model goes to the artifact cache like notebook 01's victims: safetensors
+# weights with a JSON sidecar naming the suspect, the defense, its config and its verdict. Load it
+# with `baeraser_lib.artifacts.load_weights` into the suspect's architecture.
+
+# %%
+defense_id = config_hash({"suspect": suspect_id, "holding": holding_key, "method": "baeraser"}, configs["baeraser"])
+saved = artifacts_dir + f"/defended/{defense_id}"
+if not Path(saved, "meta.json").is_file():
+    write_artifact(saved, {k: v for k, v in defended["baeraser"].model.state_dict().items()},
+                   {"kind": "defended", "suspect": suspect_id, "method": "baeraser", "holding": holding_key,
+                    **defended["baeraser"].summary()})
+print(f"defended model: {saved}")
+
+# %% [markdown]
 # ## Key figures
 # Written to `reports/03_unlearn.json`. Cost: recovery + unlearning against the victim's own
 # training time (retraining-based unlearning would cost 100% of it, or more).
 
 # %%
 drop_points = 100 * (before["clean_acc"] - results["baeraser"]["clean_acc"])
-cost_ratio = (pool_meta["seconds_recovery"] + results["baeraser"]["seconds"]) / victim.train_seconds
+cost_ratio = (pool_meta["seconds_recovery"] + results["baeraser"]["seconds"]) / train_seconds if train_seconds \
+    else float("nan")  # an external model's training time is unknown
 figures = {
     "dataset": dataset,
     "attack": attack,
     "methods": results,
-    "victim_train_seconds": victim.train_seconds,
+    "victim_train_seconds": train_seconds,
+    "victim_id": suspect_id,
+    "defended_model": str(saved),
     "recovery_seconds": pool_meta["seconds_recovery"],
     "cost_ratio": cost_ratio,
     "baeraser_acc_drop_points": drop_points,
@@ -282,7 +285,7 @@ figures = {
 }
 write_report(reports_dir, report_name, figures)
 b = results["baeraser"]
-checks = {
+checks = {} if true_trigger is None else {
     "BAERASER ASR ≤ 0.02": b["asr"] <= 0.02,
     "BAERASER accuracy drop ≤ 2 points": drop_points <= 2,
     "longer-term goal: ASR ≤ 0.01 and drop ≤ 1 point": b["asr"] <= 0.01 and drop_points <= 1,

@@ -114,7 +114,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from baeraser_lib.ablations import (DEFENSES, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
+from baeraser_lib.lab.ablations import (DEFENSES, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
                                     grid_values, position_figures, run_defenses, scored, unlearn_or_keep, verdict,
                                     verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
@@ -122,14 +122,14 @@ from baeraser_lib.data import load_experiment_data, seeded_subset
 from baeraser_lib.defenses.fineprune import FinePruneConfig
 from baeraser_lib.defenses.finetune import FinetuneConfig
 from baeraser_lib.defenses.nad import NADConfig
-from baeraser_lib.defenses.recovery import recovery_config_from
+from baeraser_lib.params import recovery_config
 from baeraser_lib.defenses.unlearning import UnlearnConfig
 from baeraser_lib.metrics import der
-from baeraser_lib.plots import image_rows
-from baeraser_lib.reports import write_report
+from baeraser_lib.lab.plots import image_rows
+from baeraser_lib.lab.reports import write_report
 from baeraser_lib.train import pick_device
 from baeraser_lib.triggers import fixed_offset
-from baeraser_lib.widgets import DefensePanel, bench_runner
+from baeraser_lib.lab.widgets import DefensePanel, bench_runner
 
 notebook_start = time.perf_counter()
 sweeps = grid_values(grid, beta_ratios=beta_ratios, holding_ratios=holding_ratios, trigger_sizes=trigger_sizes,
@@ -141,7 +141,7 @@ attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_positi
 check_ablation_attack(attack_cfg, dataset)  # a patch attack with one target: the ablations move and resize it
 for s in sweeps["trigger_sizes"]:  # every victim of the size sweep is checked before anything runs
     dataclasses.replace(attack_cfg, trigger_size=s).check_against(dataset)
-recovery_cfg = recovery_config_from(globals())  # the parameters above, by name (as in notebooks 02 and 03)
+recovery_cfg = recovery_config(globals())  # the parameters above, by name (as in notebooks 02 and 03)
 ft_cfg = FinetuneConfig(lr=finetune_lr, epochs=finetune_epochs, seed=seed)
 suite = DefenseSuite(
     unlearn=UnlearnConfig(alpha=alpha, beta=beta, lr=unlearn_lr, epochs=unlearn_epochs, batch_size=unlearn_batch_size,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from baeraser_lib.ablations import (AblationBench, DefenseSuite, check_positions, grid_values, moved,
+from baeraser_lib.lab.ablations import (AblationBench, DefenseSuite, check_positions, grid_values, moved,
                                     position_figures, run_defenses, unlearn_or_keep, verdict, verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import ExperimentData, holding_sweep, load_experiment_data

@@ -61,11 +61,11 @@ def test_config_hash_is_stable_and_sensitive():
     assert AttackConfig(trigger_position=[3, 4]).trigger_position == (3, 4)
 
 
-def test_train_config_from_takes_the_training_names_and_ignores_the_rest():
-    from baeraser_lib.config import train_config_from
+def test_train_config_takes_the_training_names_and_ignores_the_rest():
+    from baeraser_lib.params import train_config
 
-    cfg = train_config_from({"model": "small_cnn", "epochs": 2, "attack": "badnets", "holding_ratio": 0.05})
+    cfg = train_config({"model": "small_cnn", "epochs": 2, "attack": "badnets", "holding_ratio": 0.05})
     assert (cfg.model, cfg.epochs) == ("small_cnn", 2)
     assert cfg.lr == TrainConfig().lr  # absent names keep the default
     with pytest.raises(ConfigError):
-        train_config_from({"epochs": 0})
+        train_config({"epochs": 0})

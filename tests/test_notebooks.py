@@ -6,7 +6,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from baeraser_lib import reports as R
+from baeraser_lib.lab import runner as R
+from baeraser_lib.lab.site import attack_rows
 
 NOTEBOOKS = sorted(R.NOTEBOOKS_DIR.glob("*.py"))
 
@@ -173,7 +174,7 @@ def test_notebooks_run_per_attack_and_the_index_tables_attacks_by_defenses(fashi
     assert not (out / "01_inject.json").exists()  # only the default attack keeps the plain names
     batch = json.loads((out / "batches.json").read_text())
     assert batch["attacks"] == ["imc"] and batch["seconds"] > 0 and batch["status"] == "ok"
-    rows = R.attack_rows(out)
+    rows = attack_rows(out)
     assert [r["attack"] for r in rows] == ["imc"] and set(rows[0]["defenses"]) >= {"baeraser", "nad"}
     index = (out / "index.html").read_text()
     assert "Attacks × defenses" in index and 'href="03_unlearn-imc.html"' in index

@@ -62,7 +62,7 @@ def test_readme_unlearning_table_matches_the_committed_report():
 
 
 def test_readme_attack_table_matches_the_committed_reports():
-    from baeraser_lib.reports import attack_markdown
+    from baeraser_lib.lab.site import attack_markdown
 
     readme = (ROOT / "README.md").read_text()
     lines = attack_markdown(ROOT / "reports").splitlines()[2:]
@@ -72,7 +72,7 @@ def test_readme_attack_table_matches_the_committed_reports():
 
 
 def test_readme_claims_table_matches_the_committed_ablation_report():
-    from baeraser_lib.reports import verdict_markdown
+    from baeraser_lib.lab.site import verdict_markdown
 
     readme = (ROOT / "README.md").read_text()
     table = verdict_markdown(ROOT / "reports")
@@ -82,7 +82,7 @@ def test_readme_claims_table_matches_the_committed_ablation_report():
 
 
 def test_shipped_grids_expand_to_the_papers_table():
-    from baeraser_lib.grid import load_grid, validate
+    from baeraser_lib.lab.grid import load_grid, validate
 
     for name, width in (("cpu", 16), ("paper", 64)):
         runs, _ = validate(load_grid(ROOT / "grids" / f"{name}.yaml"))
@@ -95,7 +95,7 @@ def test_shipped_grids_expand_to_the_papers_table():
 
 def test_the_families_grid_covers_every_attack_and_option_of_the_bench():
     from baeraser_lib.attacks import ATTACKS
-    from baeraser_lib.grid import load_grid, validate
+    from baeraser_lib.lab.grid import load_grid, validate
 
     runs, _ = validate(load_grid(ROOT / "grids" / "families.yaml"))
     params = {r.axes["variant"]: r.parameters for r in runs}
@@ -112,7 +112,7 @@ def test_the_families_grid_covers_every_attack_and_option_of_the_bench():
 
 
 def test_readme_grid_table_matches_the_committed_cpu_grid():
-    from baeraser_lib.grid_report import grid_markdown
+    from baeraser_lib.lab.grid_report import grid_markdown
 
     readme = (ROOT / "README.md").read_text()
     lines = grid_markdown(ROOT / "reports" / "cpu").splitlines()
@@ -122,8 +122,8 @@ def test_readme_grid_table_matches_the_committed_cpu_grid():
 
 
 def test_readme_attack_family_tables_match_the_committed_reports():
-    from baeraser_lib.grid_report import grid_markdown
-    from baeraser_lib.reports import inject_markdown
+    from baeraser_lib.lab.grid_report import grid_markdown
+    from baeraser_lib.lab.site import inject_markdown
 
     readme = (ROOT / "README.md").read_text()
     injects = inject_markdown(ROOT / "reports").splitlines()
@@ -135,7 +135,7 @@ def test_readme_attack_family_tables_match_the_committed_reports():
 
 
 def test_readme_trigger_agnostic_table_matches_the_benchmark():
-    from baeraser_lib.reports import trigger_agnostic_markdown
+    from baeraser_lib.lab.site import trigger_agnostic_markdown
 
     readme = (ROOT / "README.md").read_text()
     doc = json.loads((ROOT / "reports" / "benchmarks" / "trigger_agnostic.json").read_text())

@@ -14,7 +14,8 @@ from baeraser_lib.defenses import networks as N
 from baeraser_lib.defenses.pool import load_pool, obtain_pool, save_pool, TriggerPool
 from baeraser_lib.defenses.recovery import RecoveryConfig, grid_offsets, recover_triggers
 from baeraser_lib.errors import CheckpointError, ConfigError
-from baeraser_lib.victims import load_checkpoint_model, new_model
+from baeraser_lib.api import load_model
+from baeraser_lib.victims import new_model
 
 FAST = dict(form="patch", steps_per_stage=15, grid_size=3, search_steps=6, search_rounds=2, batch_size=32)
 
@@ -161,9 +162,9 @@ def test_checkpoint_that_does_not_fit_the_architecture(corner_victim, tmp_path):
 
     model, _ = corner_victim
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
-    assert isinstance(load_checkpoint_model(tmp_path / "m.safetensors", "small_cnn", "fashion_mnist", 16), nn.Module)
+    assert isinstance(load_model(tmp_path / "m.safetensors", "small_cnn", 10), nn.Module)
     with pytest.raises(CheckpointError, match="does not match the ResNet18 architecture"):
-        load_checkpoint_model(tmp_path / "m.safetensors", "resnet18", "fashion_mnist", 16)
+        load_model(tmp_path / "m.safetensors", "resnet18", 10)
 
 
 def test_nan_stops_recovery_and_writes_nothing(corner_victim, tmp_path):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from baeraser_lib import grid as G
-from baeraser_lib import grid_report as GR
-from baeraser_lib import sweep as S
+from baeraser_lib.lab import grid as G
+from baeraser_lib.lab import grid_report as GR
+from baeraser_lib.lab import sweep as S
 from baeraser_lib.errors import ConfigError
 from test_notebooks import smoke_params
 

@@ -10,12 +10,13 @@ from torch.utils.data import TensorDataset
 from baeraser_lib.attacks import ATTACKS
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
-from baeraser_lib.defenses.defend import DefenseConfig, defend
+from baeraser_lib.defenses.baeraser import BaeraserConfig, baeraser
 from baeraser_lib.defenses.detection import anomaly_index, confirmed, flag_labels, size_anomaly_index
 from baeraser_lib.defenses.pool import load_pool, save_pool
-from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers, recovery_config_from
+from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
 from baeraser_lib.defenses.unlearning import UnlearnConfig
 from baeraser_lib.errors import ConfigError
+from baeraser_lib.params import recovery_config
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.train import fit
 from baeraser_lib.triggers import stamp_mask
@@ -25,7 +26,7 @@ TRAIN = TrainConfig(model="small_cnn", width=16, epochs=6, batch_size=32, lr=0.1
 # Recovery and detection at their defaults. Unlearning as in test_unlearning: D_h here is 80
 # images (one default batch of 128 per epoch) and the tiny victim is saturated, so it takes the
 # settings made for that case; the defaults are measured on real victims by the benchmark.
-TINY = DefenseConfig(unlearn=UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement"))
+TINY = BaeraserConfig(unlearn=UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ FORMS = {
 def test_the_default_configuration_flags_the_target_and_unlearning_lowers_the_asr(tiny_data, form):
     attack = FORMS[form]
     model, trigger = planted(tiny_data, attack)
-    out = defend(model, tiny_data.holding, 10, TINY, progress=False)  # no hint of the trigger or target
+    out = baeraser(model, tiny_data.holding, 10, TINY, progress=False)  # no hint of the trigger or target
     assert out.backdoored and 3 in out.flagged, (out.flagged, out.recovery.per_label)
     rule = ATTACKS[attack.name].target_rule(attack, 10)  # the evaluation side: only now the truth is read
     before = evaluate(model, tiny_data.evaluation, trigger, rule)["asr"]
@@ -70,7 +71,7 @@ def test_a_clean_model_is_not_flagged_and_is_left_alone(tiny_data):
     y = torch.tensor([int(tiny_data.train[i][1]) for i in range(len(tiny_data.train))])
     fit(model, TensorDataset(x, y), TRAIN, progress=False)
     model.eval()
-    out = defend(model, tiny_data.holding, 10, TINY, progress=False)
+    out = baeraser(model, tiny_data.holding, 10, TINY, progress=False)
     assert not out.backdoored and out.flagged == [], out.recovery.per_label
     for a, b in zip(model.state_dict().values(), out.model.state_dict().values()):
         assert torch.equal(a, b)  # an unchanged copy
@@ -78,7 +79,7 @@ def test_a_clean_model_is_not_flagged_and_is_left_alone(tiny_data):
 
 
 def test_recovery_has_no_parameter_for_the_trigger_its_place_or_the_target():
-    for fn in (recover_triggers, defend):
+    for fn in (recover_triggers, baeraser):
         params = set(inspect.signature(fn).parameters)
         assert not {"trigger", "target", "target_label", "position", "trigger_size"} & params
     fields = set(RecoveryConfig.__dataclass_fields__)
@@ -174,7 +175,7 @@ def test_models_that_do_not_fit_the_holding_set_fail_before_compute(tiny_data, m
     with pytest.raises(ConfigError, match=message):
         recover_triggers(model, tiny_data.holding, 10, progress=False)
     with pytest.raises(ConfigError, match=message):
-        defend(model, tiny_data.holding, 10, progress=False)
+        baeraser(model, tiny_data.holding, 10, progress=False)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -194,23 +195,23 @@ def test_bad_mask_settings(kwargs, message):
 
 def test_bad_defense_settings():
     with pytest.raises(ConfigError, match="confirm_ratio must lie in"):
-        DefenseConfig(confirm_ratio=1.0)
+        BaeraserConfig(confirm_ratio=1.0)
     with pytest.raises(ConfigError, match="confirm_ratio must lie in"):
-        DefenseConfig(confirm_ratio=1000)
+        BaeraserConfig(confirm_ratio=1000)
 
 
 def test_notebook_parameters_map_to_the_recovery_config():
-    cfg = recovery_config_from({"trigger_form": "patch", "patch_size": 5, "eps": [0.5, 0.9], "recovery_batch_size": 8,
+    cfg = recovery_config({"trigger_form": "patch", "patch_size": 5, "eps": [0.5, 0.9], "recovery_batch_size": 8,
                                 "unrelated": 1})
     assert cfg.form == "patch" and cfg.patch_size == 5 and cfg.eps == (0.5, 0.9) and cfg.batch_size == 8
-    assert recovery_config_from({}) == RecoveryConfig()
+    assert recovery_config({}) == RecoveryConfig()
 
 
 def test_the_optional_confirmation_runs_and_reports_growth(tiny_data):
     model, _ = planted(tiny_data, FORMS["corner patch"])
-    cfg = DefenseConfig(recovery=RecoveryConfig(mask_steps=30, steps_per_stage=4), unlearn=TINY.unlearn,
+    cfg = BaeraserConfig(recovery=RecoveryConfig(mask_steps=30, steps_per_stage=4), unlearn=TINY.unlearn,
                         confirm=True)
-    out = defend(model, tiny_data.holding, 10, cfg, progress=False)
+    out = baeraser(model, tiny_data.holding, 10, cfg, progress=False)
     assert set(out.growth) == set(out.recovery.kept) and all(g > 0 for g in out.growth.values())
     assert set(out.flagged) <= set(out.recovery.kept) and out.seconds["confirm"] > 0
 
@@ -218,7 +219,7 @@ def test_the_optional_confirmation_runs_and_reports_growth(tiny_data):
 def test_repair_keeps_a_flagged_label_that_has_no_trigger_in_its_verdict():
     """A label recovery flagged but whose generator missed τ: nothing to unlearn, the model comes
     back unchanged, and the verdict still says backdoored (it is recovery's, not the pool's)."""
-    from baeraser_lib.defenses.defend import repair
+    from baeraser_lib.defenses.baeraser import repair
     from baeraser_lib.defenses.pool import TriggerPool
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))

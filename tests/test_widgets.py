@@ -5,12 +5,12 @@ import re
 import matplotlib
 import pytest
 
-from baeraser_lib.ablations import AblationBench, DefenseSuite
+from baeraser_lib.lab.ablations import AblationBench, DefenseSuite
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data, seeded_subset
 from baeraser_lib.defenses.recovery import RecoveryConfig
 from baeraser_lib.defenses.unlearning import UnlearnConfig
-from baeraser_lib.widgets import STEPS, Choice, DefensePanel, bench_runner, suite_for
+from baeraser_lib.lab.widgets import STEPS, Choice, DefensePanel, bench_runner, suite_for
 
 matplotlib.use("Agg")
 

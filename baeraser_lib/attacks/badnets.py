@@ -9,19 +9,23 @@ the box's pixels is set, a seeded choice), and `mode: all_to_all` (label y goes 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..config import AttackConfig, TrainConfig
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..targets import MODES, TargetRule
 from ..train import fit
 from ..triggers import Trigger, random_pattern
 from .base import AttackResult
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 PATTERNS = ("random", "checker", "solid")
 

@@ -11,6 +11,8 @@ the same by default.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +23,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import AttackConfig, TrainConfig
-from ..data import DatasetInfo, check_fraction
+from ..checks import check_fraction
+from ..data import DatasetInfo
 from ..errors import ConfigError
 from ..image_triggers import BlendTrigger
 from ..train import fit
 from .badnets import poison
 from .base import AttackResult
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)

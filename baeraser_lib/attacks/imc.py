@@ -8,6 +8,8 @@ re-stamped with the current trigger. The trigger of the last epoch is the attack
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import torch
@@ -16,13 +18,16 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from ..config import AttackConfig, TrainConfig, check_number
+from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..train import batches, fit, pick_device, progress_kwargs
 from ..triggers import Trigger, stamp
 from .badnets import poison
 from .base import AttackResult
 from .trojannn import TrojanNNOptions, sample_images, to_logits, trojan_trigger
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ image. `poison_rate` is a share of the whole training set, all of it drawn from 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 
@@ -16,12 +18,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..config import AttackConfig, TrainConfig, check_number
+from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import AdditiveTrigger
 from ..train import fit
 from .base import AttackResult
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)

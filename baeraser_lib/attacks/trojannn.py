@@ -15,6 +15,8 @@ our addition, since a small patch cannot move most neurons of a pooled layer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -23,13 +25,16 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..config import AttackConfig, TrainConfig, check_number
+from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..train import fit, pick_device, progress_kwargs
 from ..triggers import Trigger, stamp
 from .badnets import make_trigger, poison
 from .base import AttackResult
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)

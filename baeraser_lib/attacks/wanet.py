@@ -10,6 +10,8 @@ fresh `rate` share of the training images is warped and relabelled to the target
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
 import torch
@@ -17,13 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..config import AttackConfig, TrainConfig, check_number
+from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import WarpTrigger, warp
 from ..targets import TargetRule
 from ..train import fit
 from .base import AttackResult
+
+if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
+    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)

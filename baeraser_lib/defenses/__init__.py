@@ -1,2 +1,68 @@
-"""Defenses. A defense sees a model, clean holding data and (for unlearning) a trigger pool;
-it never imports an attack and never receives the true trigger or target label."""
+"""Defenses by name, TrojanZoo-style: `DEFENSES[name]` is a `DefenseSpec` (see `base`), and every
+one returns a `Defended`.
+
+    baeraser   MSA recovers triggers with no guess of them; bounded ascent with clean D_h and the
+               dynamic penalty unlearns them; a model judged clean is left alone   (Liu et al. 2022)
+    vanilla    plain ascent on the recovered triggers: BAERASER without its penalty (a control of ours)
+    finetune   fine-tuning on D_h                                                   (the paper's baseline)
+    fineprune  prune the last conv layer's dormant channels, then fine-tune        (Liu et al. 2018)
+    nad        neural attention distillation from a fine-tuned teacher             (Li et al. 2021)
+"""
+
+from __future__ import annotations
+
+import time
+
+from .base import Defended, DefenseSpec, take_overhead
+from .baeraser import BaeraserConfig, baeraser, repair
+from .fineprune import FinePruneConfig, fineprune
+from .finetune import FinetuneConfig, finetune
+from .nad import NADConfig, nad
+from .pool import TriggerPool
+from .recovery import RecoveryConfig, RecoveryResult, recover_triggers
+from .unlearning import UnlearnConfig, unlearn
+from .vanilla import VanillaConfig, vanilla
+
+
+def _repairing(name: str, fn):
+    """A registry entry for a defense that repairs every model: `fn(model, holding, cfg, ...)
+    -> (model, history)` becomes `run(model, holding, num_classes, cfg, ...) -> Defended`."""
+
+    def run(model, holding, num_classes, cfg, device=None, progress: bool = True, teacher=None, **_unused):
+        t0 = time.perf_counter()
+        kw = {"teacher": teacher} if name == "nad" else {}
+        repaired, history = fn(model, holding, cfg, device=device, progress=progress, **kw)
+        overhead = take_overhead(history)
+        return Defended(name, repaired.eval(), None, [], history,
+                        {"total": time.perf_counter() - t0 - overhead, "overhead": overhead})
+
+    run.__name__ = run.__qualname__ = f"run_{name}"
+    run.__doc__ = f"`{fn.__name__}` as a registered defense (no detection: every model is repaired)."
+    return run
+
+
+DEFENSES: dict[str, DefenseSpec] = {
+    "baeraser": DefenseSpec(baeraser, BaeraserConfig, "BAERASER", ("holding", "pool"), "ours",
+                            summary="recover triggers (MSA), flag outliers, unlearn them with the dynamic penalty",
+                            cite="Liu et al., Backdoor Defense with Machine Unlearning, INFOCOM 2022"),
+    "finetune": DefenseSpec(_repairing("finetune", finetune), FinetuneConfig, "fine-tuning", ("holding",),
+                            "baseline", summary="fine-tune on D_h", cite="the paper's baseline"),
+    "fineprune": DefenseSpec(_repairing("fineprune", fineprune), FinePruneConfig, "fine-pruning", ("holding",),
+                             "baseline", summary="prune dormant channels of the last conv layer, then fine-tune",
+                             cite="Liu, Dolan-Gavitt & Garg, Fine-Pruning, RAID 2018"),
+    "nad": DefenseSpec(_repairing("nad", nad), NADConfig, "NAD", ("holding",), "baseline",
+                       summary="distil a fine-tuned teacher's attention into the suspect model",
+                       cite="Li et al., Neural Attention Distillation, ICLR 2021"),
+    "vanilla": DefenseSpec(vanilla, VanillaConfig, "vanilla ascent", ("holding", "pool"), "ablation",
+                           summary="plain ascent on the recovered triggers, no penalty (a control)"),
+}
+
+
+def names(*roles: str) -> list[str]:
+    """Registered defense names of the given roles (all when none), in registry order."""
+    return [k for k, s in DEFENSES.items() if not roles or s.role in roles]
+
+
+__all__ = ["DEFENSES", "BaeraserConfig", "Defended", "DefenseSpec", "FinePruneConfig", "FinetuneConfig",
+           "NADConfig", "RecoveryConfig", "RecoveryResult", "TriggerPool", "UnlearnConfig", "VanillaConfig",
+           "baeraser", "fineprune", "finetune", "names", "nad", "recover_triggers", "repair", "unlearn", "vanilla"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import as_tensors, check_fraction
+from ..data import as_tensors, split_parts
 from ..errors import ConfigError
 from ..train import predict
 from .pool import TriggerPool
@@ -19,14 +19,7 @@ from .pool import TriggerPool
 
 def split_defense(holding: Dataset, val_fraction: float, seed: int):
     """D_h → (defense-train x, y, defense-validation x, y), seeded and disjoint."""
-    check_fraction("val_fraction", val_fraction)
-    x, y = as_tensors(holding)
-    n_val = round(val_fraction * len(x))
-    if n_val < 2 or len(x) - n_val < 2:
-        raise ConfigError(f"the holding set ({len(x)} images) is too small to split into defense-train and "
-                          f"validation parts (val_fraction={val_fraction})")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 101))
-    return x[perm[n_val:]], y[perm[n_val:]], x[perm[:n_val]], y[perm[:n_val]]
+    return split_parts(*as_tensors(holding), val_fraction, seed + 101)
 
 
 def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,

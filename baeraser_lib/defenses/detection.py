@@ -6,7 +6,7 @@ working mask sits below the others' (on a log scale: sizes compare by ratios, a 
 90-pixel mask as far apart as 1 and 10). A label is flagged when its index reaches a threshold
 fixed in advance: 2.0, Neural Cleanse's published value, not tuned on our victims.
 
-`confirmed` is an optional second test (`DefenseConfig(confirm=True)`): after unlearning, a
+`confirmed` is an optional second test (`BaeraserConfig(confirm=True)`): after unlearning, a
 learned shortcut's smallest mask should grow. Measured here, it does not separate backdoors from
 natural shortcuts (tiny clean models' labels grew 5.8–7.5×, a tiny backdoor's target 5.1×; on
 Fashion-MNIST the natural "bag" shortcut grew 4.5–6.4×), so it is off by default.

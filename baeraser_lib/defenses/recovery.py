@@ -39,7 +39,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data import as_tensors, check_fraction
+from ..checks import check_fraction
+from ..data import as_tensors, split_parts
 from ..errors import ConfigError
 from ..train import pick_device, progress_kwargs
 from ..triggers import check_fits, stamp, stamp_mask
@@ -146,22 +147,6 @@ class RecoveryConfig:
         return (c, h, w) if self.form == "mask" else (c, self.patch_size, self.patch_size)
 
 
-# notebook parameter → RecoveryConfig field: the one mapping notebooks 02–04 and grid checks use
-RECOVERY_PARAMETERS = {"trigger_form": "form", "patch_size": "patch_size", "mask_steps": "mask_steps",
-                       "eps": "eps", "lambda_h": "lambda_h", "tau": "tau", "steps_per_stage": "steps_per_stage",
-                       "recovery_batch_size": "batch_size", "recovery_lr": "lr", "mine_lr": "mine_lr",
-                       "noise_dim": "noise_dim", "hidden": "hidden", "placement": "placement",
-                       "grid_size": "grid_size", "prune": "prune", "max_candidates": "max_candidates",
-                       "seed": "seed"}
-
-
-def recovery_config_from(params: dict) -> RecoveryConfig:
-    """The RecoveryConfig that notebook parameters describe (other names in `params` are ignored;
-    absent ones take the config's defaults)."""
-    return RecoveryConfig(**{field: (tuple(params[name]) if name == "eps" else params[name])
-                             for name, field in RECOVERY_PARAMETERS.items() if name in params})
-
-
 @dataclass
 class RecoveryResult:
     """What recovery found. `per_label[k]` has the screening and staircase figures of label k."""
@@ -193,13 +178,7 @@ def grid_offsets(h: int, w: int, s: int, n: int) -> torch.Tensor:
 
 
 def _split_holding(x: torch.Tensor, y: torch.Tensor, cfg: RecoveryConfig):
-    n_val = round(cfg.val_fraction * len(x))
-    if n_val < 2 or len(x) - n_val < 2:
-        raise ConfigError(f"the holding set ({len(x)} images) is too small to split into recovery and "
-                          f"validation parts (val_fraction={cfg.val_fraction}); use more holding data")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
-    tr, va = perm[n_val:], perm[:n_val]
-    return x[tr], y[tr], x[va], y[va]
+    return split_parts(x, y, cfg.val_fraction, cfg.seed, user="recovery")
 
 
 class _Victim:

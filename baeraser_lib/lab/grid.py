@@ -35,8 +35,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
-from .reports import NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
+from ..errors import ConfigError
+from .notebooks import NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
 
 GRID_KEYS = {"name", "description", "notebooks", "parameters", "axes", "overrides", "variants"}
 SET_BY_SWEEP = ("artifacts_dir", "data_root")  # the sweep command's --artifacts / --data set these
@@ -206,10 +206,10 @@ def _check_configs(run: Run, every: dict) -> None:
     """Build the library's configs from the run's parameters as the notebooks do, so their own
     checks apply before anything runs (unknown dataset, attack or loss; a trigger or patch larger
     than the image; a rate outside its range)."""
-    from .config import TrainConfig, attack_config_from
-    from .data import dataset_info
-    from .triggers import check_fits
-    from .victims import check_attack
+    from ..data import dataset_info
+    from ..params import DEFENSE_CONFIGS, attack_config, recovery_config, train_config
+    from ..triggers import check_fits
+    from ..victims import check_attack
 
     p = {**every, **run.parameters}
     if p.get("device", "auto") != "auto":
@@ -221,33 +221,21 @@ def _check_configs(run: Run, every: dict) -> None:
             raise ConfigError(f"unknown device {p['device']!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if "dataset" not in p:
         return
-    train = TrainConfig(**{k: p[k] for k in ("dataset", "model", "width", "epochs", "batch_size", "lr",
-                                             "train_subset", "seed") if k in p})
+    train = train_config(p)
     if "attack" in p:
-        attack = attack_config_from(p)
+        attack = attack_config(p)
         check_attack(train, attack)
         if "04_ablations" in run.notebooks:
             from .ablations import check_ablation_attack
 
             check_ablation_attack(attack, train.dataset)
     if "trigger_form" in p:  # notebooks 02–04: MSA's recovery
-        from .defenses.recovery import recovery_config_from
-
-        cfg = recovery_config_from(p)
+        cfg = recovery_config(p)
         if cfg.form == "patch":
             check_fits(cfg.patch_size, "top_left", dataset_info(train.dataset).shape)
-    if "unlearn_lr" in p:  # notebook 03: BAERASER's unlearning and the baselines
-        from .defenses.fineprune import FinePruneConfig
-        from .defenses.finetune import FinetuneConfig
-        from .defenses.nad import NADConfig
-        from .defenses.unlearning import UnlearnConfig
-
-        UnlearnConfig(alpha=p["alpha"], beta=p["beta"], lr=p["unlearn_lr"], epochs=p["unlearn_epochs"],
-                      batch_size=p["unlearn_batch_size"], loss=p["unlearn_loss"], bound=p["bound"], seed=p["seed"])
-        ft = FinetuneConfig(lr=p["finetune_lr"], epochs=p["finetune_epochs"], seed=p["seed"])
-        FinePruneConfig(acc_drop=p["fineprune_acc_drop"], finetune=ft, seed=p["seed"])
-        NADConfig(beta=p["nad_beta"], student=FinetuneConfig(lr=p["finetune_lr"], epochs=p["nad_epochs"],
-                                                             seed=p["seed"]), seed=p["seed"])
+    if "unlearn_lr" in p:  # notebooks 03–04: every defense's config, built as the notebooks build them
+        for build, _ in DEFENSE_CONFIGS.values():
+            build(p)
 
 
 def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run], dict[str, dict]]:

@@ -12,18 +12,18 @@ import html
 import json
 from pathlib import Path
 
-from .atomic import atomic_open
-from .reports import DEFENSES as ALL_DEFENSES
+from ..atomic import atomic_open
+from ..defenses import DEFENSES, names
 from .reports import write_json_atomic
 
-DEFENSES = [(k, label) for k, label in ALL_DEFENSES if k != "vanilla"]  # the paper's four (plain ascent is ours)
-BASELINES = [k for k, _ in DEFENSES if k != "baeraser"]
+COMPARED = [(k, DEFENSES[k].label) for k in names("ours", "baseline")]  # (plain ascent, a control, is left out)
+BASELINES = names("baseline")
 TABLE_NOTEBOOK = "03_unlearn"  # the notebook whose report holds every defense's figures
 TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7's bar for BAERASER
 
 
 def data_source(dataset: str | None) -> str:
-    from .data import DATASETS
+    from ..data import DATASETS
 
     return DATASETS[dataset].source if dataset in DATASETS else "unknown dataset"
 
@@ -80,7 +80,7 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
         before = methods["none"]
         row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
         row["defenses"] = {k: {m: methods[k][m] for m in ("clean_acc", "asr", "der")}
-                           for k, _ in DEFENSES if k in methods}
+                           for k, _ in COMPARED if k in methods}
         for k, d in row["defenses"].items():
             d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
             d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
@@ -104,7 +104,7 @@ def summarise(rows: list[dict]) -> dict:
     missing fails its runs, and `why_not` says so."""
     done = [r for r in rows if "defenses" in r]
     per = {}
-    for k, _ in DEFENSES:
+    for k, _ in COMPARED:
         ds = [r["defenses"][k] for r in done if k in r["defenses"]]
         per[k] = {"rows": len(ds), "rows_with_asr_before": sum(d["asr_reduction"] is not None for d in ds),
                   "mean_asr_reduction": _mean([d["asr_reduction"] for d in ds]),
@@ -165,9 +165,9 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
     names, x = [], np.arange(len(done))
     labels = [r["label"].replace(" · ", "\n") for r in done]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(done)), 3.6))
-    w = 0.8 / len(DEFENSES)
-    for i, (k, label) in enumerate(DEFENSES):
-        ax.bar(x + (i - (len(DEFENSES) - 1) / 2) * w, [r["defenses"].get(k, {}).get("der", 0) for r in done], w,
+    w = 0.8 / len(COMPARED)
+    for i, (k, label) in enumerate(COMPARED):
+        ax.bar(x + (i - (len(COMPARED) - 1) / 2) * w, [r["defenses"].get(k, {}).get("der", 0) for r in done], w,
                label=label)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0.0, 1.0)
@@ -185,7 +185,7 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
     a1.set_ylabel("ASR (true trigger)")
     a1.legend(fontsize=8)
     cap = 15.0  # points; a collapse beyond it is drawn at the cap with its value written beside
-    for k, label in DEFENSES:
+    for k, label in COMPARED:
         drops = np.array([r["defenses"].get(k, {}).get("acc_drop_points", np.nan) for r in done])
         line, = a2.plot(x, np.minimum(drops, cap), "o-", label=label)
         for xi, d in zip(x, drops):
@@ -209,8 +209,8 @@ def _f(v, digits=4) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in DEFENSES)
-    sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(DEFENSES)
+    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in COMPARED)
+    sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(COMPARED)
     body = []
     for r in rows:
         links = " · ".join(f'<a href="{html.escape(r["run_id"])}/{html.escape(nb)}.html">{html.escape(nb)}</a>'
@@ -219,16 +219,16 @@ def _table(rows: list[dict]) -> str:
         if "defenses" not in r:
             if r["status"] == "ok":
                 what = r.get("incomplete") or "this grid's notebooks write no defense table"
-                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(DEFENSES)}>finished; "
+                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(COMPARED)}>finished; "
                             f"{html.escape(what)}</td></tr>")
                 continue
             link = f' (<a href="{html.escape(r["link"])}">failing notebook</a>)' if r.get("link") else ""
-            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={3 + 3 * len(DEFENSES)}>"
+            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={3 + 3 * len(COMPARED)}>"
                         f"<b>failed</b> in {html.escape(str(r.get('failed_notebook')))}{link}: "
                         f"{html.escape(r.get('error', ''))}</td></tr>")
             continue
         cells = []
-        for k, _ in DEFENSES:
+        for k, _ in COMPARED:
             d = r["defenses"].get(k)
             if d is None:
                 cells.append("<td></td>" * 3)
@@ -248,18 +248,18 @@ def grid_markdown(grid_dir: Path) -> str:
     """The grid's table as Markdown (the README's copy), from its grid.json."""
     doc = json.loads((grid_dir / "grid.json").read_text())
     axes = doc.get("axis_names") or ["dataset", "attack"]  # grids written before the names were kept
-    lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in DEFENSES)
-             + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(DEFENSES)) + "|"]
+    lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in COMPARED)
+             + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(COMPARED)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
             if r["status"] == "ok":
-                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (1 + len(DEFENSES)))
+                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (1 + len(COMPARED)))
                 continue
             why = (r.get("error") or r["status"]).split(": ", 1)[-1].split(":")[0].replace("|", "/")
-            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (1 + len(DEFENSES)))
+            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (1 + len(COMPARED)))
             continue
         cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else ""
-                 for k, _ in DEFENSES]
+                 for k, _ in COMPARED]
         lines.append(f"| {r['label']} | {r['before']['clean_acc']:.4f} / {r['before']['asr']:.4f} | "
                      + " | ".join(cells) + f" | {'yes' if r.get('baeraser_der_ge_best_baseline') else '**no**'} |")
     return "\n".join(lines)
@@ -287,7 +287,7 @@ def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: f
     means = "".join(f"<tr><td>{html.escape(label)}</td><td>{per[k]['rows']}</td>"
                     f"<td>{_f(per[k]['mean_asr_reduction'] and 100 * per[k]['mean_asr_reduction'], 2)}%</td>"
                     f"<td>{_f(per[k]['mean_acc_drop_points'], 2)}</td><td>{_f(per[k]['mean_der'], 3)}</td></tr>"
-                    for k, label in DEFENSES)
+                    for k, label in COMPARED)
     targets = "".join(f"<li>{html.escape(name)}: {html.escape(str(t['measured'] if not isinstance(t['measured'], float) else round(t['measured'], 4)))}"
                       f" (target {html.escape(t['target'])}): <b>{'met' if t['met'] else 'missed'}</b></li>"
                       for name, t in summary["targets"].items())

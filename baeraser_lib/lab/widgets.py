@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 
 from .ablations import DEFENSES, AblationBench, DefenseSuite, run_defenses
-from .data import seeded_subset
-from .errors import ConfigError
-from .metrics import der
+from ..data import seeded_subset
+from ..errors import ConfigError
+from ..metrics import der
 
 STEPS = 4  # victim, pool, defense, scoring: the progress bar's units
 

@@ -1,9 +1,9 @@
 """Run a grid of notebook runs: locally in a process pool, or on a Dask cluster.
 
-    python -m baeraser_lib.sweep grids/cpu.yaml                       # local, all cores
-    python -m baeraser_lib.sweep grids/cpu.yaml --workers 2 --threads 1
-    python -m baeraser_lib.sweep grids/paper.yaml --scheduler tcp://10.0.0.5:8786 --artifacts /shared/artifacts
-    python -m baeraser_lib.sweep grids/cpu.yaml --dry-run              # list the runs, run nothing
+    baeraser sweep grids/cpu.yaml                       # local, all cores
+    baeraser sweep grids/cpu.yaml --workers 2 --threads 1
+    baeraser sweep grids/paper.yaml --scheduler tcp://10.0.0.5:8786 --artifacts /shared/artifacts
+    baeraser sweep grids/cpu.yaml --dry-run              # list the runs, run nothing
 
 Each run executes its notebooks in order through papermill into `reports/<grid>/<run>/`: the
 executed notebook, its HTML and its JSON, and `run.json` (status, time, parameters). A run whose
@@ -28,9 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .grid import Grid, Run, load_grid, validate
-from .reports import NOTEBOOKS_DIR, REPO, REPORTS_DIR, RUNNER_PARAMS, run_notebook, write_index, write_json_atomic
+from .notebooks import NOTEBOOKS_DIR, RUNNER_PARAMS
+from .reports import REPO, REPORTS_DIR, write_json_atomic
+from .runner import run_notebook
+from .site import write_index
 
 RUN_FILE = "run.json"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -54,7 +57,7 @@ def artifact_ids(run_dir: Path, notebooks) -> list[str]:
 
 def artifact_complete(artifacts_dir: Path, digest: str) -> bool:
     """An artifact folder `<root>/<kind>/<digest>/` with its metadata and weights."""
-    from .artifacts import META
+    from ..artifacts import META
 
     return any((d / META).is_file() and any(d.glob("*.safetensors")) for d in artifacts_dir.glob(f"*/{digest}"))
 
@@ -371,7 +374,7 @@ def _record_or_crash(get, task: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m baeraser_lib.sweep", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="baeraser sweep", description=__doc__.split("\n")[0])
     ap.add_argument("grid", type=Path, help="a grid file (YAML), e.g. grids/cpu.yaml")
     ap.add_argument("--scheduler", default=None, help="a Dask scheduler address, tcp://host:port (default: local)")
     ap.add_argument("--workers", type=int, default=None, help="local runs at a time (default 1)")

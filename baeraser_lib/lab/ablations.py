@@ -21,22 +21,22 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .config import AttackConfig, TrainConfig
-from .data import ExperimentData, holding_sweep
-from .defenses.fineprune import FinePruneConfig, fineprune
-from .defenses.finetune import FinetuneConfig, finetune
-from .defenses.nad import NADConfig, nad
-from .defenses.defend import DefenseConfig, repair
-from .defenses.detection import DEFAULT_CONFIRM_RATIO
-from .defenses.pool import TriggerPool, obtain_pool
-from .defenses.recovery import RecoveryConfig
-from .defenses.unlearning import UnlearnConfig, unlearn_or_keep
-from .errors import ConfigError
-from .metrics import backdoor_metrics, der, evaluate
-from .triggers import Trigger, check_fits, parse_position
-from .victims import TrainedModel, check_attack, obtain_model
+from ..config import AttackConfig, TrainConfig
+from ..data import ExperimentData, holding_sweep
+from ..defenses import DEFENSES, BaeraserConfig, names
+from ..defenses.fineprune import FinePruneConfig
+from ..defenses.finetune import FinetuneConfig
+from ..defenses.nad import NADConfig
+from ..defenses.detection import DEFAULT_CONFIRM_RATIO
+from ..defenses.pool import TriggerPool, obtain_pool
+from ..defenses.recovery import RecoveryConfig
+from ..defenses.unlearning import UnlearnConfig, unlearn_or_keep
+from ..errors import ConfigError
+from ..metrics import backdoor_metrics, der, evaluate
+from ..triggers import Trigger, check_fits, parse_position
+from ..victims import TrainedModel, check_attack, obtain_model
 
-DEFENSES = ("baeraser", "finetune", "fineprune", "nad")
+COMPARED = tuple(names("ours", "baseline"))  # BAERASER and the paper's baselines, in registry order
 
 # Sweep grids by name: "full" is the issue's grid, "reduced" what `make reports` runs on a CPU,
 # "smoke" what the tests run. Each key may be overridden by a notebook parameter.
@@ -53,7 +53,7 @@ GRIDS: dict[str, dict] = {
 def check_ablation_attack(attack: AttackConfig, dataset: str) -> None:
     """ConfigError unless the ablations can run on `attack`: they resize and move a patch and score
     one target label, so they need an all-to-one patch attack (BadNets, TrojanNN, IMC)."""
-    from .data import dataset_info
+    from ..data import dataset_info
 
     rule = attack.spec.target_rule(attack, dataset_info(dataset).num_classes)
     if not attack.spec.patch or rule.mode != "all_to_one":
@@ -104,6 +104,13 @@ class DefenseSuite:
     nad: NADConfig = NADConfig()
     confirm_ratio: float = DEFAULT_CONFIRM_RATIO  # BAERASER's confirmation of suspects (with `per_label`)
 
+    def config(self, name: str, pool: TriggerPool | None = None):
+        """The registered defense `name`'s config in this suite (BAERASER's recovery part: the pool's)."""
+        if name == "baeraser":
+            recovery = pool.config if pool is not None else RecoveryConfig()
+            return BaeraserConfig(recovery=recovery, unlearn=self.unlearn, confirm_ratio=self.confirm_ratio)
+        return getattr(self, name)
+
 
 @dataclass
 class Repaired:
@@ -113,44 +120,39 @@ class Repaired:
 
 
 def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, suite: DefenseSuite,
-                 names=DEFENSES, device=None, progress: bool = True, on_epoch=None,
+                 names=COMPARED, device=None, progress: bool = True, on_epoch=None,
                  per_label: list[dict] | None = None) -> dict[str, Repaired]:
-    """Run the defenses `names` on (model, D_h); BAERASER also gets the recovered pool.
+    """Run the registered defenses `names` on (model, D_h); BAERASER also gets the recovered pool.
 
-    With recovery's `per_label` rows, BAERASER is the whole default defense (`defend.repair`:
-    unlearn, confirm the suspects, leave a model judged clean alone); without them, plain
-    unlearning of the pool (for sweeps of unlearning's own settings).
+    With recovery's `per_label` rows, BAERASER is the whole default defense (`repair`: unlearn,
+    confirm the suspects, leave a model judged clean alone); without them, plain unlearning of the
+    pool (for sweeps of unlearning's own settings).
 
     NAD's teacher is the fine-tuned model when fine-tuning runs too (its time is then added to
     NAD's), as in notebook 03. An empty pool leaves BAERASER's model unchanged.
     `on_epoch` is passed to unlearning only (plotting-only evaluation; never steers it).
     """
-    unknown = [n for n in names if n not in DEFENSES]
+    unknown = [n for n in names if n not in COMPARED]
     if unknown:
-        raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(DEFENSES)}")
+        raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(COMPARED)}")
     out: dict[str, Repaired] = {}
     for name in names:
-        start = time.perf_counter()
-        if name == "baeraser" and per_label is not None and pool is not None:
-            cfg = DefenseConfig(recovery=pool.config, unlearn=suite.unlearn, confirm_ratio=suite.confirm_ratio)
-            num_classes = len(per_label)
-            out_ = repair(model, holding, num_classes, pool, per_label, cfg, device=device, progress=progress,
-                          on_epoch=on_epoch)
-            repaired, history = out_.model, out_.history
-        elif name == "baeraser":
+        if name == "baeraser" and (per_label is None or pool is None):
+            start = time.perf_counter()
             repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device=device, progress=progress,
                                                 on_epoch=on_epoch)
-        elif name == "finetune":
-            repaired, history = finetune(model, holding, suite.finetune, device=device, progress=progress)
-        elif name == "fineprune":
-            repaired, history = fineprune(model, holding, suite.fineprune, device=device, progress=progress)
-        else:
-            teacher = out["finetune"].model if "finetune" in out else None
-            repaired, history = nad(model, holding, suite.nad, device=device, progress=progress, teacher=teacher)
-        seconds = time.perf_counter() - start - history[0].get("overhead_seconds", 0.0)
+            out[name] = Repaired(repaired.eval(), history,
+                                 time.perf_counter() - start - history[0].pop("overhead_seconds", 0.0))
+            continue
+        given = {}
+        if name == "baeraser":
+            given = {"pool": pool, "per_label": per_label, "on_epoch": on_epoch}  # flagged: the pool's labels
         if name == "nad" and "finetune" in out:
-            seconds += out["finetune"].seconds
-        out[name] = Repaired(repaired.eval(), history, seconds)
+            given = {"teacher": out["finetune"].model}
+        d = DEFENSES[name].run(model, holding, len(per_label or []) or None, suite.config(name, pool), device=device,
+                               progress=progress, **given)
+        seconds = d.seconds["total"] + (out["finetune"].seconds if name == "nad" and "finetune" in out else 0.0)
+        out[name] = Repaired(d.model, d.history, seconds)
     return out
 
 

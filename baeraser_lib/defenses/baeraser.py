@@ -1,6 +1,6 @@
-"""The whole defense in one call: detect, recover, unlearn, and leave clean models alone.
+"""BAERASER, the whole defense: detect, recover, unlearn, and leave clean models alone.
 
-    result = defend(model, holding, num_classes)
+    result = baeraser(model, holding, num_classes)      # or baeraser_lib.defend(..., method="baeraser")
 
 1. `recover_triggers`: every label's smallest working mask; labels whose mask size is an outlier
    (anomaly index ≥ 2) are flagged; each flagged label gets a trigger generator (MSA's staircase),
@@ -24,14 +24,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from .base import Defended, take_overhead
 from .detection import DEFAULT_CONFIRM_RATIO, confirmed, mask_growth
 from .pool import TriggerPool
-from .recovery import RecoveryConfig, RecoveryResult, mask_sizes, recover_triggers
+from .recovery import RecoveryConfig, mask_sizes, recover_triggers
 from .unlearning import UnlearnConfig, unlearn
 
 
 @dataclass(frozen=True)
-class DefenseConfig:
+class BaeraserConfig:
     """Recovery, unlearning and the confirmation step: one set of defaults for every model."""
 
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
@@ -41,45 +42,39 @@ class DefenseConfig:
 
     def __post_init__(self):
         if not isinstance(self.recovery, RecoveryConfig) or not isinstance(self.unlearn, UnlearnConfig):
-            raise ConfigError("DefenseConfig takes a RecoveryConfig and an UnlearnConfig")
+            raise ConfigError("BaeraserConfig takes a RecoveryConfig and an UnlearnConfig")
         if not (isinstance(self.confirm_ratio, (int, float)) and 1 < self.confirm_ratio <= 100):
             raise ConfigError(f"confirm_ratio must lie in (1, 100], got {self.confirm_ratio!r}")
 
 
-@dataclass
-class Defense:
-    """What `defend` returns: the model to use, the verdict and the evidence behind it."""
-
-    model: nn.Module  # the repaired model, or an unchanged copy when judged clean
-    backdoored: bool
-    flagged: list[int]  # labels judged to be backdoor targets
-    recovery: RecoveryResult | None  # None when `repair` was given a pool recovered before
-    pool: TriggerPool  # the triggers unlearned (the flagged labels' entries)
-    history: list[dict]  # unlearning's per-epoch figures (one row marked `empty_pool` when none ran)
-    growth: dict[int, float]  # confirm=True only: pooled label → mask size after unlearning / before
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def defend(model: nn.Module, holding: Dataset, num_classes: int, cfg: DefenseConfig = DefenseConfig(),
-           device=None, progress: bool = True) -> Defense:
-    """Recover, unlearn and confirm (see the module text); `model` itself is never changed."""
+def baeraser(model: nn.Module, holding: Dataset, num_classes: int, cfg: BaeraserConfig = BaeraserConfig(),
+             device=None, progress: bool = True, pool: TriggerPool | None = None,
+             per_label: list[dict] | None = None, flagged: list[int] | None = None, on_epoch=None,
+             trace_every: int | None = None) -> Defended:
+    """Recover, unlearn and confirm (see the module text); `model` itself is never changed. A pool
+    recovered before from the same D_h (with its `per_label` rows and `flagged` labels) skips
+    recovery; `on_epoch`/`trace_every` go to unlearning (plotting only)."""
+    if pool is not None:
+        return repair(model, holding, num_classes, pool, per_label or [], cfg, device, progress, on_epoch=on_epoch,
+                      trace_every=trace_every, flagged=flagged)
     t0 = time.perf_counter()
     res = recover_triggers(model, holding, num_classes, cfg.recovery, device=device, progress=progress)
     out = repair(model, holding, num_classes, TriggerPool.from_result(res), res.per_label, cfg, device, progress,
-                 flagged=res.flagged)
+                 on_epoch=on_epoch, trace_every=trace_every, flagged=res.flagged)
     out.recovery = res
-    out.seconds = {"recovery": res.seconds, **out.seconds, "total": time.perf_counter() - t0}
+    overhead = out.seconds.get("overhead", 0.0)
+    out.seconds = {"recovery": res.seconds, **out.seconds, "total": time.perf_counter() - t0 - overhead}
     return out
 
 
 def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPool, per_label: list[dict],
-           cfg: DefenseConfig = DefenseConfig(), device=None, progress: bool = True, on_epoch=None,
-           trace_every: int | None = None, flagged: list[int] | None = None) -> Defense:
+           cfg: BaeraserConfig = BaeraserConfig(), device=None, progress: bool = True, on_epoch=None,
+           trace_every: int | None = None, flagged: list[int] | None = None) -> Defended:
     """Steps 2 and 3 on a pool recovery already made (e.g. a cached pool artifact and its
     `per_label` rows). `flagged` is recovery's verdict (default: the pool's labels); a flagged
     label whose generator missed τ has no trigger to unlearn, but still counts as flagged. An
     empty pool leaves the model alone. `on_epoch`/`trace_every` go to unlearning (plotting
-    only); their time is reported as `history[0]["overhead_seconds"]`, apart from the defense's own."""
+    only); their time is reported as `seconds["overhead"]`, apart from the defense's own."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     flagged = list(pool.labels) if flagged is None else list(flagged)
@@ -88,7 +83,7 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
         return _clean(model, pool, {}, seconds, t0, verdict=untested)
     kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every)
     repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
-    overhead = history[0].get("overhead_seconds", 0.0)
+    overhead = take_overhead(history)
     seconds["unlearn"] = time.perf_counter() - t0 - overhead
     if not cfg.confirm:
         return _done(repaired, flagged, pool, history, {}, seconds, t0, overhead)
@@ -105,8 +100,9 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
         pool = pool.subset(kept)
         t3 = time.perf_counter()
         repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
-        overhead += history[0].get("overhead_seconds", 0.0)
-        seconds["unlearn"] += time.perf_counter() - t3 - history[0].get("overhead_seconds", 0.0)
+        more = take_overhead(history)
+        overhead += more
+        seconds["unlearn"] += time.perf_counter() - t3 - more
     return _done(repaired, flagged, pool, history, growth, seconds, t0, overhead)
 
 
@@ -118,15 +114,15 @@ def _sizes_before(model, holding, num_classes, labels, per_label: list[dict], cf
     return mask_sizes(model, holding, num_classes, labels, cfg, device)
 
 
-def _done(repaired, flagged, pool, history, growth, seconds, t0, overhead) -> Defense:
-    history[0]["overhead_seconds"] = overhead
-    seconds["total"] = time.perf_counter() - t0 - overhead
-    return Defense(repaired, True, flagged, None, pool, history, growth, seconds)
+def _done(repaired, flagged, pool, history, growth, seconds, t0, overhead) -> Defended:
+    seconds.update(total=time.perf_counter() - t0 - overhead, overhead=overhead)
+    return Defended("baeraser", repaired, True, flagged, history, seconds, pool=pool, growth=growth)
 
 
-def _clean(model, pool, growth, seconds, t0, overhead: float = 0.0, verdict: list[int] = ()) -> Defense:
+def _clean(model, pool, growth, seconds, t0, overhead: float = 0.0, verdict: list[int] = ()) -> Defended:
     """Nothing unlearned: an unchanged copy. `verdict` holds flagged labels that had no trigger
     to unlearn; the model is judged backdoored when there are any."""
-    seconds["total"] = time.perf_counter() - t0 - overhead
-    history = [{"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": overhead}]
-    return Defense(copy.deepcopy(model), bool(verdict), list(verdict), None, pool, history, growth, seconds)
+    seconds.update(total=time.perf_counter() - t0 - overhead, overhead=overhead)
+    history = [{"epoch": 0, "chosen": True, "empty_pool": True}]
+    return Defended("baeraser", copy.deepcopy(model).eval(), bool(verdict), list(verdict), history, seconds,
+                    pool=pool, growth=growth)
