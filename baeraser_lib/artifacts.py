@@ -9,7 +9,9 @@ shape against the architecture before touching the model.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+from dataclasses import asdict
 import os
 import shutil
 import subprocess
@@ -152,3 +154,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                               + "; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model
+
+
+def config_hash(*parts) -> str:
+    """A short stable hash of dataclasses/dicts: the artifact folder name."""
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
+                      sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -6,8 +6,6 @@ bad value fails when the config is built, before any data is read or any weight 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, fields
 
 from .attacks import ATTACKS
@@ -136,10 +134,3 @@ class AttackConfig:
         self.spec.target_rule(self, info.num_classes)  # the target is a class of `dataset`
         if self.spec.check_info is not None:
             self.spec.check_info(self, info)
-
-
-def config_hash(*parts) -> str:
-    """A short stable hash of dataclasses/dicts: the artifact folder name."""
-    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts],
-                      sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

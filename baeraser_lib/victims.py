@@ -18,7 +18,8 @@ from torch import nn
 
 from .artifacts import artifact_dir, is_complete, load_weights, read_meta, write_artifact
 from .attacks import ATTACKS
-from .config import AttackConfig, TrainConfig, config_hash
+from .artifacts import config_hash
+from .config import AttackConfig, TrainConfig
 from .data import ExperimentData, dataset_info
 from .errors import CheckpointError, ConfigError
 from .metrics import evaluate

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from baeraser_lib.config import config_hash
+from baeraser_lib.artifacts import config_hash
 from baeraser_lib.params import attack_config, train_config
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.baeraser import BaeraserConfig, baeraser

@@ -107,8 +107,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from baeraser_lib import defend, load_model
-from baeraser_lib.artifacts import file_digest, write_artifact
-from baeraser_lib.config import config_hash
+from baeraser_lib.artifacts import config_hash, file_digest, write_artifact
 from baeraser_lib.data import load_experiment_data, seeded_subset
 from baeraser_lib.defenses import DEFENSES
 from baeraser_lib.defenses.pool import obtain_pool

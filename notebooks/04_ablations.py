@@ -114,7 +114,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from baeraser_lib.lab.ablations import (DEFENSES, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
+from baeraser_lib.lab.ablations import (COMPARED, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
                                     grid_values, position_figures, run_defenses, scored, unlearn_or_keep, verdict,
                                     verdict_lines)
 from baeraser_lib.config import AttackConfig, TrainConfig
@@ -186,7 +186,7 @@ def defended(size, ratio):
         v = bench.victim(trigger_size=size)
         p, meta = bench.pool(v, ratio)
         base = bench.before(v)
-        repaired = run_defenses(v.model, bench.holdings[ratio], p, suite, DEFENSES, dev, per_label=meta["per_label"])
+        repaired = run_defenses(v.model, bench.holdings[ratio], p, suite, COMPARED, dev, per_label=meta["per_label"])
         runs[size, ratio] = {"victim": v, "repaired": repaired, "pool_labels": p.labels,
                              "scores": {"none": {**base, "der": 0.5, "seconds": 0.0},
                                         **scored(bench, v, repaired, base)}}
@@ -279,7 +279,7 @@ holding_rows = {ratio: defended(trigger_size, ratio) for ratio in sweeps["holdin
 seconds["holding_ratio"] = time.perf_counter() - start
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-for name in DEFENSES:
+for name in COMPARED:
     for ax, key in zip(axes, ("asr", "clean_acc", "der")):
         ax.plot([100 * r for r in holding_rows], [holding_rows[r][name][key] for r in holding_rows], marker="o",
                 label=name)
@@ -304,7 +304,7 @@ new = [
             hb[large]["der"] > hb[small]["der"],
             "DER " + ", ".join(f"{100 * r:g}%: {hb[r]['der']:.4f}" for r in holding_rows)),
     verdict("BAERASER's DER ≥ every baseline's at every holding ratio", not beaten,
-            "; ".join(f"{100 * r:g}%: " + ", ".join(f"{m} {holding_rows[r][m]['der']:.3f}" for m in DEFENSES)
+            "; ".join(f"{100 * r:g}%: " + ", ".join(f"{m} {holding_rows[r][m]['der']:.3f}" for m in COMPARED)
                       for r in holding_rows)),
 ]
 verdicts += new
@@ -323,7 +323,7 @@ seconds["trigger_size"] = time.perf_counter() - start
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
 sizes = list(size_rows)
-for name in ("none",) + DEFENSES:
+for name in ("none",) + COMPARED:
     for ax, key in zip(axes, ("asr", "clean_acc", "der")):
         if name == "none" and key == "der":
             continue
@@ -414,7 +414,7 @@ pos_set = seeded_subset(bench.evaluation, min(position_images, len(bench.evaluat
 defended(trigger_size, holding_ratio)
 ref = runs[trigger_size, holding_ratio]
 position_rows = {"none": position_figures(victim.model, pos_set, victim.trigger, victim.rule, positions, dev)}
-for name in DEFENSES:
+for name in COMPARED:
     position_rows[name] = position_figures(ref["repaired"][name].model, pos_set, victim.trigger,
                                            victim.rule, positions, dev)
 seconds["position"] = time.perf_counter() - start

@@ -1,6 +1,7 @@
 import pytest
 
-from baeraser_lib.config import AttackConfig, TrainConfig, config_hash
+from baeraser_lib.artifacts import config_hash
+from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.errors import ConfigError
 from baeraser_lib.victims import obtain_model

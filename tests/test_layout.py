@@ -131,3 +131,19 @@ def test_lab_extras_are_not_needed_to_import_the_core():
         top = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         top |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
         assert not top & set(lab_only), (m, top & set(lab_only))
+
+
+def test_no_defense_module_imports_an_attack_even_indirectly():
+    """A defense cannot reach an attack (and so a true trigger) through any chain of imports; the
+    package root, which re-exports both registries, is the one node left out of the chains."""
+    def reach(m, seen):
+        for n in GRAPH[m] - {"baeraser_lib"}:
+            if n not in seen:
+                seen.add(n)
+                reach(n, seen)
+        return seen
+
+    for m in MODULES:
+        if m.startswith("baeraser_lib.defenses"):
+            hits = sorted(i for i in reach(m, set()) if i.startswith("baeraser_lib.attacks") or i == "baeraser_lib.config")
+            assert not hits, (m, hits)

@@ -63,7 +63,7 @@ def test_notebooks_01_to_03_run_under_papermill_and_report(fashion_root, tmp_pat
     index = (out / "index.html").read_text()
     assert 'href="01_inject.html"' in index and "clean_acc" in index
     assert json.loads((out / "runs.json").read_text())["01_inject"]["status"] == "ok"
-    assert len(list((tmp_path / "artifacts").glob("*/*/weights.safetensors"))) == 2  # clean + victim
+    assert len(list((tmp_path / "artifacts").glob("*/*/weights.safetensors"))) == 3  # clean + victim + defended (03 saves it)
     recovery = json.loads((out / "02_recover_triggers.json").read_text())
     for key in ("target_label_found", "recovered_asr", "labels_kept", "seconds_recovery", "num_classes"):
         assert key in recovery
@@ -130,6 +130,31 @@ def test_notebook_02_defends_an_external_checkpoint(fashion_root, tmp_path):
     figures = json.loads((out / "02_recover_triggers.json").read_text())
     assert "target_label_found" not in figures  # no ground truth for someone else's model
     assert len(figures["victim_id"]) == 16 and isinstance(figures["labels_kept"], list)
+
+
+def test_notebooks_02_and_03_defend_your_own_architecture_and_save_the_result(fashion_root, tmp_path):
+    """`model_path` + `model_def` (a factory of the user's own nn.Module): 02 recovers, 03 defends
+    with every registered method, scores clean accuracy only (no trigger is known) and saves the
+    defended model as an artifact."""
+    from safetensors.torch import save_file
+
+    from baeraser_lib.artifacts import read_meta
+    from baeraser_lib.models import build_model
+
+    (tmp_path / "mine.py").write_text("from baeraser_lib.models import build_model\n\n"
+                                      "def make(num_classes):\n    return build_model('resnet18', num_classes, 1, 8)\n")
+    save_file(build_model("resnet18", 10, 1, 8).state_dict(), str(tmp_path / "mine.safetensors"))
+    own = {"model_path": str(tmp_path / "mine.safetensors"), "model_def": f"{tmp_path / 'mine.py'}:make"}
+    out = tmp_path / "reports"
+    for name in ("02_recover_triggers", "03_unlearn"):
+        params = {**declared_by(name, smoke_params(fashion_root, tmp_path)), **own}
+        results = R.run([name], params, out, progress=False)
+        assert results[0]["status"] == "ok", results[0]["error"]
+    figures = json.loads((out / "03_unlearn.json").read_text())
+    assert set(figures["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad"}
+    assert figures["victim_train_seconds"] is None and figures["methods"]["none"]["clean_acc"] > 0
+    meta = read_meta(figures["defended_model"])
+    assert meta["kind"] == "defended" and meta["method"] == "baeraser" and meta["suspect"] == figures["victim_id"]
 
 
 def test_notebook_02_without_a_victim_says_to_run_01(fashion_root, tmp_path):

@@ -151,7 +151,7 @@ def test_bad_inputs_fail_before_compute(corner_victim):
     with pytest.raises(ConfigError, match="larger than the 28×28 image"):
         recover_triggers(model, data.holding, 10, RecoveryConfig(form="patch", patch_size=29))
     tiny = TensorDataset(torch.rand(5, 1, 28, 28), torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ConfigError, match="too small to split"):
+    with pytest.raises(ConfigError, match="too small for recovery to split"):
         recover_triggers(model, tiny, 10, RecoveryConfig())
     with pytest.raises(ConfigError, match="num_classes says 7"):
         recover_triggers(model, data.holding, 7, RecoveryConfig())

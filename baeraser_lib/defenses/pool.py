@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..artifacts import artifact_dir, is_complete, read_meta, write_artifact
-from ..config import config_hash
+from ..artifacts import config_hash
 from ..errors import CheckpointError
 from . import networks as N
 from ..triggers import stamp, stamp_mask

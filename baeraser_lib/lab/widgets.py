@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 
-from .ablations import DEFENSES, AblationBench, DefenseSuite, run_defenses
+from .ablations import COMPARED, AblationBench, DefenseSuite, run_defenses
 from ..data import seeded_subset
 from ..errors import ConfigError
 from ..metrics import der
@@ -64,8 +64,8 @@ def bench_runner(bench: AblationBench, suite: DefenseSuite = DefenseSuite(), cur
         if choice.holding_ratio not in bench.holdings:
             raise ConfigError(f"holding ratio {choice.holding_ratio:g} is not in the bench's sweep "
                               f"{sorted(bench.holdings)}")
-        if choice.defense not in DEFENSES:
-            raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(DEFENSES)}")
+        if choice.defense not in COMPARED:
+            raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(COMPARED)}")
         victim = bench.victim(choice.attack)  # checks the attack before loading or training anything
         before = bench.score(victim.model, victim, on=evalset)
         step("victim")
@@ -103,7 +103,7 @@ class DefensePanel:
     COLUMNS = ("attack", "defense", "beta_over_alpha", "holding_ratio", "iterations", "clean_acc_before", "clean_acc",
                "asr_before", "asr", "der", "seconds")
 
-    def __init__(self, runner, attacks, defenses=DEFENSES, holding_ratios=(0.01, 0.02, 0.05, 0.1),
+    def __init__(self, runner, attacks, defenses=COMPARED, holding_ratios=(0.01, 0.02, 0.05, 0.1),
                  beta_over_alpha: float = 1.0, holding_ratio: float | None = None, iterations: int = 5,
                  max_iterations: int = 20):
         import ipywidgets as W
@@ -200,8 +200,8 @@ class DefensePanel:
             if row["curve"]:
                 ax.legend(fontsize=8)
             for r in self.rows:
-                ax2.scatter(r["asr"], r["clean_acc"], color=f"C{DEFENSES.index(r['defense']) % 10}"
-                            if r["defense"] in DEFENSES else "k")
+                ax2.scatter(r["asr"], r["clean_acc"], color=f"C{COMPARED.index(r['defense']) % 10}"
+                            if r["defense"] in COMPARED else "k")
                 ax2.annotate(f"{r['defense'][:4]} β/α={r['beta_over_alpha']:.0e} {r['iterations']}ep",
                              (r["asr"], r["clean_acc"]), fontsize=6)
             ax2.set(xlabel="ASR after", ylabel="clean accuracy after", title="every run so far", xlim=(-0.02, 1.02))
