@@ -217,3 +217,9 @@ def test_cli_lists_its_commands(capsys):
     assert code == 0 and all(c in out for c in ("defend", "report", "sweep"))
     code, _, err = run_cli(["nonsense"], capsys)
     assert code == 2 and "unknown command" in err
+
+
+def test_readme_states_the_committed_example_figures():
+    from baeraser_lib.lab.site import example_markdown
+
+    assert example_markdown() in (ROOT / "README.md").read_text()

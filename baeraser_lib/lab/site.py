@@ -235,3 +235,23 @@ def attack_table(out_dir: Path = REPORTS_DIR) -> str:
             f"Bold: the best DER of the row.</p>{timing}"
             f"<table><tr><th rowspan=2>attack</th><th rowspan=2>clean model acc</th><th rowspan=2>victim acc</th>"
             f"<th rowspan=2>ASR before</th>{head}</tr><tr>{sub}</tr>{''.join(body)}</table>")
+
+
+def example_markdown(path: Path = REPORTS_DIR / "examples" / "defend-badnets" / "defense.json") -> str:
+    """The README's lines on the committed `baeraser defend` example, from its defense.json."""
+    d = json.loads(Path(path).read_text())
+    b, a, s = d["before"], d["after"], d["seconds"]
+    lines = [f"Its output is committed in `{Path(path).parent.relative_to(REPORTS_DIR.parent)}/`. Measured here "
+             f"(2 CPU threads), on notebook 01's default BadNets victim:",
+             "",
+             "| figure | before | after |",
+             "|---|---|---|",
+             f"| accuracy, D_h's validation part (the defense steered by it) | {b['holding_val_acc']:.4f} | "
+             f"{a['holding_val_acc']:.4f} |"]
+    if "eval_acc" in b:
+        lines.append(f"| accuracy, `--eval-data` (never seen by the defense) | {b['eval_acc']:.4f} | {a['eval_acc']:.4f} |")
+    if "eval_asr" in b:
+        lines.append(f"| ASR, `--eval-trigger` | {b['eval_asr']:.4f} | {a['eval_asr']:.4f} |")
+    lines += ["", f"Verdict: {d['verdict']}, flagged {d['flagged']}; the defense took {s['total']:.0f} s "
+                  f"(recovery {s.get('recovery', 0):.0f} s, unlearning {s.get('unlearn', 0):.0f} s)."]
+    return "\n".join(lines)
