@@ -109,7 +109,7 @@ import matplotlib.pyplot as plt
 from baeraser_lib import defend, load_model
 from baeraser_lib.artifacts import config_hash, file_digest, write_artifact
 from baeraser_lib.data import load_experiment_data, seeded_subset
-from baeraser_lib.defenses import DEFENSES
+from baeraser_lib.defenses import DEFENSES, names
 from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.lab.plots import metric_bars
 from baeraser_lib.lab.reports import write_report
@@ -288,7 +288,7 @@ checks = {} if true_trigger is None else {
     "BAERASER ASR ≤ 0.02": b["asr"] <= 0.02,
     "BAERASER accuracy drop ≤ 2 points": drop_points <= 2,
     "longer-term goal: ASR ≤ 0.01 and drop ≤ 1 point": b["asr"] <= 0.01 and drop_points <= 1,
-    "BAERASER's DER ≥ every baseline's": all(b["der"] >= results[m]["der"] for m in ("finetune", "fineprune", "nad")),
+    "BAERASER's DER ≥ every baseline's": all(b["der"] >= results[m]["der"] for m in names("baseline")),
     "recovery + unlearning ≤ 50% of the victim's training time": cost_ratio <= 0.5,
 }
 print(f"accuracy drop {drop_points:.2f} points; cost {100 * cost_ratio:.0f}% of the victim's training time; "

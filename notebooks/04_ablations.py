@@ -111,45 +111,32 @@ import dataclasses
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
-from baeraser_lib.lab.ablations import (COMPARED, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
-                                    grid_values, position_figures, run_defenses, scored, unlearn_or_keep, verdict,
-                                    verdict_lines)
-from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data, seeded_subset
-from baeraser_lib.defenses.fineprune import FinePruneConfig
-from baeraser_lib.defenses.finetune import FinetuneConfig
-from baeraser_lib.defenses.nad import NADConfig
-from baeraser_lib.params import recovery_config
-from baeraser_lib.defenses.unlearning import UnlearnConfig
-from baeraser_lib.metrics import der
+from baeraser_lib.lab import claims as C
+from baeraser_lib.lab.ablations import (COMPARED, AblationBench, DefenseSuite, check_ablation_attack, check_positions,
+                                        grid_values, position_figures, recovered_vs_true, run_defenses, scored,
+                                        unlearn_or_keep)
+from baeraser_lib.lab.claims import verdict_lines
 from baeraser_lib.lab.plots import image_rows
 from baeraser_lib.lab.reports import write_report
-from baeraser_lib.train import pick_device
-from baeraser_lib.triggers import fixed_offset
 from baeraser_lib.lab.widgets import DefensePanel, bench_runner
+from baeraser_lib.metrics import der
+from baeraser_lib.params import (attack_config, fineprune_config, finetune_config, nad_config, recovery_config,
+                                 train_config, unlearn_config)
+from baeraser_lib.train import pick_device
 
 notebook_start = time.perf_counter()
 sweeps = grid_values(grid, beta_ratios=beta_ratios, holding_ratios=holding_ratios, trigger_sizes=trigger_sizes,
                      lambda_h_values=lambda_h_values)
-train_cfg = TrainConfig(dataset=dataset, model=model, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                        train_subset=train_subset, seed=seed)
-attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_position=trigger_position,
-                          poison_rate=poison_rate, target_label=target_label, seed=seed, options=attack_options)
+train_cfg, attack_cfg = train_config(globals()), attack_config(globals())  # the one mapping (`params`)
 check_ablation_attack(attack_cfg, dataset)  # a patch attack with one target: the ablations move and resize it
 for s in sweeps["trigger_sizes"]:  # every victim of the size sweep is checked before anything runs
     dataclasses.replace(attack_cfg, trigger_size=s).check_against(dataset)
 recovery_cfg = recovery_config(globals())  # the parameters above, by name (as in notebooks 02 and 03)
-ft_cfg = FinetuneConfig(lr=finetune_lr, epochs=finetune_epochs, seed=seed)
-suite = DefenseSuite(
-    unlearn=UnlearnConfig(alpha=alpha, beta=beta, lr=unlearn_lr, epochs=unlearn_epochs, batch_size=unlearn_batch_size,
-                          loss=unlearn_loss, bound=bound, seed=seed),
-    finetune=ft_cfg,
-    fineprune=FinePruneConfig(acc_drop=fineprune_acc_drop, finetune=ft_cfg, seed=seed),
-    nad=NADConfig(beta=nad_beta, student=FinetuneConfig(lr=finetune_lr, epochs=nad_epochs, seed=seed), seed=seed),
-)
+suite = DefenseSuite(unlearn=unlearn_config(globals()), finetune=finetune_config(globals()),
+                     fineprune=fineprune_config(globals()), nad=nad_config(globals()))
 sweep_unlearn = dataclasses.replace(suite.unlearn, epochs=sweep_epochs, select="last")
 for r in sweeps["beta_ratios"]:  # every β of the sweep is a valid config before anything runs
     dataclasses.replace(sweep_unlearn, beta=r * alpha)
@@ -198,13 +185,7 @@ def defended(size, ratio):
 
 def drop(after, base=None):
     """Accuracy drop in points against `base` (default: the reference victim)."""
-    return 100 * ((base or before)["clean_acc"] - after["clean_acc"])
-
-
-def reduction(after, base=None):
-    """Relative ASR reduction against `base` (default: the reference victim)."""
-    b = (base or before)["asr"]
-    return (b - after["asr"]) / b if b > 0 else float("nan")
+    return C.drop(after, base or before)
 
 
 # %% [markdown]
@@ -231,7 +212,7 @@ for ratio in sorted(set(sweeps["beta_ratios"]) | {ref_ratio}):
     t0 = time.perf_counter()
     repaired, history = unlearn_or_keep(victim.model, bench.holdings[holding_ratio], pool, cfg, dev, on_epoch=curve,
                                         trace_every=trace_every if logged else None)
-    secs = time.perf_counter() - t0 - history[0].get("overhead_seconds", 0.0)
+    secs = time.perf_counter() - t0 - history[0].pop("overhead_seconds", 0.0)
     if logged:
         iteration_history = history
     if ratio in sweeps["beta_ratios"]:
@@ -253,19 +234,8 @@ ax.grid(alpha=0.3)
 plt.show()
 
 # %%
-lo, hi = beta_rows[0], beta_rows[-1]
-verdicts = [
-    verdict(f"tiny β/α ({lo['beta_over_alpha']:g}): ASR ≤ 2% but more than 10 points of accuracy lost",
-            pool_ok and lo["asr"] <= 0.02 and lo["acc_drop_points"] > 10,
-            f"β/α = {lo['beta_over_alpha']:g}: ASR {lo['asr']:.4f}, {lo['acc_drop_points']:.2f} points lost"),
-    verdict(f"large β/α ({hi['beta_over_alpha']:g}): accuracy kept (at most 2 points lost)",
-            pool_ok and hi["acc_drop_points"] <= 2,
-            f"β/α = {hi['beta_over_alpha']:g}: {hi['acc_drop_points']:.2f} points lost, ASR {hi['asr']:.4f}"),
-    verdict("raising β/α keeps more accuracy and leaves more ASR (largest vs smallest β/α, both not lower, one higher)",
-            pool_ok and hi["clean_acc"] >= lo["clean_acc"] and hi["asr"] >= lo["asr"]
-            and (hi["clean_acc"] > lo["clean_acc"] or hi["asr"] > lo["asr"]),
-            f"clean acc {lo['clean_acc']:.4f} → {hi['clean_acc']:.4f}, ASR {lo['asr']:.4f} → {hi['asr']:.4f}"),
-]
+verdicts = [C.tiny_beta_forgets(beta_rows, pool_ok), C.large_beta_keeps_accuracy(beta_rows, pool_ok),
+            C.beta_trades_asr_for_accuracy(beta_rows, pool_ok)]
 print(verdict_lines(verdicts))
 
 # %% [markdown]
@@ -291,22 +261,8 @@ fig.tight_layout()
 plt.show()
 
 # %%
-small, large = min(holding_rows), max(holding_rows)
-hb = {r: holding_rows[r]["baeraser"] for r in holding_rows}
-beaten = [(r, m) for r in holding_rows for m in ("finetune", "fineprune", "nad")
-          if holding_rows[r][m]["der"] > hb[r]["der"]]
-new = [
-    verdict(f"with {100 * small:g}% clean data BAERASER still lowers ASR by ≥ 95% and loses < 5 points",
-            runs[trigger_size, small]["pool_labels"] != [] and reduction(hb[small]) >= 0.95 and drop(hb[small]) < 5,
-            f"D_h {100 * small:g}%: ASR {before['asr']:.4f} → {hb[small]['asr']:.4f} "
-            f"({100 * reduction(hb[small]):.1f}% lower), {drop(hb[small]):.2f} points lost"),
-    verdict("BAERASER does better with more clean data (DER at the largest D_h > at the smallest)",
-            hb[large]["der"] > hb[small]["der"],
-            "DER " + ", ".join(f"{100 * r:g}%: {hb[r]['der']:.4f}" for r in holding_rows)),
-    verdict("BAERASER's DER ≥ every baseline's at every holding ratio", not beaten,
-            "; ".join(f"{100 * r:g}%: " + ", ".join(f"{m} {holding_rows[r][m]['der']:.3f}" for m in COMPARED)
-                      for r in holding_rows)),
-]
+new = [C.small_holding_suffices(holding_rows, before, runs[trigger_size, min(holding_rows)]["pool_labels"] != []),
+       C.more_holding_helps(holding_rows), C.baeraser_beats_baselines_at_every_ratio(holding_rows)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -337,18 +293,7 @@ fig.tight_layout()
 plt.show()
 
 # %%
-s0, s1 = sizes[0], sizes[-1]
-bd = [size_rows[s]["baeraser"]["der"] for s in sizes]
-worse = {m: size_rows[s1][m]["der"] < size_rows[s0][m]["der"] for m in ("finetune", "fineprune", "nad")}
-new = [
-    verdict(f"BAERASER gets better as the trigger grows ({s0}×{s0} → {s1}×{s1}: higher DER, no step down by > 0.005)"
-            + oracle,
-            bd[-1] > bd[0] and all(b >= a - 0.005 for a, b in zip(bd, bd[1:])),
-            "BAERASER DER " + ", ".join(f"{s}×{s}: {d:.4f}" for s, d in zip(sizes, bd))),
-    verdict(f"the baselines get worse as the trigger grows (DER at {s1}×{s1} < at {s0}×{s0} for at least 2 of 3)",
-            sum(worse.values()) >= 2,
-            "; ".join(f"{m}: " + ", ".join(f"{size_rows[s][m]['der']:.3f}" for s in sizes) for m in worse)),
-]
+new = [C.baeraser_improves_with_size(size_rows, oracle), C.baselines_worsen_with_size(size_rows)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -379,22 +324,8 @@ fig.tight_layout()
 plt.show()
 
 # %%
-lost = [100 * (pts[0]["test_clean_acc"] - h["test_clean_acc"]) for h in pts]
-low = [(h, lo_) for h, lo_ in zip(pts, lost) if h["test_asr"] <= 0.02]
-first = low[0] if low else None
-best = min(low, key=lambda p: p[1]) if low else None
-corr = float(np.corrcoef([h["test_asr"] for h in pts], lost)[0, 1]) if len(pts) > 2 else float("nan")
-new = [
-    verdict("ASR reaches ≤ 2% while less than 10 points of accuracy are lost",
-            pool_ok and best is not None and best[1] < 10,
-            f"least accuracy lost at ASR ≤ 2%: epoch {best[0]['epoch']:.2f}, ASR {best[0]['test_asr']:.4f}, "
-            f"{best[1]:.2f} points lost" if best else f"lowest ASR on the curve {min(h['test_asr'] for h in pts):.4f}"),
-    verdict("few iterations suffice: ASR ≤ 2% within the first epoch over D_h",
-            pool_ok and first is not None and first[0]["epoch"] <= 1,
-            f"first ASR ≤ 2% at epoch {first[0]['epoch']:.2f}" if first else "never within the run"),
-    verdict("lower ASR costs more accuracy (ASR and accuracy lost are negatively correlated along the run)",
-            pool_ok and corr < 0, f"Pearson r(ASR, points lost) = {corr:.3f} over {len(pts)} points"),
-]
+new = [C.erased_without_forgetting(pts, pool_ok), C.few_iterations_suffice(pts, pool_ok),
+       C.lower_asr_costs_accuracy(pts, pool_ok)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -430,13 +361,7 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %%
-firing = [p for p in pos_names if position_rows["none"][p] >= 0.5]
-after = position_rows["baeraser"]
-new = [verdict("after BAERASER no trigger position brings the backdoor back (ASR ≤ 5% at every position)",
-               pool_ok and all(a <= 0.05 for a in after.values()),
-               "ASR before → after: " + "; ".join(f"{p}: {position_rows['none'][p]:.3f} → {after[p]:.3f}"
-                                                  for p in pos_names)
-               + f" (the backdoor fired before at {len(firing)} of {len(pos_names)} positions)")]
+new = [C.no_position_brings_it_back(position_rows, pool_ok)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -468,13 +393,9 @@ for name, cfg in ((f"baeraser β/α={ref_ratio:g}", dataclasses.replace(sweep_un
 seconds["correct_label"] = time.perf_counter() - start
 
 # %%
-c = correct_rows[f"baeraser β/α={ref_ratio:g}"]
-c_stiff = correct_rows[f"baeraser β/α={stiff:g}"]
-evidence = "; ".join(f"{k}: {r['acc_drop_points']:.2f} points lost" for k, r in correct_rows.items())
-new = [verdict(f"unlearning towards correct labels leaves accuracy intact (at most 1 point lost at β/α = {ref_ratio:g})",
-               pool_ok and c["acc_drop_points"] <= 1, evidence),
-       verdict(f"the penalty protects correct memories (fewer points lost at β/α = {stiff:g} than at {ref_ratio:g})",
-               pool_ok and c_stiff["acc_drop_points"] < c["acc_drop_points"], evidence)]
+reference, stiff_run = f"baeraser β/α={ref_ratio:g}", f"baeraser β/α={stiff:g}"
+new = [C.correct_labels_keep_accuracy(correct_rows, reference, ref_ratio, pool_ok),
+       C.penalty_protects_correct_memories(correct_rows, reference, stiff_run, ref_ratio, stiff, pool_ok)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -484,35 +405,8 @@ print(verdict_lines(new))
 # the target label (the evaluation side looks the target up; recovery never knew it).
 
 # %%
-recovered_rows, panels, titles = {}, {}, {}
-for s in sizes:
-    v = runs[s, holding_ratio]["victim"]
-    p = bench.pool(v, holding_ratio)[0]
-    true, where = v.trigger.pattern, v.trigger.set_pixels()  # a sparse trigger sets only some pixels
-    found = v.target_label in p.labels
-    if found and p.masks is not None:  # mask form: how much of the recovered mask lies on the true patch
-        i = p.labels.index(v.target_label)
-        c, h, w = data.info.shape
-        r0, c0 = fixed_offset(v.trigger.position, s, h, w)
-        m = p.masks[i][0]
-        share = float(m[r0:r0 + s, c0:c0 + s].sum() / m.sum())
-        recovered_rows[s] = {"found": True, "mask_share_on_true_patch": share, "mask_size": float(m.sum())}
-        sample = p.sample(i, 2, torch.Generator().manual_seed(seed))[0]
-        panels[f"{s}×{s}"] = torch.stack([v.trigger.apply(torch.zeros(1, c, h, w))[0], m[None].expand(c, h, w),
-                                          m * sample])
-        titles[f"{s}×{s}"] = ["true, on black", "recovered mask", "mask × pattern"]
-    elif found and p.config.patch_size == v.trigger.size:
-        i = p.labels.index(v.target_label)
-        samples = p.sample(i, 64, torch.Generator().manual_seed(seed))
-        gap = (samples.mean(0) - true).abs()[where]
-        recovered_rows[s] = {"found": True, "offset": p.offsets[i],
-                             "pixels_within_0.25": (gap <= 0.25).float().mean().item(), "mean_abs_diff": gap.mean().item()}
-        panels[f"{s}×{s}"] = torch.cat([true[None], samples[:5]])
-        titles[f"{s}×{s}"] = ["true"] + [f"recovered {k + 1}" for k in range(5)]
-    elif found:  # the hinted patch size differs from the trigger: no pixel-wise comparison
-        recovered_rows[s] = {"found": True, "size_differs": True}
-    else:
-        recovered_rows[s] = {"found": False}
+recovered_rows, panels, titles = recovered_vs_true(bench, {s: runs[s, holding_ratio]["victim"] for s in sizes},
+                                                  holding_ratio, seed)
 if panels:
     image_rows(panels, titles, scale=1.3)
     plt.show()
@@ -529,22 +423,8 @@ for s, r in recovered_rows.items():
               f"within 0.25 of the true value (mean |Δ| {r['mean_abs_diff']:.3f})")
 
 
-def matched(r) -> bool:
-    """Mask form: most of the mask on the true patch; patch form: most pixels within 0.25."""
-    if not r["found"] or r.get("size_differs"):
-        return False
-    return r.get("mask_share_on_true_patch", r.get("pixels_within_0.25", 0.0)) > 0.5
-
-
 # %%
-new = [verdict("the recovered trigger matches the true one at every size (mask form: > 50% of the mask on the true "
-               "patch; patch form: > 50% of pixels within 0.25)" + oracle,
-               all(matched(r) for r in recovered_rows.values()),
-               "; ".join(f"{s}×{s}: target not recovered" if not r["found"] else
-                         f"{s}×{s}: recovered patch of another size" if r.get("size_differs") else
-                         f"{s}×{s}: {100 * r['mask_share_on_true_patch']:.0f}% of the mask" if "mask_share_on_true_patch" in r
-                         else f"{s}×{s}: {100 * r['pixels_within_0.25']:.0f}% of pixels"
-                         for s, r in recovered_rows.items()))]
+new = [C.recovered_matches_true(recovered_rows, oracle)]
 verdicts += new
 print(verdict_lines(new))
 
@@ -575,15 +455,7 @@ for lam in sweeps["lambda_h_values"]:
 seconds["lambda_h"] = time.perf_counter() - start
 
 # %%
-l0, l1 = min(lambda_rows), max(lambda_rows)
-a, b = lambda_rows[l0], lambda_rows[l1]
-new = [verdict(f"the entropy term spreads the recovered trigger (spread at λ_H = {l1:g} > at {l0:g})",
-               a["target_found"] and b["target_found"] and b["spread"] > a["spread"],
-               "spread " + ", ".join(f"λ_H {k:g}: {r['spread']:.4f}" if r["target_found"] else f"λ_H {k:g}: target lost"
-                                     for k, r in lambda_rows.items())),
-       verdict(f"the spread costs no unlearning (BAERASER's DER at λ_H = {l1:g} ≥ at {l0:g} − 0.005)",
-               pool_ok and b["der"] >= a["der"] - 0.005,
-               "DER " + ", ".join(f"λ_H {k:g}: {r['der']:.4f}" for k, r in lambda_rows.items()))]
+new = [C.entropy_spreads_triggers(lambda_rows), C.spread_costs_no_unlearning(lambda_rows, pool_ok)]
 verdicts += new
 print(verdict_lines(new))
 

@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from baeraser_lib.lab.ablations import (AblationBench, DefenseSuite, check_positions, grid_values, moved,
-                                    position_figures, run_defenses, unlearn_or_keep, verdict, verdict_lines)
+                                    position_figures, run_defenses, unlearn_or_keep)
+from baeraser_lib.lab.claims import verdict, verdict_lines
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import ExperimentData, holding_sweep, load_experiment_data
 from baeraser_lib.defenses.common import triggered_copy

@@ -3,8 +3,8 @@
 `AblationBench` holds one experiment's data and configs and hands out victims and trigger pools
 from the artifact cache (training or recovering only what is missing), so a sweep never
 retrains what did not change. `run_defenses` runs defenses by name on one footing;
-`position_figures` scores a model with the true trigger moved elsewhere; `verdict` turns a
-measured comparison into the `{"claim", "reproduced", "evidence"}` record the report keeps.
+`position_figures` scores a model with the true trigger moved elsewhere. The claims judged on
+these numbers live in `claims`.
 
 As everywhere, defenses receive a model, D_h and (BAERASER) the recovered pool; test data and the
 true trigger appear only in the scoring helpers.
@@ -33,7 +33,7 @@ from ..defenses.recovery import RecoveryConfig
 from ..defenses.unlearning import UnlearnConfig, unlearn_or_keep
 from ..errors import ConfigError
 from ..metrics import backdoor_metrics, der, evaluate
-from ..triggers import Trigger, check_fits, parse_position
+from ..triggers import Trigger, check_fits, fixed_offset, parse_position
 from ..victims import TrainedModel, check_attack, obtain_model
 
 COMPARED = tuple(names("ours", "baseline"))  # BAERASER and the paper's baselines, in registry order
@@ -171,17 +171,6 @@ def position_figures(model: nn.Module, evaluation: Dataset, trigger: Trigger, ta
     return out
 
 
-def verdict(claim: str, reproduced: bool, evidence: str) -> dict:
-    """One claim of the paper against what was measured (computed, never typed by hand)."""
-    return {"claim": claim, "reproduced": bool(reproduced), "evidence": evidence}
-
-
-def verdict_lines(verdicts: list[dict]) -> str:
-    """Verdicts as text: one claim per line, its evidence indented beneath."""
-    return "\n".join(f"{'reproduced' if v['reproduced'] else 'NOT reproduced':<15}{v['claim']}\n{'':15}{v['evidence']}"
-                     for v in verdicts)
-
-
 def check_positions(positions, size: int, image_shape) -> list:
     """Validate trigger positions for a trigger of `size` before any compute."""
     if not positions:
@@ -273,3 +262,40 @@ def scored(bench: AblationBench, victim: TrainedModel, repaired: dict[str, Repai
         out[name] = {**figs, "der": der(before["clean_acc"], figs["clean_acc"], before["asr"], figs["asr"]),
                      "seconds": r.seconds}
     return out
+
+
+def recovered_vs_true(bench: AblationBench, victims: dict[int, TrainedModel], holding_ratio: float, seed: int):
+    """For each trigger size's victim: how its pool's entry for the TRUE target (looked up here, on
+    the evaluation side; recovery never knew it) compares with the true trigger. Mask form: the
+    share of the recovered mask on the true patch; patch form (same size): the share of pixels
+    within 0.25 of the true value. Returns (rows, image panels, panel titles) for notebook 04."""
+    rows, panels, titles = {}, {}, {}
+    for s, v in victims.items():
+        p = bench.pool(v, holding_ratio)[0]
+        true, where = v.trigger.pattern, v.trigger.set_pixels()  # a sparse trigger sets only some pixels
+        found = v.target_label in p.labels
+        key = f"{s}×{s}"
+        if found and p.masks is not None:  # mask form: how much of the recovered mask lies on the true patch
+            i = p.labels.index(v.target_label)
+            c, h, w = p.image_shape
+            r0, c0 = fixed_offset(v.trigger.position, s, h, w)
+            m = p.masks[i][0]
+            rows[s] = {"found": True, "mask_share_on_true_patch": float(m[r0:r0 + s, c0:c0 + s].sum() / m.sum()),
+                       "mask_size": float(m.sum())}
+            sample = p.sample(i, 2, torch.Generator().manual_seed(seed))[0]
+            panels[key] = torch.stack([v.trigger.apply(torch.zeros(1, c, h, w))[0], m[None].expand(c, h, w),
+                                       m * sample])
+            titles[key] = ["true, on black", "recovered mask", "mask × pattern"]
+        elif found and p.config.patch_size == v.trigger.size:
+            i = p.labels.index(v.target_label)
+            samples = p.sample(i, 64, torch.Generator().manual_seed(seed))
+            gap = (samples.mean(0) - true).abs()[where]
+            rows[s] = {"found": True, "offset": p.offsets[i], "pixels_within_0.25": (gap <= 0.25).float().mean().item(),
+                       "mean_abs_diff": gap.mean().item()}
+            panels[key] = torch.cat([true[None], samples[:5]])
+            titles[key] = ["true"] + [f"recovered {k + 1}" for k in range(5)]
+        elif found:  # the hinted patch size differs from the trigger: no pixel-wise comparison
+            rows[s] = {"found": True, "size_differs": True}
+        else:
+            rows[s] = {"found": False}
+    return rows, panels, titles
