@@ -210,9 +210,10 @@ for ratio in sorted(set(sweeps["beta_ratios"]) | {ref_ratio}):
     logged = ratio == ref_ratio
     curve = (lambda m, e: {f"test_{k}": v for k, v in bench.score(m, victim, on=curve_set).items()}) if logged else None
     t0 = time.perf_counter()
+    spent = {}
     repaired, history = unlearn_or_keep(victim.model, bench.holdings[holding_ratio], pool, cfg, dev, on_epoch=curve,
-                                        trace_every=trace_every if logged else None)
-    secs = time.perf_counter() - t0 - history[0].pop("overhead_seconds", 0.0)
+                                        trace_every=trace_every if logged else None, seconds=spent)
+    secs = time.perf_counter() - t0 - spent.get("overhead", 0.0)
     if logged:
         iteration_history = history
     if ratio in sweeps["beta_ratios"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Defended, DefenseSpec, take_overhead
+from .base import Defended, DefenseSpec
 from .baeraser import BaeraserConfig, baeraser, repair
 from .fineprune import FinePruneConfig, fineprune
 from .finetune import FinetuneConfig, finetune
@@ -32,9 +32,7 @@ def _repairing(name: str, fn):
         t0 = time.perf_counter()
         kw = {"teacher": teacher} if name == "nad" else {}
         repaired, history = fn(model, holding, cfg, device=device, progress=progress, **kw)
-        overhead = take_overhead(history)
-        return Defended(name, repaired.eval(), None, [], history,
-                        {"total": time.perf_counter() - t0 - overhead, "overhead": overhead})
+        return Defended(name, repaired.eval(), None, [], history, {"total": time.perf_counter() - t0})
 
     run.__name__ = run.__qualname__ = f"run_{name}"
     run.__doc__ = f"`{fn.__name__}` as a registered defense (no detection: every model is repaired)."

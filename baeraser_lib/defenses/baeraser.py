@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .base import Defended, take_overhead
+from .base import Defended
 from .detection import DEFAULT_CONFIRM_RATIO, confirmed, mask_growth
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, mask_sizes, recover_triggers
@@ -82,8 +82,9 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
     if len(pool) == 0:
         return _clean(model, pool, {}, seconds, t0, verdict=untested)
     kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every)
-    repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
-    overhead = take_overhead(history)
+    spent: dict[str, float] = {}
+    repaired, history = unlearn(model, holding, pool, cfg.unlearn, seconds=spent, **kw)
+    overhead = spent.get("overhead", 0.0)
     seconds["unlearn"] = time.perf_counter() - t0 - overhead
     if not cfg.confirm:
         return _done(repaired, flagged, pool, history, {}, seconds, t0, overhead)
@@ -99,8 +100,9 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
     if set(kept) != set(pool.labels):  # unlearn the confirmed triggers only, from the original model
         pool = pool.subset(kept)
         t3 = time.perf_counter()
-        repaired, history = unlearn(model, holding, pool, cfg.unlearn, **kw)
-        more = take_overhead(history)
+        spent = {}
+        repaired, history = unlearn(model, holding, pool, cfg.unlearn, seconds=spent, **kw)
+        more = spent.get("overhead", 0.0)
         overhead += more
         seconds["unlearn"] += time.perf_counter() - t3 - more
     return _done(repaired, flagged, pool, history, growth, seconds, t0, overhead)

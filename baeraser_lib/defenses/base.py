@@ -58,8 +58,3 @@ class DefenseSpec:
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
-
-
-def take_overhead(history: list[dict]) -> float:
-    """Remove the plotting time unlearning records in its first history row and return it."""
-    return float(history[0].pop("overhead_seconds", 0.0)) if history else 0.0

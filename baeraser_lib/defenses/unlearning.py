@@ -136,7 +136,7 @@ def fisher_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnConfig = UnlearnConfig(),
             device=None, progress: bool = True, on_epoch=None,
-            trace_every: int | None = None) -> tuple[nn.Module, list[dict]]:
+            trace_every: int | None = None, seconds: dict | None = None) -> tuple[nn.Module, list[dict]]:
     """Return a repaired copy of `model` and one row of defender-side figures per epoch.
 
     `on_epoch(model, epoch)`, if given, is called after each epoch (and with epoch 0 before the
@@ -144,7 +144,8 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     for plotting; its result never steers unlearning or the choice of the returned model.
     `trace_every` adds such rows (marked "trace", fractional epochs) every that many SGD steps,
     for a finer trade-off curve; traces do not take part in stopping or choosing the model. The
-    time both take is reported as `history[0]["overhead_seconds"]`, apart from the defense's own.
+    time both take goes to `seconds["overhead"]` (pass a dict), apart from the defense's own; the
+    history holds figures only.
     """
     device = pick_device() if device is None else torch.device(device)
     xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
@@ -228,18 +229,20 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         student.load_state_dict(best[1])
     for h in history:
         h["chosen"] = h["epoch"] == best[2]
-    history[0]["overhead_seconds"] = overhead[0]
+    if seconds is not None:
+        seconds["overhead"] = seconds.get("overhead", 0.0) + overhead[0]
     return student.eval(), history
 
 
 def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig = UnlearnConfig(),
-                    device=None, progress: bool = True, on_epoch=None, trace_every: int | None = None):
+                    device=None, progress: bool = True, on_epoch=None, trace_every: int | None = None,
+                    seconds: dict | None = None):
     """`unlearn(...)`, or, when recovery kept no trigger (a model judged clean), the model
     unchanged: a copy, with a one-row history marked `empty_pool`. A clean model is left alone."""
     if pool is None or len(pool) == 0:
         model = copy.deepcopy(model)  # a copy, like unlearn's: callers may change it without touching the victim
-        row = {"epoch": 0, "chosen": True, "empty_pool": True, "overhead_seconds": 0.0}
+        row = {"epoch": 0, "chosen": True, "empty_pool": True}
         row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
         return model, [row]
     return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
-                   trace_every=trace_every)
+                   trace_every=trace_every, seconds=seconds)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from .base import Defended, take_overhead
+from .base import Defended
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, recover_triggers
 from .unlearning import UnlearnConfig, unlearn_or_keep
@@ -36,8 +36,9 @@ def vanilla(model: nn.Module, holding: Dataset, num_classes: int, cfg: VanillaCo
     if pool is None:
         res = recover_triggers(model, holding, num_classes, cfg.recovery, device=device, progress=progress)
         pool, seconds["recovery"] = TriggerPool.from_result(res), res.seconds
+    spent: dict[str, float] = {}
     repaired, history = unlearn_or_keep(model, holding, pool, cfg.unlearn, device=device, progress=progress,
-                                        on_epoch=on_epoch, trace_every=trace_every)
-    overhead = take_overhead(history)
+                                        on_epoch=on_epoch, trace_every=trace_every, seconds=spent)
+    overhead = spent.get("overhead", 0.0)
     seconds.update(total=time.perf_counter() - t0 - overhead, overhead=overhead)
     return Defended("vanilla", repaired, None, [], history, seconds, pool=pool)

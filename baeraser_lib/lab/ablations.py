@@ -138,11 +138,10 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
     out: dict[str, Repaired] = {}
     for name in names:
         if name == "baeraser" and (per_label is None or pool is None):
-            start = time.perf_counter()
+            start, spent = time.perf_counter(), {}
             repaired, history = unlearn_or_keep(model, holding, pool, suite.unlearn, device=device, progress=progress,
-                                                on_epoch=on_epoch)
-            out[name] = Repaired(repaired.eval(), history,
-                                 time.perf_counter() - start - history[0].pop("overhead_seconds", 0.0))
+                                                on_epoch=on_epoch, seconds=spent)
+            out[name] = Repaired(repaired.eval(), history, time.perf_counter() - start - spent.get("overhead", 0.0))
             continue
         given = {}
         if name == "baeraser":
