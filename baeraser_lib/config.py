@@ -1,7 +1,11 @@
-"""Frozen, validated configurations; their hash names the artifact folder.
+"""The experiment's configs: `TrainConfig` (defined in `train`, beside its loop) and
+`AttackConfig`, which sits above the attacks because it checks names and options against
+`ATTACKS`; the attacks read it through the `attacks.base.AttackSettings` protocol. Their hash
+(`artifacts.config_hash`) names the artifact folder.
 
-Notebook parameters map onto these fields in one place, `params`. Every check runs in `__post_init__`, so a
-bad value fails when the config is built, before any data is read or any weight is trained.
+Notebook parameters map onto these fields in one place, `params`. Every check runs in
+`__post_init__`, so a bad value fails when the config is built, before any data is read or any
+weight is trained.
 """
 
 from __future__ import annotations
@@ -12,42 +16,10 @@ from .attacks import ATTACKS
 from .checks import check_fraction, positive_int
 from .data import dataset_info
 from .errors import ConfigError
-from .models import MODELS
+from .train import SCHEDULES, TrainConfig
 from .triggers import check_fits, parse_position
 
-SCHEDULES = ("onecycle", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a model is trained: data, architecture, optimiser and schedule, seed."""
-
-    dataset: str = "fashion_mnist"
-    model: str = "resnet18"
-    width: int = 16
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    train_subset: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        dataset_info(self.dataset)
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
-        for name in ("width", "epochs", "batch_size"):
-            positive_int(name, getattr(self, name))
-        if self.train_subset is not None:
-            positive_int("train_subset", self.train_subset)
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError("momentum must lie in [0, 1) and weight_decay be >= 0")
+__all__ = ["AttackConfig", "SCHEDULES", "TrainConfig"]
 
 
 @dataclass(frozen=True)

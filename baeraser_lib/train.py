@@ -8,9 +8,8 @@ in the usual layout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -19,10 +18,45 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .data import as_tensors
+from .checks import positive_int
+from .data import as_tensors, dataset_info
+from .errors import ConfigError
+from .models import MODELS
 
-if TYPE_CHECKING:  # train sits below config (the attacks between them train models)
-    from .config import TrainConfig
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained: data, architecture, optimiser and schedule, seed."""
+
+    dataset: str = "fashion_mnist"
+    model: str = "resnet18"
+    width: int = 16
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    train_subset: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        dataset_info(self.dataset)
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
+        for name in ("width", "epochs", "batch_size"):
+            positive_int(name, getattr(self, name))
+        if self.train_subset is not None:
+            positive_int("train_subset", self.train_subset)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise ConfigError("momentum must lie in [0, 1) and weight_decay be >= 0")
+
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -21,17 +21,13 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every baeraser_lib module that `path` imports, at module level or inside functions, but
-    not under `if TYPE_CHECKING:` (annotations only)."""
+    """Every baeraser_lib module that `path` imports: at module level, inside functions, and under
+    `if TYPE_CHECKING:` too (a circle of type-only imports is still a circle)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and getattr(node.test, "id", "") ==
-            "TYPE_CHECKING" for n in ast.walk(node)}
     out = set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("baeraser_lib")}
         elif isinstance(node, ast.ImportFrom):

@@ -9,8 +9,6 @@ the box's pixels is set, a seeded choice), and `mode: all_to_all` (label y goes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
 
 import torch
@@ -20,12 +18,10 @@ from torch.utils.data import Dataset, TensorDataset
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..targets import MODES, TargetRule
-from ..train import fit
+from ..train import TrainConfig, fit
 from ..triggers import Trigger, random_pattern
-from .base import AttackResult
+from .base import AttackResult, AttackSettings
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 PATTERNS = ("random", "checker", "solid")
 
@@ -69,7 +65,7 @@ def sparse_mask(size: int, density: float, seed: int) -> torch.Tensor | None:
     return mask.view(1, size, size)
 
 
-def make_trigger(cfg: AttackConfig, info: DatasetInfo, options: BadNetsOptions = BadNetsOptions()) -> Trigger:
+def make_trigger(cfg: AttackSettings, info: DatasetInfo, options: BadNetsOptions = BadNetsOptions()) -> Trigger:
     """The seeded patch of `cfg.trigger_size` at `cfg.trigger_position` (pattern and mask from
     `options`; the defaults give the random-pixel full square of the paper)."""
     cfg.check_against(info.name)
@@ -77,16 +73,16 @@ def make_trigger(cfg: AttackConfig, info: DatasetInfo, options: BadNetsOptions =
                    sparse_mask(cfg.trigger_size, options.density, cfg.seed))
 
 
-def planted(cfg: AttackConfig, info: DatasetInfo) -> Trigger:
+def planted(cfg: AttackSettings, info: DatasetInfo) -> Trigger:
     return make_trigger(cfg, info, cfg.resolved_options())
 
 
-def target_rule(cfg: AttackConfig, num_classes: int) -> TargetRule:
+def target_rule(cfg: AttackSettings, num_classes: int) -> TargetRule:
     """All-to-one towards `cfg.target_label`, or all-to-all with `mode: all_to_all`."""
     return TargetRule(cfg.resolved_options().mode, cfg.target_label, num_classes)  # it checks the pair
 
 
-def poison(train_set: Dataset, trigger, cfg: AttackConfig, rule: TargetRule | None = None
+def poison(train_set: Dataset, trigger, cfg: AttackSettings, rule: TargetRule | None = None
            ) -> tuple[TensorDataset, torch.Tensor]:
     """A copy of `train_set` with round(rate × N) seeded images triggered and relabelled by `rule`
     (default: all to `cfg.target_label`)."""
@@ -101,7 +97,7 @@ def poison(train_set: Dataset, trigger, cfg: AttackConfig, rule: TargetRule | No
     return TensorDataset(x, y), idx
 
 
-def badnets(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def badnets(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
             train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Plant a BadNets backdoor in `model` (trained in place) and return the trigger and history."""
     trigger = planted(attack, info)

@@ -11,12 +11,30 @@ a trained model, as in their papers) or from scratch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
 from ..targets import TargetRule
+
+
+class AttackSettings(Protocol):
+    """What an attack reads of its config (`config.AttackConfig` is the one implementation; the
+    configs sit above the attacks, since they validate names against `ATTACKS`)."""
+
+    name: str
+    trigger_size: int
+    trigger_position: object
+    poison_rate: float | None
+    target_label: int | None
+    seed: int
+    options: dict
+
+    @property
+    def rate(self) -> float: ...
+
+    def resolved_options(self): ...
 
 
 @dataclass

@@ -11,8 +11,6 @@ the same by default.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +25,10 @@ from ..checks import check_fraction
 from ..data import DatasetInfo
 from ..errors import ConfigError
 from ..image_triggers import BlendTrigger
-from ..train import fit
+from ..train import TrainConfig, fit
 from .badnets import poison
-from .base import AttackResult
+from .base import AttackResult, AttackSettings
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -101,19 +97,19 @@ def blend_pattern(options: BlendedOptions, info: DatasetInfo, seed: int) -> torc
     return _image_pattern(options.pattern, info.shape)
 
 
-def check_info(cfg: AttackConfig, info: DatasetInfo) -> None:
+def check_info(cfg: AttackSettings, info: DatasetInfo) -> None:
     """The user's pattern (array or image file) is read and must fit the dataset's images."""
     if cfg.resolved_options().pattern != "noise":
         blend_pattern(cfg.resolved_options(), info, cfg.seed)
 
 
-def planted(cfg: AttackConfig, info: DatasetInfo) -> BlendTrigger:
+def planted(cfg: AttackSettings, info: DatasetInfo) -> BlendTrigger:
     """The evaluation trigger (blend ratio `test_alpha`, else `alpha`)."""
     options = cfg.resolved_options()
     return BlendTrigger(blend_pattern(options, info, cfg.seed), options.test_alpha or options.alpha)
 
 
-def blended(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def blended(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
             train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Poison with the pattern blended at `alpha`, train from scratch; evaluate at `test_alpha`."""
     trigger = planted(attack, info)

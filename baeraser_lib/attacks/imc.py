@@ -8,8 +8,6 @@ re-stamped with the current trigger. The trigger of the last epoch is the attack
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
 
 import torch
@@ -20,14 +18,12 @@ from tqdm.auto import tqdm
 
 from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
-from ..train import batches, fit, pick_device, progress_kwargs
+from ..train import TrainConfig, batches, fit, pick_device, progress_kwargs
 from ..triggers import Trigger, stamp
 from .badnets import poison
-from .base import AttackResult
+from .base import AttackResult, AttackSettings
 from .trojannn import TrojanNNOptions, sample_images, to_logits, trojan_trigger
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -72,7 +68,7 @@ def optimise_for_target(model: nn.Module, trigger: Trigger, x: torch.Tensor, tar
     return Trigger(torch.sigmoid(logits).detach().cpu(), trigger.position)
 
 
-def imc(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def imc(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
         train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Co-optimise trigger and `model` (the clean model's weights) epoch by epoch."""
     options = attack.resolved_options()

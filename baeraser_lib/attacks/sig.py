@@ -9,8 +9,6 @@ image. `poison_rate` is a share of the whole training set, all of it drawn from 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from dataclasses import dataclass
 
@@ -22,11 +20,9 @@ from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import AdditiveTrigger
-from ..train import fit
-from .base import AttackResult
+from ..train import TrainConfig, fit
+from .base import AttackResult, AttackSettings
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -54,17 +50,17 @@ def sinusoid(delta: float, frequency: float, shape: tuple[int, int, int]) -> tor
     return (delta * torch.sin(2 * math.pi * j * frequency / w)).expand(1, h, w).clone()
 
 
-def planted(cfg: AttackConfig, info: DatasetInfo) -> AdditiveTrigger:
+def planted(cfg: AttackSettings, info: DatasetInfo) -> AdditiveTrigger:
     """The evaluation trigger (amplitude `test_delta`)."""
     o = cfg.resolved_options()
     return AdditiveTrigger(sinusoid(o.test_delta or o.delta, o.frequency, info.shape))
 
 
-def n_poison(cfg: AttackConfig, n_train: int) -> int:
+def n_poison(cfg: AttackSettings, n_train: int) -> int:
     return max(1, round(cfg.rate * n_train))
 
 
-def check_data(cfg: AttackConfig, train_set: Dataset) -> None:
+def check_data(cfg: AttackSettings, train_set: Dataset) -> None:
     """ConfigError unless the target class holds the round(rate × N) images to poison."""
     _, y = as_tensors(train_set)
     have, need = int((y == cfg.target_label).sum()), n_poison(cfg, len(y))
@@ -74,7 +70,7 @@ def check_data(cfg: AttackConfig, train_set: Dataset) -> None:
                           f"{have / len(y):.4f}")
 
 
-def poison_target_class(train_set: Dataset, trigger: AdditiveTrigger, cfg: AttackConfig
+def poison_target_class(train_set: Dataset, trigger: AdditiveTrigger, cfg: AttackSettings
                         ) -> tuple[TensorDataset, torch.Tensor]:
     """A copy of `train_set` with a seeded round(rate × N) of the target class's images carrying
     the signal; no label changes."""
@@ -88,7 +84,7 @@ def poison_target_class(train_set: Dataset, trigger: AdditiveTrigger, cfg: Attac
     return TensorDataset(x, y.clone()), idx
 
 
-def sig(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def sig(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
         train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Add the training-strength signal to target-class images, train from scratch."""
     o = attack.resolved_options()

@@ -15,8 +15,6 @@ our addition, since a small patch cannot move most neurons of a pooled layer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -28,13 +26,11 @@ from tqdm.auto import tqdm
 from ..checks import check_number
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
-from ..train import fit, pick_device, progress_kwargs
+from ..train import TrainConfig, fit, pick_device, progress_kwargs
 from ..triggers import Trigger, stamp
 from .badnets import make_trigger, poison
-from .base import AttackResult
+from .base import AttackResult, AttackSettings
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -209,12 +205,12 @@ def optimise_for_neurons(model: nn.Module, start: Trigger, x: torch.Tensor, laye
     return trigger, details
 
 
-def trojan_start(cfg: AttackConfig, info: DatasetInfo) -> Trigger:
+def trojan_start(cfg: AttackSettings, info: DatasetInfo) -> Trigger:
     """The seeded random patch TrojanNN (and IMC) start from."""
     return make_trigger(cfg, info)
 
 
-def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
                    options: TrojanNNOptions, device: torch.device, progress: bool = True) -> tuple[Trigger, dict]:
     """TrojanNN's trigger for `model`: from the seeded random patch to the neuron-exciting one.
     Neurons are chosen by weight among those the patch's place moves most."""
@@ -230,7 +226,7 @@ def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, atta
     return trigger, details
 
 
-def trojannn(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def trojannn(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
              train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Optimise the TrojanNN trigger on `model` (the clean model's weights), then poison-retrain it."""
     options = attack.resolved_options()

@@ -10,8 +10,6 @@ fresh `rate` share of the training images is warped and relabelled to the target
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
 
 import torch
@@ -24,11 +22,9 @@ from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import WarpTrigger, warp
 from ..targets import TargetRule
-from ..train import fit
-from .base import AttackResult
+from ..train import TrainConfig, fit
+from .base import AttackResult, AttackSettings
 
-if TYPE_CHECKING:  # configs sit above the attacks (they validate against ATTACKS)
-    from ..config import AttackConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ class WaNetOptions:
             raise ConfigError(f"cross_ratio must be a number >= 0, got {self.cross_ratio!r}")
 
 
-def check_info(cfg: AttackConfig, info: DatasetInfo) -> None:
+def check_info(cfg: AttackSettings, info: DatasetInfo) -> None:
     """k fits the images; the poisoned and noise-mode shares fit the training set."""
     options = cfg.resolved_options()
     _, h, w = info.shape
@@ -80,7 +76,7 @@ def warp_grid(options: WaNetOptions, h: int, w: int, seed: int) -> torch.Tensor:
     return (identity_grid(h, w) + warp_flow(options, h, w, seed)).clamp(-1, 1)
 
 
-def planted(cfg: AttackConfig, info: DatasetInfo) -> WarpTrigger:
+def planted(cfg: AttackSettings, info: DatasetInfo) -> WarpTrigger:
     _, h, w = info.shape
     return WarpTrigger(warp_grid(cfg.resolved_options(), h, w, cfg.seed))
 
@@ -103,7 +99,7 @@ def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, rule: Tar
     return TensorDataset(x, y), idx
 
 
-def wanet(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackConfig,
+def wanet(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
           train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
     """Train `model` from scratch, each epoch on freshly warped poison and noise-mode images."""
     check_info(attack, info)
