@@ -223,3 +223,27 @@ def test_readme_states_the_committed_example_figures():
     from baeraser_lib.lab.site import example_markdown
 
     assert example_markdown() in (ROOT / "README.md").read_text()
+
+
+def test_attack_command_plants_a_victim_that_defend_can_score(fashion_root, tmp_path, capsys):
+    common = ["--artifacts", str(tmp_path / "artifacts"), "--data-root", str(fashion_root), "--no-progress"]
+    params = ["-p", "model", "small_cnn", "-p", "width", "8", "-p", "epochs", "2", "-p", "train_subset", "300",
+              "-p", "poison_rate", "0.1"]
+    code, out, err = run_cli(["attack", *params, *common], capsys)
+    assert code == 0, err
+    victim = Path(out.split("victim ")[1].split(" (")[0])
+    assert (victim / "weights.safetensors").is_file() and (victim / "meta.json").is_file()
+    code, out2, _ = run_cli(["attack", *params, *common], capsys)
+    assert code == 0 and out2.startswith("found")  # the cache: trained once
+    code, _, err = run_cli(["defend", "--model", str(victim / "weights.safetensors"), "--arch", "small_cnn",
+                            "--data", "fashion_mnist", "--data-root", str(fashion_root), "--num-classes", "10",
+                            "--holding-ratio", "0.25", "--eval-data", "fashion_mnist", "--eval-trigger", str(victim),
+                            "--method", "finetune", "--out", str(tmp_path / "d"), "--no-progress"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d" / "defense.json").read_text())
+    assert {"eval_acc", "eval_asr", "holding_val_acc"} == set(summary["before"]) == set(summary["after"])
+
+
+def test_attack_command_refuses_unknown_parameters_before_loading(tmp_path, capsys):
+    code, _, err = run_cli(["attack", "-p", "poison_ratio", "0.1", "--data-root", str(tmp_path / "none")], capsys)
+    assert code == 2 and "unknown parameter(s) ['poison_ratio']" in err

@@ -1,5 +1,6 @@
 """The `baeraser` command (a console script of `pip install -e .`; also `python -m baeraser_lib`).
 
+    baeraser attack -p attack badnets -p trigger_size 5  # plant a backdoor (a victim in artifacts/)
     baeraser defend --model CKPT --arch NAME --data HOLDING --num-classes K --out DIR   # your own model
     baeraser report run [...]          # the notebooks through papermill → reports/ (see `runner`)
     baeraser sweep grids/cpu.yaml      # a grid of runs, locally or on Dask (see `sweep`)
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "attack": ("baeraser_lib.lab.attack_command", "plant a backdoor: train a victim into the artifact cache"),
     "defend": ("baeraser_lib.lab.defend_command", "defend a suspicious model with a little clean data"),
     "report": ("baeraser_lib.lab.runner", "run the notebooks and write HTML + JSON reports; index; tables"),
     "sweep": ("baeraser_lib.lab.sweep", "run a grid of notebook runs (grids/*.yaml)"),
