@@ -195,9 +195,17 @@ def html_report(summary: dict, defended) -> str:
     pool = defended.pool
     if pool is not None and len(pool):
         g = torch.Generator().manual_seed(0)
-        samples = {f"label {k}": pool.sample(i, 4, g).clamp(0, 1) for i, k in enumerate(pool.labels)}
-        parts += ["<h2>Recovered triggers</h2><p>Four samples of each pooled label's generator.</p>",
-                  _png(plots.image_rows(samples))]
+        rows, titles = {}, {}
+        for i, k in enumerate(pool.labels):
+            patterns = pool.sample(i, 3, g).clamp(0, 1)
+            if pool.masks is not None:  # mask form: the mask, then what it stamps, m ⊙ pattern, on black
+                m = pool.masks[i]
+                rows[f"label {k}"] = torch.cat([m.expand_as(patterns[0])[None], m * patterns])
+                titles[f"label {k}"] = ["mask"] + ["mask ⊙ pattern"] * 3
+            else:
+                rows[f"label {k}"], titles[f"label {k}"] = patterns, ["patch"] * 3
+        parts += ["<h2>Recovered triggers</h2><p>Each pooled label's recovered mask and three samples of what "
+                  "its generator stamps.</p>", _png(plots.image_rows(rows, titles))]
     parts.append(f"<h2>Inputs</h2><pre>{html.escape(json.dumps(summary['inputs'], indent=2))}</pre>")
     style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}img{max-width:100%}")

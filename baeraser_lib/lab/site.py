@@ -67,7 +67,7 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
 
 
 def grid_links(out_dir: Path = REPORTS_DIR) -> str:
-    """HTML: one line per grid folder (`python -m baeraser_lib.sweep`), with BAERASER's means."""
+    """HTML: one line per grid folder (`baeraser sweep`), with BAERASER's means."""
     items = []
     for f in sorted(out_dir.glob("*/grid.json")):
         doc = json.loads(f.read_text())
