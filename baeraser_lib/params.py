@@ -13,8 +13,8 @@ import dataclasses
 from typing import Callable
 
 from .config import AttackConfig, TrainConfig
-from .defenses import (BaeraserConfig, FinePruneConfig, FinetuneConfig, NADConfig, RecoveryConfig, UnlearnConfig,
-                       VanillaConfig)
+from .defenses import (BaeraserConfig, FinePruneConfig, FinetuneConfig, NADConfig, NCConfig, RecoveryConfig,
+                       UnlearnConfig, VanillaConfig)
 
 TRAIN = {k: k for k in ("dataset", "model", "width", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                         "schedule", "train_subset", "seed")}
@@ -83,6 +83,11 @@ def nad_config(params: dict) -> NADConfig:
     return NADConfig(student=student, **_pick(params, NAD))
 
 
+def nc_config(params: dict) -> NCConfig:
+    """Neural Cleanse: its own search and cut (see `defenses.nc`); its unlearning fine-tunes like fine-tuning."""
+    return NCConfig(finetune=finetune_config(params))
+
+
 # registered defense → (the builder of its config, the tables it reads)
 DEFENSE_CONFIGS: dict[str, tuple[Callable[[dict], object], tuple[dict, ...]]] = {
     "baeraser": (baeraser_config, (RECOVERY, UNLEARN, BAERASER)),
@@ -90,6 +95,7 @@ DEFENSE_CONFIGS: dict[str, tuple[Callable[[dict], object], tuple[dict, ...]]] = 
     "finetune": (finetune_config, (FINETUNE,)),
     "fineprune": (fineprune_config, (FINETUNE, FINEPRUNE)),
     "nad": (nad_config, (FINETUNE, NAD)),
+    "nc": (nc_config, (FINETUNE,)),
 }
 
 # every table with the config it fills: what the check of notebook defaults walks

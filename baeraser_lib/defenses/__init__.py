@@ -7,6 +7,7 @@ one returns a `Defended`.
     finetune   fine-tuning on D_h                                                   (the paper's baseline)
     fineprune  prune the last conv layer's dormant channels, then fine-tune        (Liu et al. 2018)
     nad        neural attention distillation from a fine-tuned teacher             (Li et al. 2021)
+    nc         Neural Cleanse: reverse-engineered triggers, MAD outliers, unlearning  (Wang et al. 2019)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .baeraser import BaeraserConfig, baeraser, repair
 from .fineprune import FinePruneConfig, fineprune
 from .finetune import FinetuneConfig, finetune
 from .nad import NADConfig, nad
+from .nc import NCConfig, nc
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, RecoveryResult, recover_triggers
 from .unlearning import UnlearnConfig, unlearn
@@ -51,6 +53,9 @@ DEFENSES: dict[str, DefenseSpec] = {
     "nad": DefenseSpec(_repairing("nad", nad), NADConfig, "NAD", ("holding",), "baseline",
                        summary="distil a fine-tuned teacher's attention into the suspect model",
                        cite="Li et al., Neural Attention Distillation, ICLR 2021"),
+    "nc": DefenseSpec(nc, NCConfig, "Neural Cleanse", ("holding",), "peer",
+                      summary="reverse-engineer a mask per label, flag MAD outliers, unlearn with 20% stamped D_h",
+                      cite="Wang et al., Neural Cleanse, IEEE S&P 2019"),
     "vanilla": DefenseSpec(vanilla, VanillaConfig, "vanilla ascent", ("holding", "pool"), "ablation",
                            summary="plain ascent on the recovered triggers, no penalty (a control)"),
 }
@@ -62,5 +67,5 @@ def names(*roles: str) -> list[str]:
 
 
 __all__ = ["DEFENSES", "BaeraserConfig", "Defended", "DefenseSpec", "FinePruneConfig", "FinetuneConfig",
-           "NADConfig", "RecoveryConfig", "RecoveryResult", "TriggerPool", "UnlearnConfig", "VanillaConfig",
-           "baeraser", "fineprune", "finetune", "names", "nad", "recover_triggers", "repair", "unlearn", "vanilla"]
+           "NADConfig", "NCConfig", "RecoveryConfig", "RecoveryResult", "TriggerPool", "UnlearnConfig", "VanillaConfig",
+           "baeraser", "fineprune", "finetune", "names", "nad", "nc", "recover_triggers", "repair", "unlearn", "vanilla"]

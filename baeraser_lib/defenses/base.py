@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-ROLES = ("ours", "ablation", "baseline")
+ROLES = ("ours", "ablation", "baseline", "peer")  # peer: a strong method of today, beside the paper's baselines
 
 
 @dataclass
@@ -50,7 +50,7 @@ class DefenseSpec:
     config: type  # its frozen config dataclass; `config()` gives the defaults
     label: str  # as tables and plots name it
     needs: tuple[str, ...]  # what it takes beyond the model: "holding" (D_h); "pool" (recovered triggers)
-    role: str  # ours | ablation (a control of ours) | baseline (a published method)
+    role: str  # ours | ablation (a control of ours) | baseline (the paper's) | peer (today's strongest)
     min_holding: int = 40  # the fewest holding images it can split into train and validation parts
     summary: str = ""
     cite: str = ""

@@ -474,15 +474,23 @@ def mask_sizes(model: nn.Module, holding: Dataset, num_classes: int, labels: lis
                cfg: RecoveryConfig = RecoveryConfig(), device=None) -> dict[int, float]:
     """The smallest working mask size of each of `labels`: the mask search alone, on the same split
     of D_h and the same image batches as `recover_triggers` (used to confirm suspects)."""
+    return {d["label"]: d["mask_size"] for d in reverse_masks(model, holding, num_classes, labels, cfg, device)}
+
+
+def reverse_masks(model: nn.Module, holding: Dataset, num_classes: int, labels: list[int] | None = None,
+                  cfg: RecoveryConfig = RecoveryConfig(), device=None, progress: bool = False) -> list[dict]:
+    """Neural Cleanse's reverse engineering: per label (all by default), the smallest working mask
+    (1, H, W) and its pattern (C, H, W), their size and validation ASR; the mask search alone, on
+    recovery's own split of D_h."""
     x, y = as_tensors(holding)
     xtr, _, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
     check_model_input(model, x, num_classes, device)
+    labels = list(range(num_classes)) if labels is None else list(labels)
     with _frozen(model, device):
         victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
-        rows = mask_search(victim, list(labels), xtr, xva, yva, tuple(x.shape[1:]),
-                           dataclasses.replace(cfg, mask_halving=False), progress=False)
-    return {d["label"]: d["mask_size"] for d in rows}
+        return mask_search(victim, labels, xtr, xva, yva, tuple(x.shape[1:]),
+                           dataclasses.replace(cfg, mask_halving=False), progress=progress)
 
 
 def check_model_input(model: nn.Module, x: torch.Tensor, num_classes: int, device) -> None:

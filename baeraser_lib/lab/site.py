@@ -206,13 +206,14 @@ def attack_table(out_dir: Path = REPORTS_DIR) -> str:
     rows = attack_rows(out_dir)
     if not rows:
         return ""
-    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for label in (s.label for s in DEFENSES.values()))
-    sub = "<th>ASR</th><th>acc</th><th>DER</th>" * len(DEFENSES)
+    shown = names("ours", "baseline", "ablation")  # as notebook 03 runs them
+    head = "".join(f"<th colspan=3>{html.escape(DEFENSES[k].label)}</th>" for k in shown)
+    sub = "<th>ASR</th><th>acc</th><th>DER</th>" * len(shown)
     body = []
     for r in rows:
         cells = []
         best = max((d["der"] for d in r["defenses"].values()), default=None)
-        for key in DEFENSES:
+        for key in shown:
             d = r["defenses"].get(key)
             if d is None:
                 cells.append("<td></td>" * 3)
