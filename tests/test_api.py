@@ -54,7 +54,7 @@ def test_package_exports_the_api():
         assert hasattr(B, name), name
     spec = B.DEFENSES["baeraser"]
     assert spec.label == "BAERASER" and spec.config().__class__ is spec.config and "holding" in spec.needs
-    assert {s.role for s in B.DEFENSES.values()} == {"ours", "ablation", "baseline"}
+    assert {s.role for s in B.DEFENSES.values()} == {"ours", "ablation", "baseline", "peer"}
 
 
 def test_holding_loaders_agree(tiny):
