@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, TensorDataset
 from .artifacts import load_state, load_weights
 from .data import DATASETS, as_tensors, load_experiment_data
 from .defenses import DEFENSES, Defended
+from .defenses.recovery import check_model_input
 from .errors import CheckpointError, ConfigError, DataNotFoundError
 from .models import MODELS, Normalize, build_model
 
@@ -130,7 +131,7 @@ def load_model(path: str | os.PathLike, arch: str | None, num_classes: int, mode
     state = load_state(path)
     model = build_architecture(arch, num_classes, model_def, state)
     load_weights(model, path)  # names and shapes checked; mismatches listed
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite_tensors(model)
     if bad:
         raise CheckpointError(f"checkpoint {path} holds NaN or inf in {len(bad)} tensors (e.g. {bad[:3]})")
     if mean is not None:
@@ -257,18 +258,16 @@ def check_data(model: nn.Module, data: Dataset, num_classes: int, what: str = "h
     if len(bad):
         raise ConfigError(f"{what}: {len(bad)} labels lie outside [0, {num_classes}) (e.g. {y[bad[:3]].tolist()})")
     first = next(model.parameters(), None)
-    probe = x[:2].to(first.device if first is not None else "cpu")
-    was = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(probe)
-    except RuntimeError as err:
-        raise ConfigError(f"{what}: images of shape {tuple(x.shape[1:])} (C, H, W) do not fit the model: "
-                          f"{str(err).splitlines()[0]}") from None
-    finally:
-        model.train(was)
-    if out.ndim != 2 or out.shape[1] != num_classes:
-        raise ConfigError(f"the model outputs {tuple(out.shape[1:])} per image; num_classes is {num_classes}")
+    try:  # recovery's own probe: channels, a forward pass, the number of outputs, finite logits
+        check_model_input(model, x[:2], num_classes, first.device if first is not None else "cpu")
+    except ConfigError as err:
+        raise ConfigError(f"{what}: images of shape {tuple(x.shape[1:])} (C, H, W) do not fit the model: {err}") \
+            from None
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the model's float tensors that hold NaN or inf."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "baeraser", config=None,
@@ -287,7 +286,7 @@ def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "
     config = spec.config() if config is None else config
     if not isinstance(config, spec.config):
         raise ConfigError(f"{method} takes a {spec.config.__name__}, got {type(config).__name__}")
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite_tensors(model)
     if bad:
         raise ConfigError(f"the model holds NaN or inf in {len(bad)} tensors (e.g. {bad[:3]}): nothing to defend")
     check_data(model, holding, num_classes, min_images=spec.min_holding)
