@@ -13,8 +13,8 @@ import dataclasses
 from typing import Callable
 
 from .config import AttackConfig, TrainConfig
-from .defenses import (BaeraserConfig, FinePruneConfig, FinetuneConfig, NADConfig, NCConfig, RecoveryConfig,
-                       UnlearnConfig, VanillaConfig)
+from .defenses import (ANPConfig, BaeraserConfig, FinePruneConfig, FinetuneConfig, IBAUConfig, NADConfig, NCConfig,
+                       RecoveryConfig, SAUConfig, UnlearnConfig, VanillaConfig)
 
 TRAIN = {k: k for k in ("dataset", "model", "width", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                         "schedule", "train_subset", "seed")}
@@ -32,6 +32,9 @@ BAERASER = {"confirm": "confirm", "confirm_ratio": "confirm_ratio"}
 FINETUNE = {"finetune_lr": "lr", "finetune_epochs": "epochs", "seed": "seed"}
 FINEPRUNE = {"fineprune_acc_drop": "acc_drop", "seed": "seed"}
 NAD = {"nad_beta": "beta", "nad_epochs": "student.epochs", "seed": "seed"}
+IBAU = {"ibau_lr": "lr", "ibau_rounds": "rounds", "seed": "seed"}
+SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_eps": "eps", "seed": "seed"}
+ANP = {"anp_eps": "eps", "anp_iterations": "iterations", "anp_threshold": "threshold", "seed": "seed"}
 
 
 def _pick(params: dict, table: dict[str, str]) -> dict:
@@ -84,8 +87,24 @@ def nad_config(params: dict) -> NADConfig:
 
 
 def nc_config(params: dict) -> NCConfig:
-    """Neural Cleanse: its own search and cut (see `defenses.nc`); its unlearning fine-tunes like fine-tuning."""
-    return NCConfig(finetune=finetune_config(params))
+    """Neural Cleanse: its own search schedule and cut (see `defenses.nc`) for `mask_steps` steps, as
+    recovery's mask search; its unlearning fine-tunes like fine-tuning."""
+    search = NCConfig().search
+    if "mask_steps" in params:
+        search = dataclasses.replace(search, mask_steps=params["mask_steps"])
+    return NCConfig(search=search, finetune=finetune_config(params))
+
+
+def ibau_config(params: dict) -> IBAUConfig:
+    return IBAUConfig(**_pick(params, IBAU))
+
+
+def sau_config(params: dict) -> SAUConfig:
+    return SAUConfig(**_pick(params, SAU))
+
+
+def anp_config(params: dict) -> ANPConfig:
+    return ANPConfig(**_pick(params, ANP))
 
 
 # registered defense → (the builder of its config, the tables it reads)
@@ -95,7 +114,10 @@ DEFENSE_CONFIGS: dict[str, tuple[Callable[[dict], object], tuple[dict, ...]]] = 
     "finetune": (finetune_config, (FINETUNE,)),
     "fineprune": (fineprune_config, (FINETUNE, FINEPRUNE)),
     "nad": (nad_config, (FINETUNE, NAD)),
-    "nc": (nc_config, (FINETUNE,)),
+    "nc": (nc_config, (FINETUNE, {"mask_steps": "search.mask_steps"})),
+    "ibau": (ibau_config, (IBAU,)),
+    "sau": (sau_config, (SAU,)),
+    "anp": (anp_config, (ANP,)),
 }
 
 # every table with the config it fills: what the check of notebook defaults walks
@@ -103,6 +125,7 @@ TABLES: dict[str, tuple[dict[str, str], Callable[[dict], object]]] = {
     "train": (TRAIN, train_config), "attack": (ATTACK, attack_config), "recovery": (RECOVERY, recovery_config),
     "unlearn": (UNLEARN, unlearn_config), "baeraser": (BAERASER, baeraser_config),
     "finetune": (FINETUNE, finetune_config), "fineprune": (FINEPRUNE, fineprune_config), "nad": (NAD, nad_config),
+    "ibau": (IBAU, ibau_config), "sau": (SAU, sau_config), "anp": (ANP, anp_config),
 }
 
 

@@ -39,7 +39,8 @@ def smoke_params(data_root, tmp_path):
     return {"model": "resnet18", "width": 4, "epochs": 6, "batch_size": 32, "lr": 0.1, "poison_rate": 0.2,
             "holding_ratio": 0.25, "data_root": str(data_root), "download": False,
             "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3, "mask_steps": 40,
-            "unlearn_epochs": 2, "finetune_epochs": 1, "nad_epochs": 1}
+            "unlearn_epochs": 2, "finetune_epochs": 1, "nad_epochs": 1,
+            "ibau_rounds": 1, "sau_epochs": 1, "anp_iterations": 5}  # the peers at smoke settings
 
 
 def declared_by(name, params):
@@ -72,7 +73,8 @@ def test_notebooks_01_to_03_run_under_papermill_and_report(fashion_root, tmp_pat
     assert "Recover the trigger" in (out / "02_recover_triggers.html").read_text()
     assert len(list((tmp_path / "artifacts").glob("pools/*/pool.safetensors"))) == 1
     unlearning = json.loads((out / "03_unlearn.json").read_text())
-    assert set(unlearning["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad"}
+    assert set(unlearning["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad",
+                                          "nc", "ibau", "sau", "anp"}  # the baselines and the peers
     for row in unlearning["methods"].values():
         assert set(row) >= {"clean_acc", "asr", "robust_acc", "der", "seconds"}
         assert 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
@@ -151,7 +153,8 @@ def test_notebooks_02_and_03_defend_your_own_architecture_and_save_the_result(fa
         results = R.run([name], params, out, progress=False)
         assert results[0]["status"] == "ok", results[0]["error"]
     figures = json.loads((out / "03_unlearn.json").read_text())
-    assert set(figures["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad"}
+    assert set(figures["methods"]) == {"none", "baeraser", "vanilla", "finetune", "fineprune", "nad",
+                                       "nc", "ibau", "sau", "anp"}
     assert figures["victim_train_seconds"] is None and figures["methods"]["none"]["clean_acc"] > 0
     meta = read_meta(figures["defended_model"])
     assert meta["kind"] == "defended" and meta["method"] == "baeraser" and meta["suspect"] == figures["victim_id"]

@@ -66,3 +66,107 @@ def test_nc_leaves_a_model_with_no_outlier_alone(tiny_data, monkeypatch):  # noq
     out = NC.nc(model, tiny_data.holding, 10, dataclasses.replace(NCConfig()), progress=False)
     assert out.backdoored is False and out.flagged == []
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), out.model.state_dict().values()))
+
+
+# ---- i-BAU, SAU and ANP -------------------------------------------------------------------------
+
+from baeraser_lib.config import TrainConfig  # noqa: E402
+from baeraser_lib.defenses import ANPConfig, IBAUConfig, SAUConfig, names  # noqa: E402
+from baeraser_lib.victims import new_model  # noqa: E402
+
+BN_TRAIN = TrainConfig(model="resnet18", width=8, epochs=6, batch_size=32, lr=0.05)
+SMOKE = {  # test settings: a tiny D_h (80 images) needs bolder steps than the defaults, made for thousands
+    "ibau": IBAUConfig(lr=1e-3, rounds=4, batch_size=32),
+    "sau": SAUConfig(lr=1e-3, epochs=6, batch_size=32),
+    "anp": ANPConfig(iterations=600, batch_size=32, threshold=0.5),  # its masks fall slowly on 80 images
+}
+
+
+@pytest.fixture(scope="module")
+def bn_victim(tiny_data):  # noqa: F811
+    """A tiny ResNet-18 (BatchNorm inside) with a planted corner patch (target 3)."""
+    model = new_model(BN_TRAIN)
+    result = ATTACKS["badnets"].fn(model, tiny_data.train, tiny_data.info, ATTACK, BN_TRAIN, progress=False)
+    return model.eval(), result.trigger
+
+
+def test_the_peers_are_registered_with_their_papers_settings():
+    assert names("peer") == ["nc", "ibau", "sau", "anp"]
+    assert "ICLR 2022" in DEFENSES["ibau"].cite and "NeurIPS 2023" in DEFENSES["sau"].cite
+    assert "NeurIPS 2021" in DEFENSES["anp"].cite
+    i, s, a = IBAUConfig(), SAUConfig(), ANPConfig()
+    assert (i.lr, i.rounds, i.K) == (1e-4, 5, 5)  # BackdoorBench's i-BAU
+    assert (s.lr, s.eps, s.pgd_lr, s.pgd_steps, s.beta_adv, s.beta_share) == (1e-4, 0.2, 0.2, 5, 0.01, 1.0)
+    assert (a.eps, a.steps, a.alpha, a.mask_lr, a.threshold) == (0.4, 1, 0.2, 0.2, 0.2)  # the ANP paper's
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: IBAUConfig(rounds=0), lambda: IBAUConfig(K=1000), lambda: IBAUConfig(lr=-1.0),
+    lambda: SAUConfig(eps=2.0), lambda: SAUConfig(pgd_steps=0), lambda: SAUConfig(epochs=1.5),
+    lambda: ANPConfig(eps=1.5), lambda: ANPConfig(iterations=0), lambda: ANPConfig(threshold=1.0),
+    lambda: NCConfig(scale="cubic"),
+])
+def test_an_out_of_range_setting_is_a_clear_error(bad):
+    with pytest.raises(ConfigError):
+        bad()
+
+
+def test_an_unknown_defense_name_lists_the_registry(tiny_data):  # noqa: F811
+    model, _ = planted(tiny_data, ATTACK)
+    with pytest.raises(ConfigError) as err:
+        defend(model, tiny_data.holding, 10, "magic", progress=False)
+    assert all(name in str(err.value) for name in DEFENSES)
+
+
+def test_anp_on_a_model_without_batchnorm_says_why_before_compute(tiny_data, monkeypatch):  # noqa: F811
+    import importlib
+
+    ANP = importlib.import_module("baeraser_lib.defenses.anp")
+    model, _ = planted(tiny_data, ATTACK)  # SmallCNN: no BatchNorm
+    monkeypatch.setattr(ANP, "learn_masks", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        defend(model, tiny_data.holding, 10, "anp", SMOKE["anp"], progress=False)
+
+
+def test_anp_wraps_batchnorm_layers_without_changing_the_function(bn_victim):
+    from baeraser_lib.defenses.anp import PerturbedBatchNorm, wrap_batchnorms
+
+    model, _ = bn_victim
+    x = torch.rand(4, 1, 28, 28)
+    import copy
+
+    work = copy.deepcopy(model).eval()
+    layers = wrap_batchnorms(work)
+    assert layers and all(isinstance(m, PerturbedBatchNorm) for m in layers.values())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) and not isinstance(p, PerturbedBatchNorm)
+                   for p in work.modules() for m in p.children())  # every BatchNorm sits inside a wrapper
+    assert torch.allclose(work(x), model(x), atol=1e-5)  # mask 1, no noise: the same function
+
+
+@pytest.mark.parametrize("name", ["ibau", "sau", "anp"])
+def test_each_peer_lowers_the_asr_and_leaves_the_input_model_alone(bn_victim, tiny_data, name):  # noqa: F811
+    model, trigger = bn_victim
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    out = defend(model, tiny_data.holding, 10, name, SMOKE[name], progress=False)
+    assert out.method == name and out.backdoored is None and out.seconds["total"] > 0
+    rule = ATTACKS["badnets"].target_rule(ATTACK, 10)  # the evaluation side: only now the truth is read
+    before = evaluate(model, tiny_data.evaluation, trigger, rule)
+    after = evaluate(out.model, tiny_data.evaluation, trigger, rule)
+    assert before["asr"] > 0.8 and after["asr"] < before["asr"] / 2, (name, before, after, out.history[-1])
+    assert after["clean_acc"] > 0.3, (name, after)  # repaired, not destroyed
+    assert all(torch.equal(before_state[k], v) for k, v in model.state_dict().items())
+
+
+def test_no_peer_takes_or_reads_anything_but_the_model_and_the_holding_set():
+    import ast
+    import inspect
+    from pathlib import Path
+
+    for name in names("peer"):
+        run = DEFENSES[name].run
+        params = list(inspect.signature(run).parameters)
+        assert params[:4] == ["model", "holding", "num_classes", "cfg"], (name, params)
+        src = Path(inspect.getsourcefile(run)).read_text()
+        imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {"metrics", "victims", "artifacts"} & {m.split(".")[-1] for m in imported}, (name, imported)
+        assert "evaluation" not in src.replace("evaluation only", ""), name

@@ -296,7 +296,8 @@ def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path
         assert "cifar10 (train split) not found" in records[1]["steps"][0]["error"]
         doc = json.loads((out / "tiny" / "grid.json").read_text())
         row, bad = doc["rows"]
-        assert set(row["defenses"]) == {"baeraser", "finetune", "fineprune", "nad"}
+        assert set(row["defenses"]) == {"baeraser", "finetune", "fineprune", "nad", "nc", "ibau", "sau", "anp"}
+        assert row["not_run"] == [] and "baeraser_der_ge_best_peer" in row
         for d in row["defenses"].values():
             assert 0 <= d["asr"] <= 1 and 0 <= d["clean_acc"] <= 1 and 0 <= d["der"] <= 1
         assert bad["link"] == "cifar10/01_inject.html" and (out / "tiny" / bad["link"]).exists()

@@ -8,20 +8,26 @@ one returns a `Defended`.
     fineprune  prune the last conv layer's dormant channels, then fine-tune        (Liu et al. 2018)
     nad        neural attention distillation from a fine-tuned teacher             (Li et al. 2021)
     nc         Neural Cleanse: reverse-engineered triggers, MAD outliers, unlearning  (Wang et al. 2019)
+    ibau       i-BAU: min-max over a universal perturbation, implicit hypergradient  (Zeng et al. 2022)
+    sau        SAU: unlearn adversarial examples shared with the backdoored model   (Wei et al. 2023)
+    anp        ANP: perturb BatchNorm neurons adversarially, prune the sensitive ones (Wu & Wang 2021)
 """
 
 from __future__ import annotations
 
 import time
 
+from .anp import ANPConfig, anp
 from .base import Defended, DefenseSpec
 from .baeraser import BaeraserConfig, baeraser, repair
 from .fineprune import FinePruneConfig, fineprune
 from .finetune import FinetuneConfig, finetune
+from .ibau import IBAUConfig, ibau
 from .nad import NADConfig, nad
 from .nc import NCConfig, nc
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, RecoveryResult, recover_triggers
+from .sau import SAUConfig, sau
 from .unlearning import UnlearnConfig, unlearn
 from .vanilla import VanillaConfig, vanilla
 
@@ -56,6 +62,15 @@ DEFENSES: dict[str, DefenseSpec] = {
     "nc": DefenseSpec(nc, NCConfig, "Neural Cleanse", ("holding",), "peer",
                       summary="reverse-engineer a mask per label, flag MAD outliers, unlearn with 20% stamped D_h",
                       cite="Wang et al., Neural Cleanse, IEEE S&P 2019"),
+    "ibau": DefenseSpec(ibau, IBAUConfig, "i-BAU", ("holding",), "peer",
+                        summary="min-max unlearning of a universal perturbation with the implicit hypergradient",
+                        cite="Zeng et al., Adversarial Unlearning of Backdoors via Implicit Hypergradient, ICLR 2022"),
+    "sau": DefenseSpec(sau, SAUConfig, "SAU", ("holding",), "peer",
+                       summary="unlearn adversarial examples shared by the suspect and the purified model",
+                       cite="Wei et al., Shared Adversarial Unlearning, NeurIPS 2023"),
+    "anp": DefenseSpec(anp, ANPConfig, "ANP", ("holding",), "peer",
+                       summary="learn BatchNorm neuron masks under adversarial neuron perturbation, prune below 0.2",
+                       cite="Wu & Wang, Adversarial Neuron Perturbation Exposes Backdoors, NeurIPS 2021"),
     "vanilla": DefenseSpec(vanilla, VanillaConfig, "vanilla ascent", ("holding", "pool"), "ablation",
                            summary="plain ascent on the recovered triggers, no penalty (a control)"),
 }
@@ -66,6 +81,7 @@ def names(*roles: str) -> list[str]:
     return [k for k, s in DEFENSES.items() if not roles or s.role in roles]
 
 
-__all__ = ["DEFENSES", "BaeraserConfig", "Defended", "DefenseSpec", "FinePruneConfig", "FinetuneConfig",
-           "NADConfig", "NCConfig", "RecoveryConfig", "RecoveryResult", "TriggerPool", "UnlearnConfig", "VanillaConfig",
-           "baeraser", "fineprune", "finetune", "names", "nad", "nc", "recover_triggers", "repair", "unlearn", "vanilla"]
+__all__ = ["DEFENSES", "ANPConfig", "BaeraserConfig", "Defended", "DefenseSpec", "FinePruneConfig", "FinetuneConfig",
+           "IBAUConfig", "NADConfig", "NCConfig", "RecoveryConfig", "RecoveryResult", "SAUConfig", "TriggerPool",
+           "UnlearnConfig", "VanillaConfig", "anp", "baeraser", "fineprune", "finetune", "ibau", "names", "nad", "nc",
+           "recover_triggers", "repair", "sau", "unlearn", "vanilla"]

@@ -9,7 +9,8 @@ Neural Networks", IEEE S&P 2019), a peer in the same harness.
    fewer than the paper's epochs over the data, so it fits a CPU budget.
 2. **Detection**: the anomaly index of the masks' L1 norms (MAD, consistency constant 1.4826);
    labels below the median with index > 2 are flagged (the paper's cut). None: the model is judged
-   clean and returned unchanged.
+   clean and returned unchanged. `scale="log"` (not the paper's) takes the index of the norms'
+   logarithms, so that norms compare by ratios, as BAERASER's own detector does.
 3. **Mitigation by unlearning**: fine-tune on D_h where 20% of the images carry a flagged label's
    reversed trigger and keep their true label (the paper's unlearning recipe), with fine-tuning's
    optimiser settings (`FinetuneConfig`).
@@ -20,6 +21,7 @@ Nothing here sees test data, the true trigger or the target label.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +45,7 @@ NC_SEARCH = RecoveryConfig(mask_cost=1e-3, cost_up=1.5, mask_asr=0.99, mask_lr=0
 class NCConfig:
     search: RecoveryConfig = field(default_factory=lambda: NC_SEARCH)
     threshold: float = 2.0  # anomaly index above which a label is flagged (the paper's)
+    scale: str = "raw"  # raw: the MAD of the L1 norms (the paper's); log: of their logarithms
     stamp_fraction: float = 0.2  # share of D_h stamped with a reversed trigger, true labels kept
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
@@ -51,13 +54,16 @@ class NCConfig:
             raise ConfigError("NCConfig takes a RecoveryConfig (search) and a FinetuneConfig (finetune)")
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 100):
             raise ConfigError(f"threshold must lie in (0, 100], got {self.threshold!r}")
+        if self.scale not in ("raw", "log"):
+            raise ConfigError(f"scale must be 'raw' (the paper's) or 'log', got {self.scale!r}")
         if not (isinstance(self.stamp_fraction, (int, float)) and 0 < self.stamp_fraction < 1):
             raise ConfigError(f"stamp_fraction must lie in (0, 1), got {self.stamp_fraction!r}")
 
 
-def nc_flagged(rows: list[dict], threshold: float) -> list[int]:
+def nc_flagged(rows: list[dict], threshold: float, scale: str = "raw") -> list[int]:
     """Labels whose mask L1 norm lies below the median with anomaly index > threshold, most anomalous first."""
-    index = anomaly_index([r["mask_size"] for r in rows])
+    sizes = [r["mask_size"] for r in rows]
+    index = anomaly_index([math.log(max(v, 1e-6)) for v in sizes] if scale == "log" else sizes)
     for r, a in zip(rows, index):
         r["anomaly_index"] = a
     return [r["label"] for r, a in sorted(zip(rows, index), key=lambda p: -p[1]) if a > threshold]
@@ -81,7 +87,7 @@ def nc(model: nn.Module, holding: Dataset, num_classes: int, cfg: NCConfig = NCC
     t0 = time.perf_counter()
     device = pick_device() if device is None else torch.device(device)
     rows = reverse_masks(model, holding, num_classes, None, cfg.search, device, progress)
-    flagged = nc_flagged(rows, cfg.threshold)
+    flagged = nc_flagged(rows, cfg.threshold, cfg.scale)
     seconds = {"reverse": time.perf_counter() - t0}
     history = [{k: v for k, v in r.items() if k not in ("mask", "pattern")} for r in rows]
     if not flagged:

@@ -16,8 +16,9 @@ from ..atomic import atomic_open
 from ..defenses import DEFENSES, names
 from .reports import write_json_atomic
 
-COMPARED = [(k, DEFENSES[k].label) for k in names("ours", "baseline")]  # (plain ascent, a control, is left out)
+COMPARED = [(k, DEFENSES[k].label) for k in names("ours", "baseline", "peer")]  # (plain ascent, a control, is left out)
 BASELINES = names("baseline")
+PEERS = names("peer")
 TABLE_NOTEBOOK = "03_unlearn"  # the notebook whose report holds every defense's figures
 TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7's bar for BAERASER
 
@@ -79,8 +80,9 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
             continue
         before = methods["none"]
         row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
-        row["defenses"] = {k: {m: methods[k][m] for m in ("clean_acc", "asr", "der")}
+        row["defenses"] = {k: {m: methods[k].get(m) for m in ("clean_acc", "asr", "der", "seconds")}
                            for k, _ in COMPARED if k in methods}
+        row["not_run"] = [k for k, _ in COMPARED if k not in methods]  # e.g. a run from before the peers joined
         for k, d in row["defenses"].items():
             d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
             d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
@@ -88,6 +90,11 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
         if base:
             row["best_baseline_der"] = max(base)
             row["baeraser_der_ge_best_baseline"] = row["defenses"]["baeraser"]["der"] >= max(base)
+        peers = {k: row["defenses"][k]["der"] for k in PEERS if k in row["defenses"]}
+        if peers:
+            best = max(peers, key=peers.get)
+            row["best_peer"], row["best_peer_der"] = best, peers[best]
+            row["baeraser_der_ge_best_peer"] = row["defenses"]["baeraser"]["der"] >= peers[best]
         rows.append(row)
     return rows
 
@@ -109,9 +116,16 @@ def summarise(rows: list[dict]) -> dict:
         per[k] = {"rows": len(ds), "rows_with_asr_before": sum(d["asr_reduction"] is not None for d in ds),
                   "mean_asr_reduction": _mean([d["asr_reduction"] for d in ds]),
                   "mean_acc_drop_points": _mean([d["acc_drop_points"] for d in ds]),
-                  "mean_der": _mean([d["der"] for d in ds])}
+                  "mean_der": _mean([d["der"] for d in ds]),
+                  "worst_asr": max((d["asr"] for d in ds if d["asr"] is not None), default=None),
+                  "mean_seconds": _mean([d.get("seconds") for d in ds])}
     b = per["baeraser"]
     judged = [r for r in done if "baeraser_der_ge_best_baseline" in r]
+    vs_peers = [r for r in done if "baeraser_der_ge_best_peer" in r]
+    peer_wins = [{"run": r["run_id"], "peer": r["best_peer"], "peer_der": r["best_peer_der"],
+                  "baeraser_der": r["defenses"]["baeraser"]["der"],
+                  "by": r["best_peer_der"] - r["defenses"]["baeraser"]["der"]}
+                 for r in vs_peers if not r["baeraser_der_ge_best_peer"]]
     datasets = {}
     for r in rows:
         d = datasets.setdefault(r["dataset"], {"source": r["data"], "runs_ok": 0, "runs_failed": 0, "why_not": [],
@@ -146,7 +160,12 @@ def summarise(rows: list[dict]) -> dict:
                                                           f" of {len(judged)} rows",
                                               "met": bool(judged) and all(r["baeraser_der_ge_best_baseline"]
                                                                           for r in judged)},
+            "baeraser_der_ge_best_peer": {"target": "every row",
+                                          "measured": f"{len(vs_peers) - len(peer_wins)} of {len(vs_peers)} rows "
+                                                      f"that ran the peers ({len(done) - len(vs_peers)} did not)",
+                                          "met": bool(vs_peers) and not peer_wins and len(vs_peers) == len(done)},
         },
+        "peer_wins": peer_wins,
     }
 
 
@@ -208,7 +227,13 @@ def _f(v, digits=4) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
+def _shown(rows: list[dict]) -> list[tuple[str, str]]:
+    """The compared defenses that ran in at least one row (a grid from before the peers joined shows none of them)."""
+    return [(k, label) for k, label in COMPARED if any(k in r.get("defenses", {}) for r in rows)] or COMPARED[:1]
+
+
 def _table(rows: list[dict]) -> str:
+    COMPARED = _shown(rows)  # noqa: N806  (the columns of this table)
     head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in COMPARED)
     sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(COMPARED)
     body = []
@@ -219,11 +244,11 @@ def _table(rows: list[dict]) -> str:
         if "defenses" not in r:
             if r["status"] == "ok":
                 what = r.get("incomplete") or "this grid's notebooks write no defense table"
-                body.append(f"<tr><td>{name}</td><td colspan={3 + 3 * len(COMPARED)}>finished; "
+                body.append(f"<tr><td>{name}</td><td colspan={4 + 3 * len(COMPARED)}>finished; "
                             f"{html.escape(what)}</td></tr>")
                 continue
             link = f' (<a href="{html.escape(r["link"])}">failing notebook</a>)' if r.get("link") else ""
-            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={3 + 3 * len(COMPARED)}>"
+            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={4 + 3 * len(COMPARED)}>"
                         f"<b>failed</b> in {html.escape(str(r.get('failed_notebook')))}{link}: "
                         f"{html.escape(r.get('error', ''))}</td></tr>")
             continue
@@ -231,16 +256,17 @@ def _table(rows: list[dict]) -> str:
         for k, _ in COMPARED:
             d = r["defenses"].get(k)
             if d is None:
-                cells.append("<td></td>" * 3)
+                cells.append("<td colspan=3><small>not run</small></td>")
                 continue
             best = d["der"] >= max(x["der"] for x in r["defenses"].values())
             der = f"<b>{d['der']:.3f}</b>" if best else f"{d['der']:.3f}"
             cells.append(f"<td>{_f(d['clean_acc'])}</td><td>{_f(d['asr'])}</td><td>{der}</td>")
-        ok = r.get("baeraser_der_ge_best_baseline")
+        verdicts = "".join(f"<td>{'yes' if ok else '<b>no</b>' if ok is not None else 'not run'}</td>"
+                           for ok in (r.get("baeraser_der_ge_best_baseline"), r.get("baeraser_der_ge_best_peer")))
         body.append(f"<tr><td>{name}</td><td>{_f(r['before']['clean_acc'])}</td><td>{_f(r['before']['asr'])}</td>"
-                    f"{''.join(cells)}<td>{'yes' if ok else '<b>no</b>' if ok is not None else ''}</td></tr>")
+                    f"{''.join(cells)}{verdicts}</tr>")
     return (f"<table><tr><th rowspan=2>run</th><th colspan=2>before</th>{head}"
-            f"<th rowspan=2>BAERASER DER ≥ best baseline</th></tr>"
+            f"<th rowspan=2>BAERASER DER ≥ best baseline</th><th rowspan=2>≥ best peer</th></tr>"
             f"<tr><th>acc</th><th>ASR</th>{sub}</tr>{''.join(body)}</table>")
 
 
@@ -248,20 +274,23 @@ def grid_markdown(grid_dir: Path) -> str:
     """The grid's table as Markdown (the README's copy), from its grid.json."""
     doc = json.loads((grid_dir / "grid.json").read_text())
     axes = doc.get("axis_names") or ["dataset", "attack"]  # grids written before the names were kept
+    COMPARED = _shown(doc["rows"])  # noqa: N806  (the columns of this table)
     lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in COMPARED)
-             + " | BAERASER DER ≥ best baseline |", "|---" * (3 + len(COMPARED)) + "|"]
+             + " | BAERASER DER ≥ best baseline | ≥ best peer |", "|---" * (4 + len(COMPARED)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
             if r["status"] == "ok":
-                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (1 + len(COMPARED)))
+                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (2 + len(COMPARED)))
                 continue
             why = (r.get("error") or r["status"]).split(": ", 1)[-1].split(":")[0].replace("|", "/")
-            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (1 + len(COMPARED)))
+            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (2 + len(COMPARED)))
             continue
-        cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else ""
+        cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else "not run"
                  for k, _ in COMPARED]
+        verdicts = [("yes" if ok else "**no**") if (ok := r.get(k)) is not None else "not run"
+                    for k in ("baeraser_der_ge_best_baseline", "baeraser_der_ge_best_peer")]
         lines.append(f"| {r['label']} | {r['before']['clean_acc']:.4f} / {r['before']['asr']:.4f} | "
-                     + " | ".join(cells) + f" | {'yes' if r.get('baeraser_der_ge_best_baseline') else '**no**'} |")
+                     + " | ".join(cells) + f" | {' | '.join(verdicts)} |")
     return "\n".join(lines)
 
 
@@ -286,8 +315,12 @@ def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: f
     per = summary["defenses"]
     means = "".join(f"<tr><td>{html.escape(label)}</td><td>{per[k]['rows']}</td>"
                     f"<td>{_f(per[k]['mean_asr_reduction'] and 100 * per[k]['mean_asr_reduction'], 2)}%</td>"
-                    f"<td>{_f(per[k]['mean_acc_drop_points'], 2)}</td><td>{_f(per[k]['mean_der'], 3)}</td></tr>"
+                    f"<td>{_f(per[k]['mean_acc_drop_points'], 2)}</td><td>{_f(per[k]['mean_der'], 3)}</td>"
+                    f"<td>{_f(per[k].get('worst_asr'))}</td><td>{_f(per[k].get('mean_seconds'), 1)}</td></tr>"
                     for k, label in COMPARED)
+    wins = "".join(f"<li>{html.escape(w['run'])}: {html.escape(DEFENSES[w['peer']].label)} DER {w['peer_der']:.3f} "
+                   f"against BAERASER's {w['baeraser_der']:.3f} (by {w['by']:.3f})</li>" for w in summary["peer_wins"])
+    wins = f"<h3>Where a peer beats BAERASER</h3><ul>{wins}</ul>" if wins else ""
     targets = "".join(f"<li>{html.escape(name)}: {html.escape(str(t['measured'] if not isinstance(t['measured'], float) else round(t['measured'], 4)))}"
                       f" (target {html.escape(t['target'])}): <b>{'met' if t['met'] else 'missed'}</b></li>"
                       for name, t in summary["targets"].items())
@@ -316,7 +349,7 @@ victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DE
 {_table(rows)}
 <h2>Means across finished rows</h2>
 <table><tr><th>defense</th><th>rows</th><th>mean ASR reduction</th><th>mean accuracy drop (points)</th>
-<th>mean DER</th></tr>{means}</table><ul>{targets}</ul>
+<th>mean DER</th><th>worst ASR</th><th>mean seconds</th></tr>{means}</table><ul>{targets}</ul>{wins}
 <h2>Figures</h2>{imgs}
 <h2>Parameters</h2><pre>{html.escape(json.dumps({"parameters": grid.parameters, "axes": grid.axes, "variants": grid.variants,
                                                    "overrides": grid.overrides}, indent=1))}</pre>

@@ -134,15 +134,18 @@ def attack_rows(out_dir: Path = REPORTS_DIR) -> list[dict]:
 
 def attack_markdown(out_dir: Path = REPORTS_DIR) -> str:
     """The attack × defense figures as a Markdown table (the README's, printed by `table`)."""
-    others = [(k, DEFENSES[k].label) for k in names("baseline")]
+    rows = attack_rows(out_dir)
+    others = [(k, DEFENSES[k].label) for k in names("baseline", "peer")
+              if any(k in r["defenses"] for r in rows)]  # peers only once some report ran them
     lines = ["| attack | victim acc | ASR before | BAERASER ASR | BAERASER acc | BAERASER DER | "
              + " | ".join(f"{label} DER" for _, label in others) + " |",
              "|---" * (6 + len(others)) + "|"]
-    for r in attack_rows(out_dir):
+    for r in rows:
         b = r["defenses"]["baeraser"]
         lines.append(f"| {r['attack']} | {r['clean_acc']:.4f} | {r['asr']:.4f} | {b['asr']:.4f} | "
                      f"{b['clean_acc']:.4f} | {b['der']:.3f} | "
-                     + " | ".join(f"{r['defenses'][k]['der']:.3f}" if k in r["defenses"] else "" for k, _ in others)
+                     + " | ".join(f"{r['defenses'][k]['der']:.3f}" if k in r["defenses"] else "not run"
+                                  for k, _ in others)
                      + " |")
     return "\n".join(lines)
 
@@ -206,7 +209,8 @@ def attack_table(out_dir: Path = REPORTS_DIR) -> str:
     rows = attack_rows(out_dir)
     if not rows:
         return ""
-    shown = names("ours", "baseline", "ablation")  # as notebook 03 runs them
+    shown = [k for k in names("ours", "baseline", "peer", "ablation")  # as notebook 03 runs them
+             if any(k in r["defenses"] for r in rows)]
     head = "".join(f"<th colspan=3>{html.escape(DEFENSES[k].label)}</th>" for k in shown)
     sub = "<th>ASR</th><th>acc</th><th>DER</th>" * len(shown)
     body = []
@@ -216,7 +220,7 @@ def attack_table(out_dir: Path = REPORTS_DIR) -> str:
         for key in shown:
             d = r["defenses"].get(key)
             if d is None:
-                cells.append("<td></td>" * 3)
+                cells.append("<td colspan=3><small>not run</small></td>")
                 continue
             der = f"<b>{d['der']:.3f}</b>" if d["der"] == best else f"{d['der']:.3f}"
             cells.append(f"<td>{d['asr']:.4f}</td><td>{d['clean_acc']:.4f}</td><td>{der}</td>")
