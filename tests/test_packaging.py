@@ -142,3 +142,17 @@ def test_readme_trigger_agnostic_table_matches_the_benchmark():
     assert len({json.dumps(r["defense_config"], sort_keys=True) for r in doc["rows"]}) == 1  # one config for all
     for line in trigger_agnostic_markdown(ROOT / "reports" / "benchmarks" / "trigger_agnostic.json").splitlines():
         assert line in readme, f"README's trigger-agnostic table is stale: {line}"
+
+
+def test_readme_peer_tables_match_the_committed_json():
+    """The peers' sanity table and the per-defense summary of the families grid are generated from
+    reports/benchmarks/peer_sanity.json and reports/families/grid.json, never typed."""
+    from baeraser_lib.lab.grid_report import summary_markdown
+    from baeraser_lib.lab.site import peer_sanity_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    sanity = peer_sanity_markdown(ROOT / "reports" / "benchmarks" / "peer_sanity.json",
+                                  ROOT / "reports" / "families" / "grid.json")
+    assert len(sanity.splitlines()) >= 2 + 4  # one published row per peer at least
+    for line in sanity.splitlines() + summary_markdown(ROOT / "reports" / "families").splitlines():
+        assert line in readme, f"README's peer tables are stale: {line}"

@@ -78,7 +78,7 @@ BN_TRAIN = TrainConfig(model="resnet18", width=8, epochs=6, batch_size=32, lr=0.
 SMOKE = {  # test settings: a tiny D_h (80 images) needs bolder steps than the defaults, made for thousands
     "ibau": IBAUConfig(lr=1e-3, rounds=4, batch_size=32),
     "sau": SAUConfig(lr=1e-3, epochs=6, batch_size=32),
-    "anp": ANPConfig(iterations=600, batch_size=32, threshold=0.5),  # its masks fall slowly on 80 images
+    "anp": ANPConfig(iterations=150, batch_size=32),
 }
 
 

@@ -6,7 +6,8 @@ layer is **wrapped** (whatever the architecture): channel c's scale becomes γ_c
 its shift β_c·(1 + ξ_c), with a mask m ∈ [0, 1] (starting at 1) and perturbations δ, ξ ∈ [−ε, ε].
 Per mini-batch of D_h:
 
-1. δ, ξ start uniform in [−ε, ε] and take one ascent step on the CE (SGD, lr ε/steps), clipped.
+1. δ, ξ start uniform in [−ε, ε] and take one signed ascent step on the CE (lr ε/steps), clipped
+   to [−ε, ε] as the paper states (the reference code leaves them unclipped, up to ±2ε).
 2. The masks take one SGD step (lr 0.2, momentum 0.9) on α·CE(unperturbed) + (1 − α)·CE(perturbed),
    clipped to [0, 1].
 
@@ -144,8 +145,9 @@ def learn_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: ANPConf
                     t.copy_((torch.rand(t.shape, generator=gen) * 2 - 1) * cfg.eps)
             perturb(True)
             for _ in range(cfg.steps):
-                noise_opt.zero_grad(set_to_none=True)
-                (-F.cross_entropy(work(xb), yb)).backward()
+                grads = torch.autograd.grad(-F.cross_entropy(work(xb), yb), noises)
+                for t, g in zip(noises, grads):
+                    t.grad = g.sign()  # a signed step, as the reference code
                 noise_opt.step()
                 with torch.no_grad():
                     for t in noises:
@@ -187,7 +189,8 @@ def anp(model: nn.Module, holding: Dataset, num_classes: int, cfg: ANPConfig = A
     device = pick_device() if device is None else torch.device(device)
     xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
     masks, history = learn_masks(model, xtr, ytr, cfg, device, progress)
-    pruned, count = prune_by_masks(copy.deepcopy(model).to(device), masks, cfg.threshold)
+    pruned, count = prune_by_masks(model, masks, cfg.threshold)
+    pruned = pruned.to(device)
     total = sum(len(m) for m in masks.values())
     history[-1].update({"pruned": count, "neurons": total, **defender_figures(pruned.eval(), None, xv, yv, cfg.seed,
                                                                               device)})

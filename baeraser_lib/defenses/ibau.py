@@ -6,16 +6,17 @@ The backdoor is treated as the worst universal perturbation δ of D_h:
     min_θ max_{‖δ‖₂ ≤ C} H(δ, θ),   H = mean CE(F_θ(x + δ), y)
 
 Each round (1) searches δ by gradient ascent on D_h (SGD lr 10 on −CE of the model's own labels
-plus 0.001‖δ‖², one pass, then projected on the L2 ball of radius 10), and (2) takes one outer
+plus 0.001‖δ‖², one pass, then projected on the L2 ball ‖δ‖ ≤ C = 10), and (2) takes one outer
 Adam step per batch on the clean loss where `portion` of the batch carries δ. The outer gradient
 is the **implicit hypergradient**: δ*(θ) is the fixed point of the inner gradient map
 T(δ, θ) = δ − 0.1 ∇_δ L_in(δ, θ), and dδ*/dθ enters through K fixed-point iterations of the
 vector–Jacobian product (v ← vᵀ∂_δT + ∂_δL_out, then ∂_θL_out + vᵀ∂_θT).
 
 Defaults are BackdoorBench's i-BAU config (Adam lr 1e-4, 5 rounds, K = 5, batch 256) and the
-authors' code (inner lr 10, fixed-point step 0.1, radius 10, regulariser 0.001, portion 0.01);
-the model stays in eval mode throughout, as there. One reading of ours: the fixed-point map
-uses the current batch (the authors' code always uses the first batch).
+authors' code (inner lr 10, fixed-point step 0.1, regulariser 0.001, portion 0.01); the model
+stays in eval mode throughout, as there. Two readings of ours: δ is projected on the paper's
+ball ‖δ‖ ≤ C with C = 10 (the public scripts carry that line commented out, leaving δ unbounded),
+and the fixed-point map uses the current batch (the authors' code always uses the first batch).
 
 Nothing here sees test data, the true trigger or the target label.
 """
@@ -78,8 +79,7 @@ def search_perturbation(model: nn.Module, x: torch.Tensor, cfg: IBAUConfig, gen:
         with torch.no_grad():
             own = model(xb).argmax(1)
         loss = -F.cross_entropy(model(xb + delta), own) + cfg.reg * delta.pow(2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        delta.grad, = torch.autograd.grad(loss, delta)  # δ's gradient only: the model's is not needed
         opt.step()
     with torch.no_grad():
         return (delta * min(1.0, cfg.radius / max(delta.norm().item(), 1e-12))).detach()

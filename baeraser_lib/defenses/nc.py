@@ -6,7 +6,11 @@ Neural Networks", IEEE S&P 2019), a peer in the same harness.
    at 1e-3; ×1.5 while the attack succeeds, ÷1.5^1.5 while it does not; success = 99%; Adam lr
    0.1, betas (0.5, 0.9)). This is the mask search BAERASER's recovery also uses
    (`mask_search`), run with NC's own settings; it runs `recovery.mask_steps` steps (200), far
-   fewer than the paper's epochs over the data, so it fits a CPU budget.
+   fewer than the paper's epochs over the data, so it fits a CPU budget. Three traits of that
+   shared search differ from the paper's code: λ multiplies the mask's mean (|m|₁ / (H·W), so
+   λ reads the same on any image size), the cost adapts after every step instead of after a
+   patience of epochs, and at half-way the labels with the larger half of the masks stop
+   (successive halving; a backdoor's target has the smallest).
 2. **Detection**: the anomaly index of the masks' L1 norms (MAD, consistency constant 1.4826);
    labels below the median with index > 2 are flagged (the paper's cut). None: the model is judged
    clean and returned unchanged. `scale="log"` (not the paper's) takes the index of the norms'

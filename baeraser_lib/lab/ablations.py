@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..config import AttackConfig, TrainConfig
 from ..data import ExperimentData, holding_sweep
-from ..defenses import DEFENSES, BaeraserConfig, names
+from ..defenses import DEFENSES, ANPConfig, BaeraserConfig, IBAUConfig, NCConfig, SAUConfig, names
 from ..defenses.fineprune import FinePruneConfig
 from ..defenses.finetune import FinetuneConfig
 from ..defenses.nad import NADConfig
@@ -37,6 +37,7 @@ from ..triggers import Trigger, check_fits, fixed_offset, parse_position
 from ..victims import TrainedModel, check_attack, obtain_model
 
 COMPARED = tuple(names("ours", "baseline"))  # BAERASER and the paper's baselines, in registry order
+RUNNABLE = tuple(names("ours", "baseline", "peer"))  # what the panel and `run_defenses` can run: the peers too
 
 # Sweep grids by name: "full" is the issue's grid, "reduced" what `make reports` runs on a CPU,
 # "smoke" what the tests run. Each key may be overridden by a notebook parameter.
@@ -102,6 +103,10 @@ class DefenseSuite:
     finetune: FinetuneConfig = FinetuneConfig()
     fineprune: FinePruneConfig = FinePruneConfig()
     nad: NADConfig = NADConfig()
+    nc: NCConfig = NCConfig()
+    ibau: IBAUConfig = IBAUConfig()
+    sau: SAUConfig = SAUConfig()
+    anp: ANPConfig = ANPConfig()
     confirm_ratio: float = DEFAULT_CONFIRM_RATIO  # BAERASER's confirmation of suspects (with `per_label`)
 
     def config(self, name: str, pool: TriggerPool | None = None):
@@ -121,7 +126,7 @@ class Repaired:
 
 def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, suite: DefenseSuite,
                  names=COMPARED, device=None, progress: bool = True, on_epoch=None,
-                 per_label: list[dict] | None = None) -> dict[str, Repaired]:
+                 per_label: list[dict] | None = None, num_classes: int | None = None) -> dict[str, Repaired]:
     """Run the registered defenses `names` on (model, D_h); BAERASER also gets the recovered pool.
 
     With recovery's `per_label` rows, BAERASER is the whole default defense (`repair`: unlearn,
@@ -132,9 +137,12 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
     NAD's), as in notebook 03. An empty pool leaves BAERASER's model unchanged.
     `on_epoch` is passed to unlearning only (plotting-only evaluation; never steers it).
     """
-    unknown = [n for n in names if n not in COMPARED]
+    unknown = [n for n in names if n not in RUNNABLE]
     if unknown:
-        raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(COMPARED)}")
+        raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(RUNNABLE)}")
+    num_classes = num_classes or (len(per_label) if per_label else None)  # recovery has one row per label
+    if num_classes is None and any(n in ("nc",) for n in names):
+        raise ConfigError("Neural Cleanse searches every label: pass num_classes")
     out: dict[str, Repaired] = {}
     for name in names:
         if name == "baeraser" and (per_label is None or pool is None):
@@ -148,7 +156,7 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
             given = {"pool": pool, "per_label": per_label, "on_epoch": on_epoch}  # flagged: the pool's labels
         if name == "nad" and "finetune" in out:
             given = {"teacher": out["finetune"].model}
-        d = DEFENSES[name].run(model, holding, len(per_label or []) or None, suite.config(name, pool), device=device,
+        d = DEFENSES[name].run(model, holding, num_classes, suite.config(name, pool), device=device,
                                progress=progress, **given)
         seconds = d.seconds["total"] + (out["finetune"].seconds if name == "nad" and "finetune" in out else 0.0)
         out[name] = Repaired(d.model, d.history, seconds)

@@ -357,3 +357,22 @@ victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DE
     with atomic_open(grid_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return grid_dir / "index.html"
+
+
+def summary_markdown(grid_dir: Path) -> str:
+    """Per defense across the grid's finished rows (the README's copy, from grid.json): rows, mean
+    DER, worst-case ASR, mean seconds; then every row where a peer's DER beats BAERASER's."""
+    doc = json.loads((grid_dir / "grid.json").read_text())
+    per = doc["summary"]["defenses"]
+    lines = ["| defense | rows | mean DER | worst ASR | mean seconds |", "|---|---|---|---|---|"]
+    for k, label in COMPARED:
+        d = per.get(k)
+        if not d or not d["rows"]:
+            continue
+        lines.append(f"| {label} | {d['rows']} | {_f(d['mean_der'], 3)} | {_f(d.get('worst_asr'))} | "
+                     f"{_f(d.get('mean_seconds'), 1)} |")
+    wins = doc["summary"].get("peer_wins", [])
+    lines += [""] + ([f"- {w['run']}: {DEFENSES[w['peer']].label} DER {w['peer_der']:.3f} against BAERASER's "
+                      f"{w['baeraser_der']:.3f} (by {w['by']:.3f})" for w in wins]
+                     or ["- no row where a peer's DER beats BAERASER's"])
+    return "\n".join(lines)

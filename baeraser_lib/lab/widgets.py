@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 
-from .ablations import COMPARED, AblationBench, DefenseSuite, run_defenses
+from .ablations import RUNNABLE, AblationBench, DefenseSuite, run_defenses
 from ..data import seeded_subset
 from ..errors import ConfigError
 from ..metrics import der
@@ -35,7 +35,8 @@ class Choice:
     defense: str
     beta_over_alpha: float
     holding_ratio: float
-    iterations: int  # epochs over D_h: unlearning's, or the baselines' fine-tuning epochs
+    iterations: int  # epochs over D_h: unlearning's, the baselines' fine-tuning epochs, NC's unlearning
+    # epochs, i-BAU's rounds, SAU's epochs; ANP takes 60 mask updates per unit (its 300 default = 5)
 
 
 def suite_for(choice: Choice, suite: DefenseSuite) -> DefenseSuite:
@@ -49,6 +50,10 @@ def suite_for(choice: Choice, suite: DefenseSuite) -> DefenseSuite:
         fineprune=dataclasses.replace(suite.fineprune, finetune=ft),
         nad=dataclasses.replace(suite.nad, student=dataclasses.replace(suite.nad.student, epochs=choice.iterations),
                                 teacher=dataclasses.replace(suite.nad.teacher, epochs=choice.iterations)),
+        nc=dataclasses.replace(suite.nc, finetune=ft),
+        ibau=dataclasses.replace(suite.ibau, rounds=choice.iterations),
+        sau=dataclasses.replace(suite.sau, epochs=choice.iterations),
+        anp=dataclasses.replace(suite.anp, iterations=60 * choice.iterations),
     )
 
 
@@ -64,8 +69,8 @@ def bench_runner(bench: AblationBench, suite: DefenseSuite = DefenseSuite(), cur
         if choice.holding_ratio not in bench.holdings:
             raise ConfigError(f"holding ratio {choice.holding_ratio:g} is not in the bench's sweep "
                               f"{sorted(bench.holdings)}")
-        if choice.defense not in COMPARED:
-            raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(COMPARED)}")
+        if choice.defense not in RUNNABLE:
+            raise ConfigError(f"unknown defense {choice.defense!r}; choose from {list(RUNNABLE)}")
         victim = bench.victim(choice.attack)  # checks the attack before loading or training anything
         before = bench.score(victim.model, victim, on=evalset)
         step("victim")
@@ -78,7 +83,8 @@ def bench_runner(bench: AblationBench, suite: DefenseSuite = DefenseSuite(), cur
             curve.append({"epoch": epoch, "clean_acc": figs["clean_acc"], "asr": figs["asr"]})
 
         repaired = run_defenses(victim.model, bench.holdings[choice.holding_ratio], pool, suite_for(choice, suite),
-                                [choice.defense], bench.device, progress=progress, on_epoch=on_epoch)[choice.defense]
+                                [choice.defense], bench.device, progress=progress, on_epoch=on_epoch,
+                                num_classes=bench.data.info.num_classes)[choice.defense]
         step("defense")
         after = bench.score(repaired.model, victim, on=evalset)
         step("scoring")
@@ -103,7 +109,7 @@ class DefensePanel:
     COLUMNS = ("attack", "defense", "beta_over_alpha", "holding_ratio", "iterations", "clean_acc_before", "clean_acc",
                "asr_before", "asr", "der", "seconds")
 
-    def __init__(self, runner, attacks, defenses=COMPARED, holding_ratios=(0.01, 0.02, 0.05, 0.1),
+    def __init__(self, runner, attacks, defenses=RUNNABLE, holding_ratios=(0.01, 0.02, 0.05, 0.1),
                  beta_over_alpha: float = 1.0, holding_ratio: float | None = None, iterations: int = 5,
                  max_iterations: int = 20):
         import ipywidgets as W
@@ -200,8 +206,8 @@ class DefensePanel:
             if row["curve"]:
                 ax.legend(fontsize=8)
             for r in self.rows:
-                ax2.scatter(r["asr"], r["clean_acc"], color=f"C{COMPARED.index(r['defense']) % 10}"
-                            if r["defense"] in COMPARED else "k")
+                ax2.scatter(r["asr"], r["clean_acc"], color=f"C{RUNNABLE.index(r['defense']) % 10}"
+                            if r["defense"] in RUNNABLE else "k")
                 ax2.annotate(f"{r['defense'][:4]} β/α={r['beta_over_alpha']:.0e} {r['iterations']}ep",
                              (r["asr"], r["clean_acc"]), fontsize=6)
             ax2.set(xlabel="ASR after", ylabel="clean accuracy after", title="every run so far", xlim=(-0.02, 1.02))
