@@ -104,7 +104,7 @@ def test_the_peers_are_registered_with_their_papers_settings():
     lambda: IBAUConfig(rounds=0), lambda: IBAUConfig(K=1000), lambda: IBAUConfig(lr=-1.0),
     lambda: SAUConfig(eps=2.0), lambda: SAUConfig(pgd_steps=0), lambda: SAUConfig(epochs=1.5),
     lambda: ANPConfig(eps=1.5), lambda: ANPConfig(iterations=0), lambda: ANPConfig(threshold=1.0),
-    lambda: NCConfig(scale="cubic"),
+    lambda: NCConfig(scale="cubic"), lambda: ANPConfig(select="magic"), lambda: ANPConfig(acc_drop=0.0),
 ])
 def test_an_out_of_range_setting_is_a_clear_error(bad):
     with pytest.raises(ConfigError):
@@ -170,3 +170,15 @@ def test_no_peer_takes_or_reads_anything_but_the_model_and_the_holding_set():
         imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {"metrics", "victims", "artifacts"} & {m.split(".")[-1] for m in imported}, (name, imported)
         assert "evaluation" not in src.replace("evaluation only", ""), name
+
+
+def test_anp_can_choose_its_cut_on_the_validation_part_of_d_h(bn_victim, tiny_data):  # noqa: F811
+    """select="validation": the largest cut of BackdoorBench's sweep within acc_drop on D_h's
+    validation part, never below the paper's 0.2; the defender's figures only."""
+    model, _ = bn_victim
+    cfg = dataclasses.replace(SMOKE["anp"], select="validation")
+    out = defend(model, tiny_data.holding, 10, "anp", cfg, progress=False)
+    last = out.history[-1]
+    assert 0.2 <= last["cut"] <= 0.9 and round(last["cut"] / 0.05, 6).is_integer()
+    paper = defend(model, tiny_data.holding, 10, "anp", SMOKE["anp"], progress=False).history[-1]
+    assert last["pruned"] >= paper["pruned"] and paper["cut"] == 0.2

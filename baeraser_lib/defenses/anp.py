@@ -11,7 +11,10 @@ Per mini-batch of D_h:
 2. The masks take one SGD step (lr 0.2, momentum 0.9) on α·CE(unperturbed) + (1 − α)·CE(perturbed),
    clipped to [0, 1].
 
-Then a fresh copy of the model has the BatchNorm scale of every channel with m_c < 0.2 set to 0.
+Then a fresh copy of the model has the BatchNorm scale of every channel with m_c < 0.2 set to 0
+(the paper's cut). `select="validation"` (not the paper's) instead takes BackdoorBench's sweep of
+cuts, 0.05 to 0.90 in steps of 0.05, and keeps the largest whose accuracy on D_h's validation
+part stays within `acc_drop` of the unpruned model's (the rule our fine-pruning uses).
 
 Defaults are the paper's (ε 0.4, one perturbation step, α 0.2, mask lr 0.2, prune threshold 0.2,
 batch 128; model in train mode while masks are learned, on a copy). **Iterations: 300, not the
@@ -52,6 +55,8 @@ class ANPConfig:
     iterations: int = 300  # mask updates (the paper: 2,000; see the module text)
     batch_size: int = 128
     threshold: float = 0.2  # channels whose mask ends below this are pruned
+    select: str = "threshold"  # threshold: the cut above (the paper's); validation: see the module text
+    acc_drop: float = 0.05  # select="validation": the largest validation-accuracy loss a cut may cause
     val_fraction: float = 0.2
     seed: int = 0
 
@@ -66,6 +71,9 @@ class ANPConfig:
             raise ConfigError(f"ANP alpha must lie in [0, 1], got {self.alpha!r}")
         check_number("ANP mask_lr", self.mask_lr)
         check_fraction("ANP threshold", self.threshold)
+        check_fraction("ANP acc_drop", self.acc_drop)
+        if self.select not in ("threshold", "validation"):
+            raise ConfigError(f"ANP select must be 'threshold' (the paper's) or 'validation', got {self.select!r}")
         check_fraction("ANP val_fraction", self.val_fraction)
 
 
@@ -181,6 +189,20 @@ def prune_by_masks(model: nn.Module, masks: dict[str, torch.Tensor], threshold: 
     return pruned, count
 
 
+def validation_cut(model: nn.Module, masks: dict[str, torch.Tensor], xv: torch.Tensor, yv: torch.Tensor,
+                   cfg: ANPConfig, device) -> float:
+    """The largest cut of BackdoorBench's sweep (0.05 … 0.90) whose pruned model keeps D_h-validation
+    accuracy within `cfg.acc_drop` of the unpruned model's."""
+    def acc(m):
+        return defender_figures(m.to(device).eval(), None, xv, yv, cfg.seed, device)["val_acc"]
+
+    floor, best = acc(copy.deepcopy(model)) - cfg.acc_drop, cfg.threshold
+    for cut in [round(0.05 * i, 2) for i in range(1, 19)]:
+        if acc(prune_by_masks(model, masks, cut)[0]) >= floor:
+            best = max(best, cut)
+    return best
+
+
 def anp(model: nn.Module, holding: Dataset, num_classes: int, cfg: ANPConfig = ANPConfig(), device=None,
         progress: bool = True, **_unused) -> Defended:
     """An ANP-pruned copy of `model` (see the module text); every model is pruned."""
@@ -189,9 +211,10 @@ def anp(model: nn.Module, holding: Dataset, num_classes: int, cfg: ANPConfig = A
     device = pick_device() if device is None else torch.device(device)
     xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
     masks, history = learn_masks(model, xtr, ytr, cfg, device, progress)
-    pruned, count = prune_by_masks(model, masks, cfg.threshold)
+    cut = cfg.threshold if cfg.select == "threshold" else validation_cut(model, masks, xv, yv, cfg, device)
+    pruned, count = prune_by_masks(model, masks, cut)
     pruned = pruned.to(device)
     total = sum(len(m) for m in masks.values())
-    history[-1].update({"pruned": count, "neurons": total, **defender_figures(pruned.eval(), None, xv, yv, cfg.seed,
-                                                                              device)})
+    history[-1].update({"pruned": count, "neurons": total, "cut": cut,
+                        **defender_figures(pruned.eval(), None, xv, yv, cfg.seed, device)})
     return Defended("anp", pruned.eval(), None, [], history, {"total": time.perf_counter() - t0})

@@ -83,6 +83,9 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
         row["defenses"] = {k: {m: methods[k].get(m) for m in ("clean_acc", "asr", "der", "seconds")}
                            for k, _ in COMPARED if k in methods}
         row["not_run"] = [k for k, _ in COMPARED if k not in methods]  # e.g. a run from before the peers joined
+        for k, d in row["defenses"].items():  # a pool-based defense's cost includes recovering the pool (notebook 02)
+            if "pool" in DEFENSES[k].needs and d["seconds"] is not None:
+                d["seconds"] += report.get("recovery_seconds") or 0.0
         for k, d in row["defenses"].items():
             d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
             d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
@@ -143,9 +146,14 @@ def summarise(rows: list[dict]) -> dict:
                 d["why_not"].append(r["error"])
     for d in datasets.values():
         d["ran"] = d["runs_ok"] > 0
+    full = [r for r in done if not r.get("not_run")]  # rows that ran every compared defense: like for like
+    same = {k: {"mean_der": _mean([r["defenses"][k]["der"] for r in full]),
+                "worst_asr": max((r["defenses"][k]["asr"] for r in full), default=None),
+                "mean_seconds": _mean([r["defenses"][k].get("seconds") for r in full])} for k, _ in COMPARED}
     return {
         "rows": len(rows), "rows_done": len(done), "rows_failed": sum(r["status"] != "ok" for r in rows),
         "defenses": per, "datasets": datasets,
+        "same_rows": {"rows": len(full), "runs": [r["run_id"] for r in full], "defenses": same},
         "targets": {
             "mean_asr_reduction": {"target": f">= {TARGETS['mean_asr_reduction']}",
                                    "measured": b["mean_asr_reduction"],
@@ -360,17 +368,15 @@ victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DE
 
 
 def summary_markdown(grid_dir: Path) -> str:
-    """Per defense across the grid's finished rows (the README's copy, from grid.json): rows, mean
-    DER, worst-case ASR, mean seconds; then every row where a peer's DER beats BAERASER's."""
+    """Per defense over the grid's rows that ran every defense (the README's copy, from grid.json):
+    mean DER, worst-case ASR, mean seconds; then every row where a peer's DER beats BAERASER's."""
     doc = json.loads((grid_dir / "grid.json").read_text())
-    per = doc["summary"]["defenses"]
-    lines = ["| defense | rows | mean DER | worst ASR | mean seconds |", "|---|---|---|---|---|"]
+    same = doc["summary"]["same_rows"]
+    lines = [f"| defense (over the {same['rows']} rows that ran every defense: {', '.join(same['runs'])}) | mean DER "
+             f"| worst ASR | mean seconds |", "|---|---|---|---|"]
     for k, label in COMPARED:
-        d = per.get(k)
-        if not d or not d["rows"]:
-            continue
-        lines.append(f"| {label} | {d['rows']} | {_f(d['mean_der'], 3)} | {_f(d.get('worst_asr'))} | "
-                     f"{_f(d.get('mean_seconds'), 1)} |")
+        d = same["defenses"][k]
+        lines.append(f"| {label} | {_f(d['mean_der'], 3)} | {_f(d['worst_asr'])} | {_f(d['mean_seconds'], 1)} |")
     wins = doc["summary"].get("peer_wins", [])
     lines += [""] + ([f"- {w['run']}: {DEFENSES[w['peer']].label} DER {w['peer_der']:.3f} against BAERASER's "
                       f"{w['baeraser_der']:.3f} (by {w['by']:.3f})" for w in wins]
