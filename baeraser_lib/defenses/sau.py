@@ -82,10 +82,12 @@ def _js(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((p * (p.log() - m.log())).sum(1) + (q * (q.log() - m.log())).sum(1))
 
 
-def shared_pgd(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SAUConfig) -> torch.Tensor:
-    """A perturbation (same shape as x, ‖·‖∞ ≤ eps) that fools `model` and `ref` into the same label."""
+def shared_pgd(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tensor, own_ref: torch.Tensor,
+               cfg: SAUConfig) -> torch.Tensor:
+    """A perturbation (same shape as x, ‖·‖∞ ≤ eps) that fools `model` and `ref` into the same label
+    (`own_ref`: the fixed reference model's labels of the clean x)."""
     with torch.no_grad():
-        own, own_ref = model(x).argmax(1), ref(x).argmax(1)
+        own = model(x).argmax(1)
     pert = torch.full_like(x, cfg.eps).requires_grad_(True)
     for _ in range(cfg.pgd_steps):
         logits, logits_ref = model(x + pert), ref(x + pert)
@@ -107,11 +109,11 @@ def shared_pgd(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 def sau_loss(model: nn.Module, ref: nn.Module, x: torch.Tensor, y: torch.Tensor, pert: torch.Tensor,
-             cfg: SAUConfig) -> torch.Tensor:
+             own_ref: torch.Tensor, cfg: SAUConfig) -> torch.Tensor:
     """λ₁·clean CE + λ₂·adversarial CE + λ₃·shared-adversarial risk (see the module text)."""
     logits, adv_logits = model(torch.cat([x, x + pert])).split(len(x))
     with torch.no_grad():
-        own_ref, adv_ref = ref(x).argmax(1), ref(x + pert).argmax(1)
+        adv_ref = ref(x + pert).argmax(1)
     loss = cfg.lambda_clean * F.cross_entropy(logits, y)
     if cfg.lambda_adv:
         loss = loss + cfg.lambda_adv * F.cross_entropy(adv_logits, y)
@@ -141,8 +143,10 @@ def sau(model: nn.Module, holding: Dataset, num_classes: int, cfg: SAUConfig = S
         total = 0.0
         for xb, yb in batches(xtr, ytr, cfg.batch_size, True, gen):
             xb, yb = xb.to(device), yb.to(device)
-            pert = shared_pgd(student, ref, xb, yb, cfg)
-            loss = sau_loss(student, ref, xb, yb, pert, cfg)
+            with torch.no_grad():
+                own_ref = ref(xb).argmax(1)  # the reference never changes: its clean labels once per batch
+            pert = shared_pgd(student, ref, xb, yb, own_ref, cfg)
+            loss = sau_loss(student, ref, xb, yb, pert, own_ref, cfg)
             check_finite(loss, f"SAU epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()

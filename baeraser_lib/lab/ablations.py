@@ -141,7 +141,7 @@ def run_defenses(model: nn.Module, holding: Dataset, pool: TriggerPool | None, s
     if unknown:
         raise ConfigError(f"unknown defense(s) {unknown}; choose from {list(RUNNABLE)}")
     num_classes = num_classes or (len(per_label) if per_label else None)  # recovery has one row per label
-    if num_classes is None and any(n in ("nc",) for n in names):
+    if num_classes is None and "nc" in names:
         raise ConfigError("Neural Cleanse searches every label: pass num_classes")
     out: dict[str, Repaired] = {}
     for name in names:

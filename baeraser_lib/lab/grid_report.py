@@ -241,9 +241,9 @@ def _shown(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def _table(rows: list[dict]) -> str:
-    COMPARED = _shown(rows)  # noqa: N806  (the columns of this table)
-    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in COMPARED)
-    sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(COMPARED)
+    cols = _shown(rows)  # the columns of this table
+    head = "".join(f"<th colspan=3>{html.escape(label)}</th>" for _, label in cols)
+    sub = "<th>acc</th><th>ASR</th><th>DER</th>" * len(cols)
     body = []
     for r in rows:
         links = " · ".join(f'<a href="{html.escape(r["run_id"])}/{html.escape(nb)}.html">{html.escape(nb)}</a>'
@@ -252,16 +252,16 @@ def _table(rows: list[dict]) -> str:
         if "defenses" not in r:
             if r["status"] == "ok":
                 what = r.get("incomplete") or "this grid's notebooks write no defense table"
-                body.append(f"<tr><td>{name}</td><td colspan={4 + 3 * len(COMPARED)}>finished; "
+                body.append(f"<tr><td>{name}</td><td colspan={4 + 3 * len(cols)}>finished; "
                             f"{html.escape(what)}</td></tr>")
                 continue
             link = f' (<a href="{html.escape(r["link"])}">failing notebook</a>)' if r.get("link") else ""
-            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={4 + 3 * len(COMPARED)}>"
+            body.append(f"<tr class=failed><td>{html.escape(r['label'])}</td><td colspan={4 + 3 * len(cols)}>"
                         f"<b>failed</b> in {html.escape(str(r.get('failed_notebook')))}{link}: "
                         f"{html.escape(r.get('error', ''))}</td></tr>")
             continue
         cells = []
-        for k, _ in COMPARED:
+        for k, _ in cols:
             d = r["defenses"].get(k)
             if d is None:
                 cells.append("<td colspan=3><small>not run</small></td>")
@@ -282,19 +282,19 @@ def grid_markdown(grid_dir: Path) -> str:
     """The grid's table as Markdown (the README's copy), from its grid.json."""
     doc = json.loads((grid_dir / "grid.json").read_text())
     axes = doc.get("axis_names") or ["dataset", "attack"]  # grids written before the names were kept
-    COMPARED = _shown(doc["rows"])  # noqa: N806  (the columns of this table)
-    lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in COMPARED)
-             + " | BAERASER DER ≥ best baseline | ≥ best peer |", "|---" * (4 + len(COMPARED)) + "|"]
+    cols = _shown(doc["rows"])  # the columns of this table
+    lines = [f"| {' · '.join(axes) or 'run'} | before acc / ASR | " + " | ".join(f"{l} acc / ASR / DER" for _, l in cols)
+             + " | BAERASER DER ≥ best baseline | ≥ best peer |", "|---" * (4 + len(cols)) + "|"]
     for r in doc["rows"]:
         if "defenses" not in r:
             if r["status"] == "ok":
-                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (2 + len(COMPARED)))
+                lines.append(f"| {r['label']} | finished, no defense table |" + " |" * (2 + len(cols)))
                 continue
             why = (r.get("error") or r["status"]).split(": ", 1)[-1].split(":")[0].replace("|", "/")
-            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (2 + len(COMPARED)))
+            lines.append(f"| {r['label']} | **not run**: {why} |" + " |" * (2 + len(cols)))
             continue
         cells = [f"{d['clean_acc']:.4f} / {d['asr']:.4f} / {d['der']:.3f}" if (d := r["defenses"].get(k)) else "not run"
-                 for k, _ in COMPARED]
+                 for k, _ in cols]
         verdicts = [("yes" if ok else "**no**") if (ok := r.get(k)) is not None else "not run"
                     for k in ("baeraser_der_ge_best_baseline", "baeraser_der_ge_best_peer")]
         lines.append(f"| {r['label']} | {r['before']['clean_acc']:.4f} / {r['before']['asr']:.4f} | "
