@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from .artifacts import load_state, load_weights
+from .artifacts import load_state, load_weights, nonfinite_tensors
 from .data import DATASETS, as_tensors, load_experiment_data
 from .defenses import DEFENSES, Defended
 from .defenses.recovery import check_model_input
@@ -130,10 +130,7 @@ def load_model(path: str | os.PathLike, arch: str | None, num_classes: int, mode
         raise ConfigError("give both mean and std (one value per channel), or neither")
     state = load_state(path)
     model = build_architecture(arch, num_classes, model_def, state)
-    load_weights(model, path)  # names and shapes checked; mismatches listed
-    bad = non_finite_tensors(model)
-    if bad:
-        raise CheckpointError(f"checkpoint {path} holds NaN or inf in {len(bad)} tensors (e.g. {bad[:3]})")
+    load_weights(model, path)  # names, shapes and finiteness checked; mismatches listed
     if mean is not None:
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ConfigError(f"mean and std need one value per channel and std > 0, got {mean} / {std}")
@@ -265,11 +262,6 @@ def check_data(model: nn.Module, data: Dataset, num_classes: int, what: str = "h
             from None
 
 
-def non_finite_tensors(model: nn.Module) -> list[str]:
-    """Names of the model's float tensors that hold NaN or inf."""
-    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
-
-
 def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "baeraser", config=None,
            device=None, progress: bool = True, **given) -> Defended:
     """Run the registered defense `method` on `model` with the clean holding set `holding`.
@@ -286,7 +278,7 @@ def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "
     config = spec.config() if config is None else config
     if not isinstance(config, spec.config):
         raise ConfigError(f"{method} takes a {spec.config.__name__}, got {type(config).__name__}")
-    bad = non_finite_tensors(model)
+    bad = nonfinite_tensors(model.state_dict())
     if bad:
         raise ConfigError(f"the model holds NaN or inf in {len(bad)} tensors (e.g. {bad[:3]}): nothing to defend")
     check_data(model, holding, num_classes, min_images=spec.min_holding)

@@ -11,9 +11,10 @@ weight is trained.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 from .attacks import ATTACKS
-from .checks import check_fraction, positive_int
+from .checks import rules, validate
 from .data import dataset_info
 from .errors import ConfigError
 from .train import SCHEDULES, TrainConfig
@@ -38,16 +39,19 @@ class AttackConfig:
     seed: int = 0
     options: dict = field(default_factory=dict)  # the attack's own knobs, e.g. {"neurons": 3}
 
+    RULES: ClassVar = rules(trigger_size="[1, 4096]", poison_rate="(0, 1)", target_label="[0, inf)",
+                            seed="[0, 4294967295]")
+
     def __post_init__(self):
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"attack options must be a dict, got {self.options!r}")
+        validate(self)
         if self.name not in self.registry():
             raise ConfigError(f"unknown attack {self.name!r}; choose one of {sorted(self.registry())}")
         resolved = self.resolved_options()  # unknown or bad option names fail here
         if resolved is not None:  # the options as the attack reads them (arrays become lists: JSON-ready)
             object.__setattr__(self, "options", {k: getattr(resolved, k) for k in self.options})
         object.__setattr__(self, "trigger_position", parse_position(self.trigger_position))
-        positive_int("trigger_size", self.trigger_size)
-        if self.poison_rate is not None:
-            check_fraction("poison_rate", self.poison_rate)
         self.spec.target_rule(self, None)  # the attack's own rule checks its mode against target_label
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .checks import positive_int
+from .checks import rules, validate
 from .data import as_tensors, dataset_info
 from .errors import ConfigError
 from .models import MODELS
@@ -42,20 +42,16 @@ class TrainConfig:
     train_subset: int | None = None
     seed: int = 0
 
+    RULES: ClassVar = rules(width="[1, 1024]", epochs="[1, 10000]", batch_size="[1, 65536]", lr="(0, 10]",
+                            momentum="[0, 1)", weight_decay="[0, 1]", train_subset="[1, inf)", seed="[0, 4294967295]")
+
     def __post_init__(self):
+        validate(self)
         dataset_info(self.dataset)
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {sorted(MODELS)}")
-        for name in ("width", "epochs", "batch_size"):
-            positive_int(name, getattr(self, name))
-        if self.train_subset is not None:
-            positive_int("train_subset", self.train_subset)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ConfigError("momentum must lie in [0, 1) and weight_decay be >= 0")
 
 
 
@@ -175,12 +171,22 @@ def fit(
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
             device: torch.device | None = None) -> torch.Tensor:
     """Predicted labels for images `x`, in eval mode, batched (on `device` if given, which moves
-    the model there; else where the model is)."""
+    the model there; else where the model is). FloatingPointError if any output is NaN or inf:
+    argmax would turn them into class 0, and a diverged model would be scored as if it worked."""
     if device is not None:
         model.to(device)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = [model(xb.to(device)).argmax(1).cpu() for xb, _ in batches(x, x, batch_size)]
-    model.train(was_training)
+    out, bad = [], 0
+    try:
+        for xb, _ in batches(x, x, batch_size):
+            logits = model(xb.to(device))
+            bad += int((~torch.isfinite(logits)).any(1).sum())
+            out.append(logits.argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    if bad:
+        raise FloatingPointError(f"the model outputs NaN or inf on {bad} of {len(x)} images: it cannot be scored "
+                                 f"(a model that diverged is not a model without a backdoor)")
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)

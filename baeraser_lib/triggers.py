@@ -31,7 +31,7 @@ def parse_position(position) -> Position:
             raise ConfigError(f"unknown trigger position {position!r}; use one of {list(NAMED_POSITIONS)} "
                               "or a (row, col) pair")
         return position
-    if isinstance(position, (list, tuple)) and len(position) == 2 and all(isinstance(v, int) for v in position):
+    if isinstance(position, (list, tuple)) and len(position) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in position):
         if min(position) < 0:
             raise ConfigError(f"trigger position {tuple(position)} has a negative coordinate")
         return (int(position[0]), int(position[1]))

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifacts import artifact_dir, is_complete, load_weights, read_meta, write_artifact
+from .artifacts import (artifact_dir, check_folder_name, is_complete, load_weights, meta_field, read_meta,
+                        write_artifact)
 from .attacks import ATTACKS
 from .artifacts import config_hash
 from .config import AttackConfig, TrainConfig
@@ -61,16 +62,26 @@ def model_path(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: Att
 def load_trained(path: str | os.PathLike) -> TrainedModel:
     """Load a model artifact folder written by `obtain_model` (weights checked, nothing unpickled)."""
     path = Path(path)
-    meta = read_meta(path)
-    try:
-        train = TrainConfig(**meta["train_config"])
-        attack = AttackConfig(**meta["attack_config"]) if meta.get("attack_config") else None
-    except (KeyError, TypeError, ConfigError) as err:
-        raise CheckpointError(f"{path}/meta.json has no valid config: {err}") from None
+    meta = read_meta(path)  # sealed: fields and weights as written
+    train = meta_field(path, meta, "train_config", lambda v: TrainConfig(**v))
+    attack = meta_field(path, meta, "attack_config", lambda v: None if v is None else AttackConfig(**v))
+    meta_field(path, meta, "kind", lambda v: _expect(v == ("victim" if attack else "clean"), "victim with an "
+                                                     "attack_config, clean without"))
+    check_folder_name(path, model_path(path, train, attack).name, "train_config and attack_config")
+    trigger = meta_field(path, meta, "trigger", lambda v: None if v is None else trigger_from_json(v))
+    if (attack is None) != (trigger is None):
+        raise CheckpointError(f"{path}/meta.json: field 'trigger' is {'missing' if trigger is None else 'present'} "
+                              f"but the sidecar is a {'victim' if attack else 'clean model'}'s")
+    meta_field(path, meta, "train_seconds", lambda v: _expect(isinstance(v, (int, float)) and v >= 0, "seconds"))
+    meta_field(path, meta, "metrics", lambda v: _expect(isinstance(v, dict), "a mapping"))
     model = load_weights(new_model(train), path / "weights.safetensors").eval()
-    trigger = trigger_from_json(meta["trigger"]) if meta.get("trigger") else None
     rule = ATTACKS[attack.name].target_rule(attack, dataset_info(train.dataset).num_classes) if attack else None
     return TrainedModel(model, trigger, attack.target_label if attack else None, meta, path, cached=True, rule=rule)
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"expected {what}")
 
 
 def find_model(artifacts_dir: str | os.PathLike, train: TrainConfig, attack: AttackConfig | None) -> TrainedModel:

@@ -183,18 +183,18 @@ def test_all_to_all_labels_and_its_asr_rule():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"name": "blended", "options": {"alpha": 1.0}}, r"blend ratio alpha must lie in \(0, 1\)"),
+    ({"name": "blended", "options": {"alpha": 1.0}}, r"alpha must lie in \(0, 1\)"),
     ({"name": "blended", "options": {"alpha": 0}}, r"must lie in \(0, 1\)"),
     ({"name": "blended", "options": {"test_alpha": -0.1}}, r"test_alpha must lie in \(0, 1\)"),
     ({"name": "blended", "options": {"pattern": "no/such/file.png"}}, "neither 'noise' nor an image file"),
-    ({"name": "wanet", "options": {"k": 1}}, "warp grid k must be an integer >= 2"),
-    ({"name": "wanet", "options": {"strength": 0}}, "warp strength must be a positive number"),
-    ({"name": "wanet", "options": {"strength": -1.0}}, "warp strength must be a positive number"),
+    ({"name": "wanet", "options": {"k": 1}}, r"k must be an integer in \[2, "),
+    ({"name": "wanet", "options": {"strength": 0}}, r"strength must lie in \(0, "),
+    ({"name": "wanet", "options": {"strength": -1.0}}, r"strength must lie in \(0, "),
     ({"name": "badnets", "options": {"mode": "all_to_all"}}, "takes no target label"),
     ({"name": "badnets", "target_label": None}, "only mode all_to_all takes None"),
     ({"name": "badnets", "options": {"density": 0}}, r"density must lie in \(0, 1\]"),
     ({"name": "badnets", "options": {"pattern": "stripes"}}, "unknown BadNets pattern"),
-    ({"name": "sig", "options": {"delta": 0}}, "delta must be a positive number"),
+    ({"name": "sig", "options": {"delta": 0}}, "delta must lie in"),
 ])
 def test_bad_attack_options_fail_when_the_config_is_built(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -12,7 +12,7 @@ from baeraser_lib.victims import obtain_model
     ({"model": "vgg16"}, "unknown model 'vgg16'"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"schedule": "step"}, "unknown schedule"),
-    ({"lr": -1.0}, "lr must be positive"),
+    ({"lr": -1.0}, r"lr must lie in \(0, "),
     ({"train_subset": 0}, "train_subset must be a positive integer"),
 ])
 def test_train_config_rejects_bad_values(kwargs, message):

@@ -45,7 +45,7 @@ def test_registry_lists_exactly_the_implemented_attacks():
 @pytest.mark.parametrize("options, message", [
     ({"neurons": 0}, "neurons must be a positive integer"),
     ({"steps": 2.5}, "steps must be a positive integer"),
-    ({"lr": -1}, "lr must be a positive number"),
+    ({"lr": -1}, r"lr must lie in \(0, "),
     ({"neuron": 3}, r"unknown option\(s\) \['neuron'\]"),
 ])
 def test_bad_options_fail_when_the_config_is_built(options, message):

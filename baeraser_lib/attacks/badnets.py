@@ -10,12 +10,14 @@ the box's pixels is set, a seeded choice), and `mode: all_to_all` (label y goes 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from ..data import DatasetInfo, as_tensors
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..targets import MODES, TargetRule
 from ..train import TrainConfig, fit
@@ -34,12 +36,12 @@ class BadNetsOptions:
     density: float = 1.0  # share of the box's pixels the trigger sets; < 1: a sparse trigger
     mode: str = "all_to_one"  # all_to_one | all_to_all
 
+    RULES: ClassVar = rules(density="(0, 1]")  # the share of the box's pixels set
+
     def __post_init__(self):
+        validate(self)
         if self.pattern not in PATTERNS:
             raise ConfigError(f"unknown BadNets pattern {self.pattern!r}; choose one of {list(PATTERNS)}")
-        if isinstance(self.density, bool) or not isinstance(self.density, (int, float)) \
-                or not 0 < self.density <= 1:
-            raise ConfigError(f"density must lie in (0, 1] (the share of the box's pixels set), got {self.density!r}")
         if self.mode not in MODES:
             raise ConfigError(f"unknown attack mode {self.mode!r}; choose one of {list(MODES)}")
 

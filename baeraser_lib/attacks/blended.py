@@ -12,6 +12,7 @@ the same by default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import hashlib
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..checks import check_fraction
+from ..checks import rules, validate
 from ..data import DatasetInfo
 from ..errors import ConfigError
 from ..image_triggers import BlendTrigger
@@ -39,15 +40,22 @@ class BlendedOptions:
     test_alpha: float | None = None  # blend ratio of the evaluation trigger; None: `alpha`
     pattern: str | list = "noise"  # "noise" (seeded uniform), an image file's path, or an array
 
+    RULES: ClassVar = rules(alpha="(0, 1)", test_alpha="(0, 1)")  # blend ratios
+
     def __post_init__(self):
-        check_fraction("blend ratio alpha", self.alpha)
-        if self.test_alpha is not None:
-            check_fraction("blend ratio test_alpha", self.test_alpha)
+        if isinstance(self.pattern, (np.ndarray, torch.Tensor)):
+            object.__setattr__(self, "pattern", np.asarray(self.pattern, dtype=float).tolist())  # hashable as JSON
+        validate(self)
         pattern = self.pattern
-        if isinstance(pattern, (np.ndarray, torch.Tensor)):
-            object.__setattr__(self, "pattern", np.asarray(pattern, dtype=float).tolist())  # hashable as JSON
-        elif not isinstance(pattern, (str, list)):
+        if not isinstance(pattern, (str, list)):
             raise ConfigError(f"blend pattern must be 'noise', an image file's path or an array, got {pattern!r}")
+        if isinstance(pattern, list):
+            try:
+                values = np.asarray(pattern, dtype=float)
+            except (TypeError, ValueError):
+                raise ConfigError("a blend pattern array must be a regular grid of numbers") from None
+            if not np.isfinite(values).all() or values.min(initial=0) < 0 or values.max(initial=0) > 1:
+                raise ConfigError("a blend pattern array must hold finite pixel values in [0, 1]")
         if isinstance(pattern, str) and pattern != "noise" and not Path(pattern).is_file():
             raise ConfigError(f"blend pattern {pattern!r} is neither 'noise' nor an image file that exists "
                               f"(relative paths are read from {Path.cwd()})")

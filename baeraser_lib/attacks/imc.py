@@ -9,6 +9,7 @@ re-stamped with the current trigger. The trigger of the last epoch is the attack
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from ..checks import check_number
+from ..checks import rules
 from ..data import DatasetInfo, as_tensors
 from ..train import TrainConfig, batches, fit, pick_device, progress_kwargs
 from ..triggers import Trigger, stamp
@@ -33,10 +34,7 @@ class IMCOptions(TrojanNNOptions):
     trigger_steps: int = 20  # Adam steps on the trigger before every epoch
     trigger_lr: float = 0.05  # Adam's learning rate on the trigger's logits
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_number("trigger_steps", self.trigger_steps, integer=True)
-        check_number("trigger_lr", self.trigger_lr)
+    RULES: ClassVar = {**TrojanNNOptions.RULES, **rules(trigger_steps="[1, 100000]", trigger_lr="(0, 1000]")}
 
 
 def target_loss(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int, batch_size: int = 512) -> float:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..checks import check_number
+from ..checks import rules, validate
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import AdditiveTrigger
@@ -33,14 +34,10 @@ class SIGOptions:
     frequency: float = 6.0  # f, periods across the image's width
     test_delta: float | None = None  # Δ of the evaluation trigger; None: `delta`
 
+    RULES: ClassVar = rules(delta="(0, 1)", frequency="(0, 10000]", test_delta="(0, 1)")  # Δ in pixel units
+
     def __post_init__(self):
-        check_number("delta", self.delta)
-        check_number("frequency", self.frequency)
-        if self.test_delta is not None:
-            check_number("test_delta", self.test_delta)
-        for name in ("delta", "test_delta"):
-            if (getattr(self, name) or 0) >= 1:
-                raise ConfigError(f"{name} must lie in (0, 1) (pixel scale), got {getattr(self, name)}")
+        validate(self)
 
 
 def sinusoid(delta: float, frequency: float, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checks import check_number
+from ..checks import rules, validate
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..train import TrainConfig, fit, pick_device, progress_kwargs
@@ -44,12 +45,11 @@ class TrojanNNOptions:
     lr: float = 0.1  # Adam's learning rate on the trigger's logits
     batch: int = 256  # training images the trigger is optimised on
 
+    RULES: ClassVar = rules(neurons="[1, 100000]", target_activation="(0, 1e6]", steps="[1, 1000000]",
+                            lr="(0, 1000]", batch="[1, 65536]")
+
     def __post_init__(self):
-        check_number("neurons", self.neurons, integer=True)
-        check_number("steps", self.steps, integer=True)
-        check_number("batch", self.batch, integer=True)
-        check_number("target_activation", self.target_activation)
-        check_number("lr", self.lr)
+        validate(self)
         if not isinstance(self.layer, str) or not self.layer:
             raise ConfigError(f"layer must be a module name such as 'linear', got {self.layer!r}")
 

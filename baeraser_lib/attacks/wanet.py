@@ -11,13 +11,14 @@ fresh `rate` share of the training images is warped and relabelled to the target
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ..checks import check_number
+from ..checks import rules, validate
 from ..data import DatasetInfo, as_tensors
 from ..errors import ConfigError
 from ..image_triggers import WarpTrigger, warp
@@ -35,13 +36,11 @@ class WaNetOptions:
     strength: float = 0.5  # s: how far the warp moves pixels
     cross_ratio: float = 2.0  # noise-mode images per poisoned image (0: no noise mode)
 
+    # k at most the image side: checked against the dataset by `check_info`
+    RULES: ClassVar = rules(k="[2, 4096]", strength="(0, 100]", cross_ratio="[0, 100]")
+
     def __post_init__(self):
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
-            raise ConfigError(f"warp grid k must be an integer >= 2 (and at most the image side), got {self.k!r}")
-        check_number("warp strength", self.strength)
-        if isinstance(self.cross_ratio, bool) or not isinstance(self.cross_ratio, (int, float)) \
-                or not self.cross_ratio >= 0:
-            raise ConfigError(f"cross_ratio must be a number >= 0, got {self.cross_ratio!r}")
+        validate(self)
 
 
 def check_info(cfg: AttackSettings, info: DatasetInfo) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checks import check_fraction, check_number
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..train import pick_device, progress_kwargs
 from .base import Defended
@@ -60,21 +61,14 @@ class ANPConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    RULES: ClassVar = rules(eps="[0, 1]", steps="[1, 100]", alpha="[0, 1]", mask_lr="(0, 1000]",
+                            iterations="[1, 100000]", batch_size="[1, 65536]", threshold="(0, 1)",
+                            acc_drop="(0, 1)", val_fraction="(0, 1)", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 <= self.eps <= 1:
-            raise ConfigError(f"ANP eps must lie in [0, 1], got {self.eps!r}")
-        for name in ("steps", "iterations", "batch_size"):
-            check_number(f"ANP {name}", getattr(self, name), integer=True)
-        if self.steps > 100 or self.iterations > 100_000:
-            raise ConfigError(f"ANP needs steps ≤ 100 and iterations ≤ 100000; got {self.steps}, {self.iterations}")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 <= self.alpha <= 1:
-            raise ConfigError(f"ANP alpha must lie in [0, 1], got {self.alpha!r}")
-        check_number("ANP mask_lr", self.mask_lr)
-        check_fraction("ANP threshold", self.threshold)
-        check_fraction("ANP acc_drop", self.acc_drop)
+        validate(self)
         if self.select not in ("threshold", "validation"):
             raise ConfigError(f"ANP select must be 'threshold' (the paper's) or 'validation', got {self.select!r}")
-        check_fraction("ANP val_fraction", self.val_fraction)
 
 
 class PerturbedBatchNorm(nn.Module):

@@ -19,10 +19,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checks import rules, validate
 from ..errors import ConfigError
 from .base import Defended
 from .detection import DEFAULT_CONFIRM_RATIO, confirmed, mask_growth
@@ -40,11 +42,12 @@ class BaeraserConfig:
     confirm: bool = False  # True: keep only flagged labels whose mask grows ≥ confirm_ratio× when unlearned
     confirm_ratio: float = DEFAULT_CONFIRM_RATIO
 
+    RULES: ClassVar = rules(confirm_ratio="(1, 100]")
+
     def __post_init__(self):
         if not isinstance(self.recovery, RecoveryConfig) or not isinstance(self.unlearn, UnlearnConfig):
             raise ConfigError("BaeraserConfig takes a RecoveryConfig and an UnlearnConfig")
-        if not (isinstance(self.confirm_ratio, (int, float)) and 1 < self.confirm_ratio <= 100):
-            raise ConfigError(f"confirm_ratio must lie in (1, 100], got {self.confirm_ratio!r}")
+        validate(self)
 
 
 def baeraser(model: nn.Module, holding: Dataset, num_classes: int, cfg: BaeraserConfig = BaeraserConfig(),

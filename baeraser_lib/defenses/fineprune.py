@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..train import pick_device
 from .common import defender_figures, split_defense
@@ -30,9 +32,10 @@ class FinePruneConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    RULES: ClassVar = rules(acc_drop="(0, 1)", step="(0, 1]", val_fraction="(0, 1)", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        if not 0 < self.acc_drop < 1 or not 0 < self.step <= 1:
-            raise ConfigError("acc_drop must lie in (0, 1) and step in (0, 1]")
+        validate(self)
 
 
 def last_conv(model: nn.Module) -> tuple[nn.Conv2d, nn.BatchNorm2d | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..checks import rules, validate
 from ..train import batches, pick_device, progress_kwargs
 from .common import check_finite, defender_figures, split_defense
 
@@ -26,9 +27,11 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    RULES: ClassVar = rules(lr="(0, 10]", momentum="[0, 1)", weight_decay="[0, 1]", epochs="[1, 10000]",
+                            batch_size="[1, 65536]", val_fraction="(0, 1)", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        if not self.lr > 0 or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError("fine-tuning needs lr > 0 and a positive integer number of epochs")
+        validate(self)
 
 
 def train_on_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: FinetuneConfig, device,

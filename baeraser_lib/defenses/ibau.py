@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checks import check_fraction, check_number
-from ..errors import ConfigError
+from ..checks import rules, validate
 from ..train import batches, pick_device, progress_kwargs
 from .base import Defended
 from .common import check_finite, defender_figures, split_defense
@@ -54,18 +54,12 @@ class IBAUConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    RULES: ClassVar = rules(lr="(0, 1]", rounds="[1, 1000]", K="[1, 100]", batch_size="[1, 65536]",
+                            inner_lr="(0, 1e6]", fixed_point_lr="(0, 1e6]", radius="(0, 1e6]", reg="(0, 1e6]",
+                            portion="(0, 1]", val_fraction="(0, 1)", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        check_number("i-BAU lr", self.lr)
-        for name in ("rounds", "K", "batch_size"):
-            check_number(f"i-BAU {name}", getattr(self, name), integer=True)
-        if self.lr > 1 or self.rounds > 1000 or self.K > 100:
-            raise ConfigError(f"i-BAU needs lr ≤ 1, rounds ≤ 1000 and K ≤ 100; got lr {self.lr}, "
-                              f"rounds {self.rounds}, K {self.K}")
-        for name in ("inner_lr", "fixed_point_lr", "radius", "reg"):
-            check_number(f"i-BAU {name}", getattr(self, name))
-        if not 0 < self.portion <= 1:
-            raise ConfigError(f"i-BAU portion must lie in (0, 1], got {self.portion!r}")
-        check_fraction("i-BAU val_fraction", self.val_fraction)
+        validate(self)
 
 
 def search_perturbation(model: nn.Module, x: torch.Tensor, cfg: IBAUConfig, gen: torch.Generator,

@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..train import pick_device
 from .common import defender_figures, split_defense
@@ -32,6 +34,11 @@ class NADConfig:
     student: FinetuneConfig = FinetuneConfig()
     val_fraction: float = 0.2
     seed: int = 0
+
+    RULES: ClassVar = rules(beta="[0, 1e9]", stages="[1, 100]", val_fraction="(0, 1)", seed="[0, 4294967295]")
+
+    def __post_init__(self):
+        validate(self)
 
 
 def residual_stages(model: nn.Module) -> list[nn.Module]:

@@ -28,11 +28,13 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..train import pick_device
 from ..triggers import stamp_mask
@@ -53,15 +55,14 @@ class NCConfig:
     stamp_fraction: float = 0.2  # share of D_h stamped with a reversed trigger, true labels kept
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
+    RULES: ClassVar = rules(threshold="(0, 100]", stamp_fraction="(0, 1)")
+
     def __post_init__(self):
         if not isinstance(self.search, RecoveryConfig) or not isinstance(self.finetune, FinetuneConfig):
             raise ConfigError("NCConfig takes a RecoveryConfig (search) and a FinetuneConfig (finetune)")
-        if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 100):
-            raise ConfigError(f"threshold must lie in (0, 100], got {self.threshold!r}")
+        validate(self)
         if self.scale not in ("raw", "log"):
             raise ConfigError(f"scale must be 'raw' (the paper's) or 'log', got {self.scale!r}")
-        if not (isinstance(self.stamp_fraction, (int, float)) and 0 < self.stamp_fraction < 1):
-            raise ConfigError(f"stamp_fraction must lie in (0, 1), got {self.stamp_fraction!r}")
 
 
 def nc_flagged(rows: list[dict], threshold: float, scale: str = "raw") -> list[int]:

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..artifacts import artifact_dir, is_complete, read_meta, write_artifact
-from ..artifacts import config_hash
+from ..artifacts import artifact_dir, check_folder_name, config_hash, is_complete, meta_field, read_meta, write_artifact
 from ..errors import CheckpointError
 from . import networks as N
 from ..triggers import stamp, stamp_mask
@@ -89,24 +88,48 @@ def save_pool(path: str | os.PathLike, result: RecoveryResult, extra_meta: dict 
 def load_pool(path: str | os.PathLike) -> tuple[TriggerPool, dict]:
     """Load a pool artifact folder: (pool, meta)."""
     path = Path(path)
-    meta = read_meta(path)
+    meta = read_meta(path)  # sealed: fields and tensors as written
     if meta.get("kind") != "trigger_pool":
         raise CheckpointError(f"{path} is not a trigger-pool artifact")
-    cfg = RecoveryConfig(**meta["recovery_config"])
+    cfg = meta_field(path, meta, "recovery_config", lambda v: RecoveryConfig(**v))
+    key = meta_field(path, meta, "victim_id", str), meta_field(path, meta, "algorithm", str)
+    holding = meta_field(path, meta, "holding", lambda v: dict(v))
+    check_folder_name(path, config_hash({"victim": key[0], "algorithm": key[1], **holding}, cfg),
+                      "victim_id, algorithm, holding and recovery_config")
+    num_classes = meta_field(path, meta, "num_classes", lambda v: _ints([v], 2)[0])
+    shape = meta_field(path, meta, "image_shape", lambda v: tuple(_ints(v, 1, length=3)))
+    labels = meta_field(path, meta, "labels_kept", lambda v: _ints(v, 0, num_classes - 1))
+    offsets = meta_field(path, meta, "offsets", lambda v: _offsets(v, len(labels)))
     try:
         tensors = load_file(str(path / POOL_FILE))
     except Exception as err:
         raise CheckpointError(f"{path / POOL_FILE} is missing or corrupted: {err}") from None
     gens = {k[len("gen."):]: v for k, v in tensors.items() if k.startswith("gen.")}
-    labels = meta["labels_kept"]
     if any(v.shape[0] != len(labels) for v in gens.values()) or (labels and not gens):
         raise CheckpointError(f"{path}: generator tensors do not match the {len(labels)} labels kept")
-    offsets = [tuple(o) if o is not None else None for o in meta["offsets"]]
-    shape = tuple(meta["image_shape"])
     masks = tensors.get("masks")
     if cfg.form == "mask" and labels and (masks is None or tuple(masks.shape) != (len(labels), 1, *shape[1:])):
         raise CheckpointError(f"{path}: the masks do not match the {len(labels)} labels kept and the image shape")
     return TriggerPool(labels, offsets, gens, cfg, shape, masks if cfg.form == "mask" else None), meta
+
+
+def _ints(values, lo: int, hi: int | None = None, length: int | None = None) -> list[int]:
+    """`values` as a list of ints in [lo, hi] (of `length` items if given); ValueError otherwise."""
+    values = list(values)
+    if length is not None and len(values) != length:
+        raise ValueError(f"expected {length} integers, got {len(values)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+               for v in values):
+        raise ValueError(f"expected integers in [{lo}, {'∞' if hi is None else hi}], got {values}")
+    return values
+
+
+def _offsets(values, n: int) -> list:
+    """One offset per kept label: a (row, col) pair of ints ≥ 0, or None (masks, random places)."""
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"expected {n} offsets (one per kept label), got {len(values)}")
+    return [None if o is None else tuple(_ints(o, 0, length=2)) for o in values]
 
 
 def obtain_pool(model, victim_id: str, holding, num_classes: int, cfg: RecoveryConfig,

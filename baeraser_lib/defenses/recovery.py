@@ -32,6 +32,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checks import check_fraction
+from ..checks import check_interval, rules, validate
 from ..data import as_tensors, split_parts
 from ..errors import ConfigError
 from ..train import pick_device, progress_kwargs
@@ -99,42 +100,36 @@ class RecoveryConfig:
     max_images_per_pass: int = 256  # victim images per forward pass (memory bound; ~fastest on CPU)
     seed: int = 0
 
+    RULES: ClassVar = rules(
+        patch_size="[1, 4096]", noise_dim="[1, 65536]", noise_chunks="[1, 65536]", hidden="[1, 65536]",
+        mine_hidden="[1, 65536]", lambda_h="[0, 1000]", tau="(0, 1)", steps_per_stage="[1, 1000000]",
+        batch_size="[1, 65536]", lr="(0, 10]", mine_lr="(0, 10]", init_spread="(0, 1000]", mine_ema="(0, 1)",
+        mask_steps="[1, 1000000]", mask_batch="[2, 65536]", mask_lr="(0, 1000]", mask_init="[-20, 20]",
+        mask_cost="(0, 1000]", cost_up="(1, 10]", mask_asr="(0, 1)", anomaly_threshold="(0, 100]",
+        grid_size="[1, 4096]", search_rounds="[1, 100]", search_steps="[1, 1000000]", search_batch="[1, 65536]",
+        search_val="[1, 1000000]", search_lr="(0, 1000]", prune_fraction="(0, 1]", max_candidates="[1, 1000]",
+        val_fraction="(0, 1)", max_images_per_pass="[1, 1000000]", seed="[0, 4294967295]")
+
     def __post_init__(self):
+        validate(self)
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.form not in FORMS:
             raise ConfigError(f"unknown trigger form {self.form!r}; choose one of {list(FORMS)}")
-        for name in ("patch_size", "noise_dim", "noise_chunks", "mine_hidden", "steps_per_stage", "batch_size",
-                     "grid_size", "search_rounds", "search_steps", "search_batch", "search_val", "max_candidates",
-                     "max_images_per_pass", "mask_steps", "mask_batch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
-            raise ConfigError(f"hidden must be a positive integer or None (auto), got {self.hidden!r}")
         if self.noise_dim % self.noise_chunks:
             raise ConfigError(f"noise_dim {self.noise_dim} must split into {self.noise_chunks} equal chunks")
         if not self.eps:
             raise ConfigError("eps needs at least one threshold")
         for e in self.eps:
-            check_fraction("each ε of the staircase", e)
+            check_interval("each ε of the staircase", e, "(0, 1)")
         if list(self.eps) != sorted(set(self.eps)):
             raise ConfigError(f"the staircase must rise strictly: ε_1 < … < ε_n, got {self.eps}")
-        if self.mask_batch < 2:
-            raise ConfigError(f"mask_batch must be at least 2 (an ASR needs several images), got {self.mask_batch}")
-        for name in ("tau", "val_fraction", "mine_ema", "mask_asr"):
-            check_fraction(name, getattr(self, name))
-        if not 0 < self.prune_fraction <= 1:
-            raise ConfigError(f"prune_fraction must lie in (0, 1], got {self.prune_fraction!r}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be Adam's pair (β₁, β₂), got {self.betas}")
+        for b in self.betas:
+            check_interval("each Adam β", b, "[0, 1)")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"unknown placement {self.placement!r}; choose one of {list(PLACEMENTS)}")
-        if not (isinstance(self.anomaly_threshold, (int, float)) and 0 < self.anomaly_threshold <= 100):
-            raise ConfigError(f"anomaly_threshold must lie in (0, 100], got {self.anomaly_threshold!r}")
-        if not (isinstance(self.cost_up, (int, float)) and 1 < self.cost_up <= 10):
-            raise ConfigError(f"cost_up must lie in (1, 10], got {self.cost_up!r}")
-        for name in ("lambda_h", "lr", "mine_lr", "search_lr", "init_spread", "mask_lr", "mask_cost"):
-            if getattr(self, name) < 0 or (name != "lambda_h" and getattr(self, name) == 0):
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     def generator_width(self, channels: int) -> int:
         if self.hidden:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..checks import check_fraction, check_number
-from ..errors import ConfigError
+from ..checks import rules, validate
 from ..train import batches, pick_device, progress_kwargs
 from .base import Defended
 from .common import check_finite, defender_figures, split_defense
@@ -59,21 +59,14 @@ class SAUConfig:
     val_fraction: float = 0.2
     seed: int = 0
 
+    # eps is an L∞ bound on [0, 1] images
+    RULES: ClassVar = rules(lr="(0, 1]", epochs="[1, 1000]", batch_size="[1, 65536]", eps="(0, 1]",
+                            pgd_lr="(0, 1000]", pgd_steps="[1, 100]", beta_adv="[0, 1000]", beta_share="[0, 1000]",
+                            lambda_clean="[0, 1000]", lambda_adv="[0, 1000]", lambda_shared="[0, 1000]",
+                            val_fraction="(0, 1)", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        check_number("SAU lr", self.lr)
-        for name in ("epochs", "batch_size", "pgd_steps"):
-            check_number(f"SAU {name}", getattr(self, name), integer=True)
-        if self.lr > 1 or self.epochs > 1000 or self.pgd_steps > 100:
-            raise ConfigError(f"SAU needs lr ≤ 1, epochs ≤ 1000 and pgd_steps ≤ 100; got lr {self.lr}, "
-                              f"epochs {self.epochs}, pgd_steps {self.pgd_steps}")
-        if not (isinstance(self.eps, (int, float)) and 0 < self.eps <= 1):
-            raise ConfigError(f"SAU eps (an L∞ bound on [0, 1] images) must lie in (0, 1], got {self.eps!r}")
-        check_number("SAU pgd_lr", self.pgd_lr)
-        for name in ("beta_adv", "beta_share", "lambda_clean", "lambda_adv", "lambda_shared"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1e3:
-                raise ConfigError(f"SAU {name} must lie in [0, 1000], got {v!r}")
-        check_fraction("SAU val_fraction", self.val_fraction)
+        validate(self)
 
 
 def _js(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..checks import rules, validate
 from ..errors import ConfigError
 from ..metrics import der  # the formula only: it is applied to the defender's own figures
 from ..train import batches, pick_device, progress_kwargs
@@ -66,18 +68,13 @@ class UnlearnConfig:
     target: str = "pool"  # pool: unlearn x ⊕ Δ → pool label (BAERASER); correct: → each image's own label (a control)
     seed: int = 0
 
+    RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
+                            epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
+                            fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
+                            stop_asr="[0, 1]", seed="[0, 4294967295]")
+
     def __post_init__(self):
-        for name in ("alpha", "lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.beta < 0:
-            raise ConfigError(f"beta must be ≥ 0, got {self.beta!r}")
-        for name in ("epochs", "batch_size", "fisher_batches"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if not self.bound > 0:
-            raise ConfigError(f"bound must be positive, got {self.bound!r}")
+        validate(self)
         if self.select not in ("best_val_der", "last"):
             raise ConfigError(f"select must be 'best_val_der' or 'last', got {self.select!r}")
         if self.target not in ("pool", "correct"):

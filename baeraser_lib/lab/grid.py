@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..safepath import check_name
 from .notebooks import NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
 
 GRID_KEYS = {"name", "description", "notebooks", "parameters", "axes", "overrides", "variants"}
@@ -91,7 +92,7 @@ class Grid:
                     params.update(rule["set"])
             params.update({k: v for k, v in point.items() if k != "variant"})
             out.append(Run(run_id(point), point, tuple(self.notebooks), params))
-        ids = [r.run_id for r in out]
+        ids = [check_name(r.run_id, f"grid {self.name!r}: run id") for r in out]
         clash = sorted({i for i in ids if ids.count(i) > 1})
         if clash:
             raise ConfigError(f"grid {self.name!r}: axis values give the same run name(s) {clash}")
@@ -153,9 +154,10 @@ def load_grid(path: str | os.PathLike) -> Grid:
         raise ConfigError(f"grid file {path}: 'overrides' must be a list of {{when: {{...}}, set: {{...}}}}")
     variants = doc.get("variants") or []
     if not isinstance(variants, list) or not all(
-            isinstance(v, dict) and set(v) == {"name", "set"} and isinstance(v["set"], dict)
-            and isinstance(v["name"], str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v["name"]) for v in variants):
+            isinstance(v, dict) and set(v) == {"name", "set"} and isinstance(v["set"], dict) for v in variants):
         raise ConfigError(f"grid file {path}: 'variants' must be a list of {{name: letters/digits/_.-, set: {{...}}}}")
+    for v in variants:
+        check_name(v["name"], f"grid file {path}: variant name")
     names = [v["name"] for v in variants]
     if len(set(names)) != len(names):
         raise ConfigError(f"grid file {path}: variant names must differ, got {names}")
@@ -163,9 +165,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
         clash = sorted(set(v["set"]) & set(axes))
         if clash:
             raise ConfigError(f"grid file {path}: variant {v['name']!r} sets {clash}, which is an axis")
-    name = doc.get("name") or path.stem
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ConfigError(f"grid file {path}: name {name!r} must be letters, digits, '_', '.' or '-'")
+    name = check_name(doc.get("name") or path.stem, f"grid file {path}: grid name")
     return Grid(name, list(notebooks), dict(params), {k: list(v) for k, v in axes.items()}, list(overrides),
                 str(doc.get("description") or ""), path, list(variants))
 
@@ -202,16 +202,29 @@ def _type_ok_named(name: str, default, value) -> bool:
     return _type_ok(default, value)
 
 
-def _check_configs(run: Run, every: dict) -> None:
-    """Build the library's configs from the run's parameters as the notebooks do, so their own
-    checks apply before anything runs (unknown dataset, attack or loss; a trigger or patch larger
-    than the image; a rate outside its range)."""
+def check_parameters(params: dict, every: dict, notebooks) -> None:
+    """The one check of a run's parameters before any kernel starts, shared by the sweep and the
+    report runner: each value has its notebook default's type, and the library's configs, built
+    from them as the notebooks build them, pass their own checks (unknown dataset, attack or loss;
+    a trigger or patch larger than the image; a number that is NaN, infinite or out of range).
+    `every`: the notebooks' declared defaults, merged."""
+    for k, v in params.items():
+        if k in every and not _type_ok_named(k, every[k], v):
+            raise ConfigError(f"{k}={v!r} should be like its default {every[k]!r} ({type(every[k]).__name__})")
+    try:
+        _check_configs({**every, **params}, tuple(notebooks))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from None
+
+
+def _check_configs(p: dict, notebooks: tuple[str, ...]) -> None:
     from ..data import dataset_info
     from ..params import DEFENSE_CONFIGS, attack_config, recovery_config, train_config
     from ..triggers import check_fits
     from ..victims import check_attack
 
-    p = {**every, **run.parameters}
     if p.get("device", "auto") != "auto":
         import torch
 
@@ -225,7 +238,7 @@ def _check_configs(run: Run, every: dict) -> None:
     if "attack" in p:
         attack = attack_config(p)
         check_attack(train, attack)
-        if "04_ablations" in run.notebooks:
+        if "04_ablations" in notebooks:
             from .ablations import check_ablation_attack
 
             check_ablation_attack(attack, train.dataset)
@@ -263,12 +276,8 @@ def validate(grid: Grid, notebooks_dir: Path = NOTEBOOKS_DIR) -> tuple[list[Run]
                           f"{grid.notebooks} declare {sorted(set(every) - set(RUNNER_PARAMS))}")
     runs = grid.runs(every)
     for run in runs:
-        for k, v in run.parameters.items():
-            if not _type_ok_named(k, every[k], v):
-                raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {k}={v!r} should be like its "
-                                  f"default {every[k]!r} ({type(every[k]).__name__})")
         try:
-            _check_configs(run, every)
-        except (ConfigError, TypeError, ValueError) as err:
+            check_parameters(run.parameters, every, run.notebooks)
+        except ConfigError as err:
             raise ConfigError(f"grid {grid.name!r}, run {run.run_id}: {err}") from None
     return runs, declared

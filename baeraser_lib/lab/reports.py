@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..atomic import atomic_open
+from ..safepath import check_name
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS_DIR = REPO / "reports"
@@ -25,4 +26,4 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
 
 def write_report(reports_dir: str | os.PathLike, report_name: str, figures: dict) -> Path:
     """A notebook's key figures as `<reports_dir>/<report_name>.json` (written atomically)."""
-    return write_json_atomic(Path(reports_dir) / f"{report_name}.json", figures)
+    return write_json_atomic(Path(reports_dir) / f"{check_name(report_name, 'report name')}.json", figures)

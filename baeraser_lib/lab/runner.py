@@ -85,6 +85,14 @@ def _parse_params(pairs: list[list[str]]) -> dict:
 def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix: str = "",
         notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[dict]:
     """Run `notebooks` in order with `params` (each gets the ones it declares), then index."""
+    from ..errors import ConfigError
+    from ..safepath import check_name
+
+    try:
+        for n in notebooks:
+            check_name(f"{n}{suffix}", "report name (notebook and --suffix)")
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
     unknown_nb = [n for n in notebooks if not (notebooks_dir / f"{n}.py").exists()]
     if unknown_nb:
         known = sorted(p.stem for p in notebooks_dir.glob("*.py"))
@@ -94,6 +102,15 @@ def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix:
     if unknown:
         raise SystemExit(f"unknown parameter(s) {unknown}; the notebooks declare "
                          f"{sorted(set().union(*declared.values()) - set(RUNNER_PARAMS))}")
+    from .grid import check_parameters
+
+    every = {}
+    for d in declared.values():
+        every.update(d)
+    try:  # the sweep's checks: a bad dataset or a NaN fails here, before any kernel starts
+        check_parameters(params, every, notebooks)
+    except ConfigError as err:
+        raise SystemExit(f"bad parameters: {err}") from None
     # Progress bars do not render in static HTML (epoch lines still print), so the kernels get
     # TQDM_DISABLE=1. tqdm reads its environment when it is imported: importing it here first
     # keeps the runner's own per-cell bar (papermill's) on.

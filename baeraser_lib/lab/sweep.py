@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..safepath import child
 from .grid import Grid, Run, load_grid, validate
 from .notebooks import NOTEBOOKS_DIR, RUNNER_PARAMS
 from .reports import REPO, REPORTS_DIR, write_json_atomic
@@ -253,7 +254,7 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
         if unknown:
             raise ConfigError(f"unknown run(s) {unknown}; the grid has {[r.run_id for r in all_runs]}")
         runs = [r for r in all_runs if r.run_id in only]
-    grid_dir = Path(out_root).resolve() / grid.name
+    grid_dir = child(Path(out_root).resolve(), grid.name, "grid name")
     notebooks_dir = Path(notebooks_dir).resolve()
     data_root = Path(data_root).resolve()
     codes = {nb: code_digest(notebooks_dir / f"{nb}.py") for nb in grid.notebooks}  # once per notebook
@@ -313,7 +314,7 @@ def rebuild_index(grid: Grid, out_root: Path = REPORTS_DIR) -> Path:
     """index.html and grid.json again from the runs' own records (nothing runs)."""
     from .grid_report import write_grid_index
 
-    grid_dir = out_root / grid.name
+    grid_dir = child(out_root, grid.name, "grid name")
     records = [rec for r in grid.runs() if (rec := read_record(grid_dir / r.run_id))]
     if not records:
         raise ConfigError(f"no run records under {grid_dir}: run the grid first")

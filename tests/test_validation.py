@@ -1,0 +1,151 @@
+"""One validation place for numbers (`checks.validate`): every numeric field of every config
+rejects NaN, ±inf, text, bools and out-of-range values when the config is built."""
+
+import dataclasses
+import math
+import types
+import typing
+
+import numpy as np
+import pytest
+
+from baeraser_lib.attacks import ATTACKS
+from baeraser_lib.checks import Interval, interval, rules, validate
+from baeraser_lib.config import AttackConfig, TrainConfig
+from baeraser_lib.defenses import DEFENSES, FinetuneConfig, RecoveryConfig, UnlearnConfig
+from baeraser_lib.errors import ConfigError
+
+
+def config_classes() -> list[type]:
+    """Every config the library builds: the registries' own, and those they nest."""
+    found = [TrainConfig, AttackConfig, RecoveryConfig, UnlearnConfig, FinetuneConfig]
+    found += [spec.config for spec in DEFENSES.values()]
+    found += [spec.options for spec in ATTACKS.values() if spec.options is not None]
+    return list(dict.fromkeys(found))
+
+
+def numeric_fields(cls) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if int in members or float in members:
+            out.append(f.name)
+    return out
+
+
+CASES = [(cls, name) for cls in config_classes() for name in numeric_fields(cls)]
+
+
+def test_every_config_is_covered():
+    names = {c.__name__ for c in config_classes()}
+    assert {"TrainConfig", "AttackConfig", "RecoveryConfig", "UnlearnConfig", "IBAUConfig", "SAUConfig",
+            "ANPConfig", "NCConfig", "NADConfig", "FinePruneConfig", "BadNetsOptions", "WaNetOptions",
+            "SIGOptions", "BlendedOptions", "TrojanNNOptions", "IMCOptions"} <= names
+    assert len(CASES) > 80  # the numeric knobs of all of them
+
+
+@pytest.mark.parametrize("cls, name", CASES, ids=[f"{c.__name__}.{n}" for c, n in CASES])
+def test_every_numeric_field_has_a_stated_range(cls, name):
+    assert name in getattr(cls, "RULES", {}), f"{cls.__name__}.{name} has no interval in RULES"
+
+
+def _build(cls, **kw):
+    if cls is AttackConfig:
+        return AttackConfig(**kw)
+    if cls in [spec.options for spec in ATTACKS.values()]:
+        attack = next(n for n, s in ATTACKS.items() if s.options is cls)
+        return AttackConfig(name=attack, options=kw)
+    return cls(**kw)
+
+
+@pytest.mark.parametrize("cls, name", CASES, ids=[f"{c.__name__}.{n}" for c, n in CASES])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1e12, 1e300, "1", True])
+def test_every_numeric_field_rejects_nonsense_at_construction(cls, name, bad):
+    with pytest.raises(ConfigError, match=name):
+        _build(cls, **{name: bad})
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)
+def test_every_default_passes_its_own_rules(cls):
+    _build(cls)
+
+
+def test_numpy_numbers_become_python_numbers_and_keep_the_hash():
+    from baeraser_lib.artifacts import config_hash
+
+    a = TrainConfig(epochs=np.int64(4), lr=np.float32(0.05).item())
+    b = TrainConfig(epochs=np.int64(4), lr=np.float64(0.05))
+    assert type(a.epochs) is int and type(b.lr) is float
+    assert config_hash(b) == config_hash(TrainConfig())
+
+
+def test_the_message_names_the_field_its_range_and_the_value():
+    with pytest.raises(ConfigError, match=r"UnlearnConfig\.stop_asr must lie in \[0, 1\], got nan"):
+        UnlearnConfig(stop_asr=math.nan)
+    with pytest.raises(ConfigError, match=r"UnlearnConfig\.momentum must lie in \[0, 1\), got -5"):
+        UnlearnConfig(momentum=-5)
+    with pytest.raises(ConfigError, match=r"TrainConfig\.epochs must be a positive integer ≤ 10000, got 2\.5"):
+        TrainConfig(epochs=2.5)
+    with pytest.raises(ConfigError, match=r"TrainConfig\.dataset must be str, got 3"):
+        TrainConfig(dataset=3)
+    with pytest.raises(ConfigError, match=r"BaeraserConfig takes a RecoveryConfig"):
+        from baeraser_lib.defenses import BaeraserConfig
+        BaeraserConfig(recovery={"lr": 1})
+
+
+def test_containers_of_numbers_are_checked_item_by_item():
+    with pytest.raises(ConfigError, match="eps"):
+        RecoveryConfig(eps=(0.5, math.nan))
+    with pytest.raises(ConfigError, match="betas"):
+        RecoveryConfig(betas=(0.5, math.inf))
+    with pytest.raises(ConfigError, match="Adam β"):
+        RecoveryConfig(betas=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="blend pattern array"):
+        AttackConfig(name="blended", options={"pattern": [[0.1, math.nan]]})
+
+
+def test_interval_text_parses_every_kind_of_end():
+    assert interval("(0, 1]") == Interval(0.0, 1.0, True, False)
+    assert interval("[1, inf)", integer=True).holds(10 ** 9)
+    assert not interval("(0, 1)").holds(1.0)
+    assert str(interval("[-20, 20]")) == "[-20, 20]"
+    with pytest.raises(ValueError):
+        rules(lr="0 to 1")
+
+
+def test_rules_naming_unknown_fields_are_a_programming_error():
+    @dataclasses.dataclass(frozen=True)
+    class Broken:
+        lr: float = 0.1
+        RULES: typing.ClassVar = {"rate": "(0, 1]"}
+
+        def __post_init__(self):
+            validate(self)
+
+    with pytest.raises(AssertionError, match="rate"):
+        Broken()
+
+
+def test_grid_dry_run_rejects_nan_before_any_kernel(tmp_path):
+    from baeraser_lib.lab.grid import load_grid, validate as validate_grid
+
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\nnotebooks: [01_inject, 02_recover_triggers, 03_unlearn]\n"
+                    "parameters: {unlearn_lr: .nan}\n")
+    with pytest.raises(ConfigError, match="lr must lie in"):
+        validate_grid(load_grid(path))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"poison_rate": math.nan}, "poison_rate must lie in"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"epochs": 2.5}, "epochs=2.5 should be like its default"),
+])
+def test_the_report_runner_checks_like_the_sweep_before_any_kernel(tmp_path, params, message):
+    from baeraser_lib.lab import runner
+
+    with pytest.raises(SystemExit, match=message):
+        runner.run(["01_inject"], params, tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # nothing written, no kernel started
