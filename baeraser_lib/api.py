@@ -26,10 +26,10 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from .artifacts import load_state, load_weights, nonfinite_tensors
-from .data import DATASETS, as_tensors, load_experiment_data
+from .data import DATASETS, as_tensors, check_images, load_experiment_data
 from .defenses import DEFENSES, Defended
 from .defenses.recovery import check_model_input
-from .errors import CheckpointError, ConfigError, DataNotFoundError
+from .errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 from .models import MODELS, Normalize, build_model
 
 TORCHVISION_PREFIX = "torchvision."
@@ -244,16 +244,11 @@ def check_data(model: nn.Module, data: Dataset, num_classes: int, what: str = "h
         raise ConfigError(f"{what} must be a torch Dataset of (image, label), got {type(data).__name__}")
     if len(data) < min_images:
         raise ConfigError(f"{what} holds {len(data)} images; the defense needs at least {min_images}")
-    x, y = as_tensors(data)
-    if not x.is_floating_point():
-        raise ConfigError(f"{what}: images are {x.dtype}; the library takes float pixels in [0, 1] (divide by 255)")
-    if x.ndim != 4:
-        raise ConfigError(f"{what}: images must be (N, C, H, W), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ConfigError(f"{what}: pixels must lie in [0, 1]")
-    bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()
-    if len(bad):
-        raise ConfigError(f"{what}: {len(bad)} labels lie outside [0, {num_classes}) (e.g. {y[bad[:3]].tolist()})")
+    try:
+        x, y = as_tensors(data)
+    except (TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise DataError(f"{what}: items must be (image tensor, integer label) pairs of one shape ({err})") from None
+    check_images(x, y, num_classes, what)
     first = next(model.parameters(), None)
     try:  # recovery's own probe: channels, a forward pass, the number of outputs, finite logits
         check_model_input(model, x[:2], num_classes, first.device if first is not None else "cpu")

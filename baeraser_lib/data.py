@@ -24,7 +24,7 @@ from torchvision import datasets as tvd
 
 from .atomic import atomic_open
 from .checks import check_fraction
-from .errors import ConfigError, DataNotFoundError
+from .errors import ConfigError, DataError, DataNotFoundError
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,12 @@ def _stage_idx_files(info: DatasetInfo, root: Path) -> None:
         if source is None:
             continue
         opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rb") as src, atomic_open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with opener(source, "rb") as src, atomic_open(plain, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated .gz an EOFError
+            raise DataError(f"{info.name}: {source} is not a readable {'gzip' if opener is gzip.open else 'IDX'} "
+                            f"file ({type(err).__name__}: {err})") from None
 
 
 def _where(info: DatasetInfo, root: Path) -> str:
@@ -165,6 +169,11 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
             _stage_idx_files(info, root)
         try:
             ds = info.tv_class(str(root), train=train, download=download)
+        except (AssertionError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                __import__("pickle").UnpicklingError) as err:  # the files are there but malformed
+            raise DataError(f"{name} ({'train' if train else 'test'} split): the files under {_where(info, root)} "
+                            f"are malformed ({type(err).__name__}: {err or 'bad header or size'}); "
+                            f"replace them with the dataset's own files") from None
         except (RuntimeError, OSError) as err:  # torchvision's "not found or corrupted"; a failed download
             hint = "pass download=True where the internet is reachable" if not download else \
                 "the download failed (no internet?)"
@@ -179,9 +188,43 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
     x = x.float().div_(255.0).contiguous()
     y = torch.as_tensor(np.asarray(targets), dtype=torch.long)
     if tuple(x.shape[1:]) != info.shape:
-        raise DataNotFoundError(f"{name}: files under {_where(info, root)} hold images of shape "
-                                f"{tuple(x.shape[1:])}, expected {info.shape}")
+        raise DataError(f"{name}: files under {_where(info, root)} hold images of shape "
+                        f"{tuple(x.shape[1:])}, expected {info.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{name}: files under {_where(info, root)} hold {len(x)} images but {len(y)} labels")
+    check_images(x, y, info.num_classes, f"{name} ({'train' if train else 'test'} split, {_where(info, root)})")
     return TensorDataset(x, y)
+
+
+def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None,
+                 what: str = "data") -> None:
+    """DataError unless `x` holds float images (N, C, H, W) with finite pixels in [0, 1] and `y`
+    (if given) one integer label per image in [0, num_classes). The door every dataset passes
+    before it trains, unlearns or is scored: uint8 pixels or labels 10–19 would otherwise run and
+    give nonsense (a training loss of 23, a clean accuracy of 0)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"{what}: images are {kind}; the library takes float pixels in [0, 1] "
+                        f"(uint8 images: divide by 255)")
+    if x.ndim != 4 or 0 in x.shape:
+        raise DataError(f"{what}: images must be a non-empty batch (N, C, H, W), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise DataError(f"{what}: some pixels are NaN or inf")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < 0 or hi > 1:
+        raise DataError(f"{what}: pixels must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]"
+                        + (" (uint8 values stored as floats? divide by 255)" if hi > 1.5 else ""))
+    if y is None:
+        return
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataError(f"{what}: labels must be integers, got {y.dtype if isinstance(y, torch.Tensor) else type(y)}")
+    if y.shape != (len(x),):
+        raise DataError(f"{what}: need one label per image, got labels of shape {tuple(y.shape)} for {len(x)} images")
+    if num_classes is not None:
+        bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()
+        if len(bad):
+            raise DataError(f"{what}: {len(bad)} labels lie outside [0, {num_classes}) "
+                            f"(e.g. {y[bad[:3]].tolist()})")
 
 
 def seeded_subset(ds: Dataset, size: int | None, seed: int) -> Dataset:

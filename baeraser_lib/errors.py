@@ -9,5 +9,10 @@ class DataNotFoundError(FileNotFoundError):
     """A dataset's files are not under the data root and may not be downloaded."""
 
 
+class DataError(ConfigError):
+    """Data that is there but unusable: a malformed file, images of the wrong dtype, range or
+    shape, labels outside the classes. A ConfigError too, so every command reports it in one line."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted, unsafe to load, or does not match the architecture."""

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checks import rules, validate
-from .data import as_tensors, dataset_info
+from .data import as_tensors, check_images, dataset_info
 from .errors import ConfigError
 from .models import MODELS
 
@@ -112,8 +112,9 @@ def fit(
     `(dataset or None, figures)`: a dataset of the same size replaces the training data from
     that epoch on (IMC re-stamps its poisoned images with a re-optimised trigger this way).
     """
-    device = device or pick_device()
     x, y = as_tensors(train_set)
+    check_images(x, y, dataset_info(cfg.dataset).num_classes, "training data")
+    device = device or pick_device()
     model = _to_device(model, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)

@@ -188,6 +188,45 @@ def test_unreachable_scheduler_fails_before_any_run(toy):
     assert calls(tmp / "artifacts") == [] and not list((tmp / "reports").glob("toy/*/run.json"))
 
 
+def _listener(reply: bytes | None) -> tuple[socket.socket, int]:
+    """A TCP peer that is not Dask: it accepts, then says `reply` (or nothing) and keeps the line open."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if reply:
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("reply, message", [
+    (None, "no Dask answer within 1 s"),
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "does not speak Dask's protocol"),
+])
+def test_a_peer_that_is_not_dask_fails_within_the_timeout_and_creates_nothing(toy, reply, message):
+    nbs, grid, tmp = toy
+    srv, port = _listener(reply)
+    try:
+        with pytest.raises(ConfigError, match=message):
+            S.sweep(grid, tmp / "fresh-reports", tmp / "fresh-artifacts", notebooks_dir=nbs,
+                    scheduler=f"tcp://127.0.0.1:{port}", scheduler_timeout=1.0)
+    finally:
+        srv.close()
+    assert not (tmp / "fresh-reports").exists() and not (tmp / "fresh-artifacts").exists()
+
+
 def test_cores_are_respected():
     with pytest.raises(ConfigError, match="exceeds"):
         S.local_slots(2, 10_000)

@@ -8,6 +8,7 @@ import typing
 
 import numpy as np
 import pytest
+import torch
 
 from baeraser_lib.attacks import ATTACKS
 from baeraser_lib.checks import Interval, interval, rules, validate
@@ -149,3 +150,70 @@ def test_the_report_runner_checks_like_the_sweep_before_any_kernel(tmp_path, par
     with pytest.raises(SystemExit, match=message):
         runner.run(["01_inject"], params, tmp_path / "r")
     assert not (tmp_path / "r").exists()  # nothing written, no kernel started
+
+
+# --- the data door -----------------------------------------------------------------------------
+
+def _tiny_model():
+    from baeraser_lib.models import build_model
+
+    return build_model("small_cnn", 10, 1, 4)
+
+
+@pytest.mark.parametrize("x, y, message", [
+    (lambda: (torch.rand(48, 1, 28, 28) * 255).to(torch.uint8), lambda: torch.arange(48) % 10, "uint8.*divide by 255"),
+    (lambda: torch.rand(48, 1, 28, 28) * 255, lambda: torch.arange(48) % 10, r"pixels must lie in \[0, 1\]"),
+    (lambda: torch.full((48, 1, 28, 28), math.nan), lambda: torch.arange(48) % 10, "NaN or inf"),
+    (lambda: torch.rand(48, 28, 28), lambda: torch.arange(48) % 10, r"\(N, C, H, W\)"),
+    (lambda: torch.rand(48, 1, 28, 28), lambda: torch.arange(48) % 10 + 10, r"48 labels lie outside \[0, 10\)"),
+    (lambda: torch.rand(48, 1, 28, 28), lambda: torch.rand(48), "labels must be integers"),
+])
+def test_the_data_door_refuses_bad_images_and_labels_everywhere(x, y, message):
+    from torch.utils.data import TensorDataset
+
+    from baeraser_lib import api
+    from baeraser_lib.data import check_images
+    from baeraser_lib.defenses.finetune import finetune
+    from baeraser_lib.errors import DataError
+    from baeraser_lib.metrics import evaluate
+    from baeraser_lib.train import fit
+
+    data = TensorDataset(x(), y())
+    model = _tiny_model()
+    calls = [lambda: check_images(*data.tensors, 10),
+             lambda: evaluate(model, data),
+             lambda: fit(model, data, TrainConfig(model="small_cnn", width=4, epochs=1), progress=False),
+             lambda: finetune(model, data, progress=False),
+             lambda: api.defend(model, data, 10, method="finetune", progress=False)]
+    for call in calls:
+        with pytest.raises(DataError, match=message):
+            call()
+
+
+def test_a_malformed_idx_file_is_a_data_error_naming_the_files(tmp_path):
+    from baeraser_lib.data import load_split
+    from baeraser_lib.errors import DataError
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    with pytest.raises(DataError, match="FashionMNIST/raw.*malformed"):
+        load_split("fashion_mnist", tmp_path, train=False)
+
+
+def test_idx_labels_outside_the_classes_are_refused(tmp_path):
+    import numpy as np
+
+    from baeraser_lib.data import load_split
+    from baeraser_lib.errors import DataError
+    from conftest import write_idx
+
+    raw = tmp_path / "FashionMNIST" / "raw"
+    images = np.zeros((20, 28, 28), dtype=np.uint8)
+    labels = np.full(20, 200, dtype=np.uint8)
+    write_idx(raw, "t10k", images, labels)
+    write_idx(raw, "train", images, labels)
+    with pytest.raises(DataError, match=r"20 labels lie outside \[0, 10\)"):
+        load_split("fashion_mnist", tmp_path, train=False)

@@ -203,7 +203,7 @@ def anp(model: nn.Module, holding: Dataset, num_classes: int, cfg: ANPConfig = A
     t0 = time.perf_counter()
     batchnorms(model)  # the clear error, before any compute
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, num_classes)
     masks, history = learn_masks(model, xtr, ytr, cfg, device, progress)
     cut = cfg.threshold if cfg.select == "threshold" else validation_cut(model, masks, xv, yv, cfg, device)
     pruned, count = prune_by_masks(model, masks, cut)

@@ -77,7 +77,7 @@ def fineprune(model: nn.Module, holding: Dataset, cfg: FinePruneConfig = FinePru
               progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """A pruned and fine-tuned copy of `model`, and a history of the pruning steps."""
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, model=model)
     student = copy.deepcopy(model).to(device).eval()
     conv, bn = last_conv(student)
     order = _channel_activation(student, bn or conv, xtr, device).argsort()  # most dormant first

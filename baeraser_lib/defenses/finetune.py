@@ -68,7 +68,7 @@ def finetune(model: nn.Module, holding: Dataset, cfg: FinetuneConfig = FinetuneC
              progress: bool = True) -> tuple[nn.Module, list[dict]]:
     """A fine-tuned copy of `model` and its history (with defender-side validation accuracy)."""
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, model=model)
     student = copy.deepcopy(model).to(device)
     rows = train_on_clean(student, xtr, ytr, cfg, device, progress=progress)
     rows[-1].update(defender_figures(student.eval(), None, xv, yv, cfg.seed, device))

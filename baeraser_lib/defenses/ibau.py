@@ -105,7 +105,7 @@ def ibau(model: nn.Module, holding: Dataset, num_classes: int, cfg: IBAUConfig =
     """An i-BAU-repaired copy of `model` (see the module text); every model is repaired."""
     t0 = time.perf_counter()
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, num_classes)
     student = copy.deepcopy(model).to(device).eval()  # eval mode throughout, as the authors' code
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)

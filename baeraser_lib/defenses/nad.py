@@ -74,7 +74,7 @@ def nad(model: nn.Module, holding: Dataset, cfg: NADConfig = NADConfig(), device
     """A NAD-repaired copy of `model`. `teacher` (a model fine-tuned on the same D_h) may be passed
     in to save its training; otherwise it is fine-tuned here."""
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, model=model)
     if teacher is None:
         teacher = copy.deepcopy(model).to(device)
         train_on_clean(teacher, xtr, ytr, cfg.teacher, device, desc="NAD teacher", progress=progress)

@@ -98,7 +98,7 @@ def nc(model: nn.Module, holding: Dataset, num_classes: int, cfg: NCConfig = NCC
     if not flagged:
         seconds["total"] = time.perf_counter() - t0
         return Defended("nc", copy.deepcopy(model).eval(), False, [], history, seconds)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.finetune.val_fraction, cfg.finetune.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.finetune.val_fraction, cfg.finetune.seed, num_classes)
     by_label = {r["label"]: r for r in rows}
     triggers = [(by_label[k]["mask"], by_label[k]["pattern"]) for k in flagged]
     xs = stamped_share(xtr, triggers, cfg.stamp_fraction, torch.Generator().manual_seed(cfg.finetune.seed + 17))

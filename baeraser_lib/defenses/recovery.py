@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..checks import check_interval, rules, validate
-from ..data import as_tensors, split_parts
+from ..data import as_tensors, check_images, split_parts
 from ..errors import ConfigError
 from ..train import pick_device, progress_kwargs
 from ..triggers import check_fits, stamp, stamp_mask
@@ -417,6 +417,7 @@ def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: 
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 3:
         raise ConfigError(f"num_classes must be an integer ≥ 3 (detection compares labels), got {num_classes!r}")
     x, y = as_tensors(holding)
+    check_images(x, y, num_classes, "holding data")
     shape = tuple(x.shape[1:])
     if cfg.form == "patch":
         check_fits(cfg.patch_size, "top_left", shape)
@@ -478,6 +479,7 @@ def reverse_masks(model: nn.Module, holding: Dataset, num_classes: int, labels: 
     (1, H, W) and its pattern (C, H, W), their size and validation ASR; the mask search alone, on
     recovery's own split of D_h."""
     x, y = as_tensors(holding)
+    check_images(x, y, num_classes, "holding data")
     xtr, _, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
     check_model_input(model, x, num_classes, device)

@@ -124,7 +124,7 @@ def sau(model: nn.Module, holding: Dataset, num_classes: int, cfg: SAUConfig = S
     """An SAU-purified copy of `model` (see the module text); every model is repaired."""
     t0 = time.perf_counter()
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, num_classes)
     ref = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     student = copy.deepcopy(model).to(device).eval()
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)

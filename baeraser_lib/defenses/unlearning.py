@@ -145,7 +145,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     history holds figures only.
     """
     device = pick_device() if device is None else torch.device(device)
-    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed)
+    xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, model=model)
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     student = copy.deepcopy(model).to(device)

@@ -191,6 +191,47 @@ def local_slots(workers: int | None, threads: int | None) -> tuple[int, int]:
     return workers, threads
 
 
+def probe_scheduler(address: str, timeout: float = 10.0) -> None:
+    """ConfigError unless a Dask scheduler answers at `address` within `timeout` seconds, overall.
+
+    Asks the peer for its identity over Dask's own comm, under one deadline for the connection,
+    the handshake and the reply, in a thread of its own (so it also works where an event loop
+    already runs). A closed port, a silent listener and a server of another protocol all end
+    here with a message, instead of a client that waits for ever."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect as comm_connect
+
+    async def identity():
+        comm = await comm_connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def ask():
+        return asyncio.run(asyncio.wait_for(identity(), timeout))
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        reply = pool.submit(ask).result(timeout + 5)
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: no Dask answer within {timeout:g} s "
+                          f"(is a Dask scheduler listening there?)") from None
+    except OSError as err:  # refused, reset, unreachable (Dask's CommClosedError is an OSError too)
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+    except Exception as err:  # the peer answered with something that is not Dask's protocol
+        raise ConfigError(f"the peer at {address} is not a Dask scheduler: it does not speak Dask's protocol "
+                          f"({type(err).__name__})") from None
+    finally:
+        pool.shutdown(wait=False)
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+        raise ConfigError(f"the peer at {address} is not a Dask scheduler (it says it is a {kind!r})")
+
+
 def connect(scheduler: str, timeout: float = 10.0):
     """A Dask client on `scheduler` (tcp://host:port), or a ConfigError that says why not."""
     if "://" not in scheduler:
@@ -199,6 +240,7 @@ def connect(scheduler: str, timeout: float = 10.0):
         from distributed import Client
     except ImportError:
         raise ConfigError("--scheduler needs the package 'distributed' (pip install distributed)") from None
+    probe_scheduler(scheduler, timeout)  # a hard deadline: a peer that is not Dask never answers the client
     try:
         client = Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
@@ -264,9 +306,14 @@ def sweep(grid: Grid, out_root: Path = REPORTS_DIR, artifacts_dir: Path = REPO /
             done = run_complete(r, grid_dir / r.run_id, Path(artifacts_dir).resolve(), digests[r.run_id])
             log(f"{r.run_id}: {'complete, would skip' if done and not rerun else 'would run'}  {r.parameters}")
         return []
-    grid_dir = check_writable(grid_dir, "reports folder")
-    artifacts_dir = check_writable(artifacts_dir, "artifacts root")
-    client = connect(scheduler, scheduler_timeout) if scheduler else None
+    client = connect(scheduler, scheduler_timeout) if scheduler else None  # before anything is created
+    try:
+        grid_dir = check_writable(grid_dir, "reports folder")
+        artifacts_dir = check_writable(artifacts_dir, "artifacts root")
+    except ConfigError:
+        if client is not None:
+            client.close()
+        raise
     if client is None:
         workers, threads = local_slots(workers, threads)
     else:
