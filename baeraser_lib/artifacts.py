@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,12 +30,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ._version import __version__
+from .atomic import STALE_SECONDS, remove_stale_temps  # noqa: F401 (STALE_SECONDS: re-exported)
 from .errors import CheckpointError
 
 FORMAT = "baeraser-artifact/1"
 META = "meta.json"
 SEAL = "seal"  # the sidecar's own key: {"weights": {"file", "sha256"}, "fields": {name: digest}}
-STALE_SECONDS = 6 * 3600  # a temp folder this old belongs to no live write (a save takes seconds)
 
 
 def git_commit() -> str:
@@ -87,22 +86,6 @@ def seal(meta: dict, weights: Path) -> dict:
     full = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
     return {**meta, SEAL: {"weights": {"file": Path(weights).name, "sha256": full},
                            "fields": {k: _digest(v) for k, v in meta.items()}}}
-
-
-def remove_stale_temps(folder: Path, max_age: float = STALE_SECONDS) -> list[Path]:
-    """Delete `.tmp-*` folders and files under `folder` older than `max_age` seconds: what a
-    killed write left behind. Younger ones may belong to a write in progress and stay."""
-    removed = []
-    now = time.time()
-    for tmp in Path(folder).glob(".tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime < max_age:
-                continue
-            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
-            removed.append(tmp)
-        except OSError:  # another process removed it first, or it is not ours to remove
-            continue
-    return removed
 
 
 def write_artifact(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict,

@@ -1,11 +1,35 @@
-"""Atomic file writes: a temp file beside the target, renamed onto it only once complete."""
+"""Atomic file writes: a temp file beside the target, renamed onto it only once complete.
+
+Temp files and folders are named `.tmp-*`. A process killed mid-write (SIGKILL runs no cleanup)
+leaves one behind; the next write into the same folder removes those old enough to belong to no
+live write."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+STALE_SECONDS = 6 * 3600  # a temp this old belongs to no live write (writes take seconds)
+
+
+def remove_stale_temps(folder: str | os.PathLike, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Delete `.tmp-*` files and folders in `folder` older than `max_age` seconds: what a killed
+    write left behind. Younger ones may belong to a write in progress and stay."""
+    removed = []
+    now = time.time()
+    for tmp in Path(folder).glob(".tmp-*"):
+        try:
+            if now - tmp.lstat().st_mtime < max_age:
+                continue
+            shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+            removed.append(tmp)
+        except OSError:  # another process removed it first, or it is not ours to remove
+            continue
+    return removed
 
 
 @contextmanager
@@ -14,7 +38,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
     error delete it, so readers see either the old file or the complete new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f

@@ -8,6 +8,7 @@ in the usual layout.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
@@ -67,9 +68,11 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def progress_kwargs(progress: bool) -> dict:
-    """tqdm kwargs: hidden when `progress` is False; otherwise tqdm's defaults, which the
-    environment can override (the report runner sets TQDM_DISABLE=1: bars do not render in HTML)."""
-    return {} if progress else {"disable": True}
+    """tqdm kwargs: hidden when `progress` is False or the environment says TQDM_DISABLE (the
+    report runner does: bars do not render in HTML). Passed explicitly, because tqdm.auto's
+    notebook bars do not read TQDM_DISABLE themselves and would leave empty widget boxes."""
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    return {"disable": True} if off or not progress else {}
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,

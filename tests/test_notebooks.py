@@ -167,18 +167,48 @@ def test_notebook_02_without_a_victim_says_to_run_01(fashion_root, tmp_path):
     assert results[0]["status"] == "failed" and "run notebook 01" in results[0]["error"]
 
 
-def test_failing_notebook_still_gets_html_and_a_non_zero_exit(fashion_root, tmp_path):
+def test_a_failing_notebook_gets_its_page_and_a_non_zero_exit_and_keeps_the_last_good_report(fashion_root, tmp_path):
     out = tmp_path / "reports"
     (out).mkdir()
-    (out / "01_inject.json").write_text('{"asr": 1.0}')  # a stale result must not survive a failure
-    args = ["run", "--only", "01_inject", "--out", str(out), "--no-progress", "-p", "trigger_size", "40"]
+    (out / "01_inject.json").write_text('{"asr": 1.0}')  # the last good report: a failure must not erase it
+    args = ["run", "--only", "01_inject", "--out", str(out), "--no-progress"]
     for k, v in declared_by("01_inject", smoke_params(fashion_root, tmp_path)).items():
         args += ["-p", k, json.dumps(v)]
-    assert R.main(args) == 1
-    assert "larger than the 28×28 image" in (out / "01_inject.html").read_text()
-    assert not (out / "01_inject.json").exists()
-    assert json.loads((out / "runs.json").read_text())["01_inject"]["status"] == "failed"
-    assert not (tmp_path / "artifacts").exists()  # refused before any training
+    # a data root without the data passes the up-front checks and fails inside the notebook
+    assert R.main(args + ["-p", "data_root", json.dumps(str(tmp_path / "no-data"))]) == 1
+    assert (out / "01_inject.json").read_text() == '{"asr": 1.0}' and not list(out.glob(".tmp-*"))
+    row = json.loads((out / "failures.json").read_text())["01_inject"]
+    assert row["status"] == "failed" and row["page"] == "failed/01_inject.html"
+    assert row["error"].split(":")[0] in (out / "failed" / "01_inject.html").read_text()  # the page shows the error
+    assert "01_inject" not in (json.loads((out / "runs.json").read_text()) if (out / "runs.json").exists() else {})
+    assert 'href="failed/01_inject.html"' in (out / "index.html").read_text()
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+
+
+def test_running_with_other_parameters_never_touches_the_default_reports(fashion_root, tmp_path, monkeypatch):
+    """The report-overwrite scenario: the main folder's reports and index survive a run with other
+    parameters (here one that fails), which lands in runs/<name>/ and is linked from the index."""
+    main = tmp_path / "reports"
+    monkeypatch.setattr(R, "REPORTS_DIR", main)
+    main.mkdir()
+    (main / "01_inject.json").write_text('{"asr": 0.99}')
+    (main / "01_inject.html").write_text("<html>default</html>")
+    (main / "runs.json").write_text(json.dumps({"01_inject": {"status": "ok", "parameters": {}}}))
+    R.write_index(main)
+    before = {p.name: p.read_bytes() for p in main.iterdir() if p.is_file() and p.name != "index.html"}
+    args = ["run", "--only", "01_inject", "--out", str(main), "--no-progress"]
+    for k, v in declared_by("01_inject", smoke_params(fashion_root, tmp_path)).items():
+        args += ["-p", k, json.dumps(v)]
+    with pytest.raises(SystemExit, match="larger than the 28×28 image"):  # refused before any kernel
+        R.main(args + ["-p", "trigger_size", "40"])
+    assert {p.name: p.read_bytes() for p in main.iterdir() if p.is_file() and p.name != "index.html"} == before
+    assert R.main(args + ["-p", "trigger_size", "5"]) == 0  # a run with other parameters than the defaults
+    assert {p.name: p.read_bytes() for p in main.iterdir() if p.is_file() and p.name != "index.html"} == before
+    folder = next((main / "runs").iterdir())
+    assert json.loads((folder / "01_inject.json").read_text())["trigger_size"] == 5
+    assert len(folder.name) <= 69 and json.loads((folder / "runs.json").read_text())["01_inject"]["status"] == "ok"
+    index = (main / "index.html").read_text()
+    assert f'href="runs/{folder.name}/index.html"' in index and 'href="01_inject.html"' in index
 
 
 def test_unknown_notebook_or_parameter_is_refused_before_running(tmp_path):

@@ -146,3 +146,22 @@ def test_stale_temp_folders_are_removed_on_the_next_write_and_young_ones_kept(tm
     os.utime(old, (long_ago, long_ago))
     A.write_artifact(parent / "new", {"w": torch.ones(2)}, {})
     assert sorted(p.name for p in parent.iterdir()) == [".tmp-def-live", "new"]
+
+
+def test_a_killed_idx_staging_leaves_nothing_that_survives_the_next_load(fashion_root, tmp_path):
+    """SIGKILL mid-copy leaves a `.tmp-*` file; the next staging into that folder removes it."""
+    import shutil
+
+    from baeraser_lib.data import load_split
+
+    root = tmp_path / "data"
+    shutil.copytree(fashion_root, root)
+    raw = next(root.rglob("raw"))
+    partial = raw / ".tmp-t10k-images-idx3-ubyte.killed"
+    partial.write_bytes(b"\x00\x00\x08")
+    long_ago = time.time() - A.STALE_SECONDS - 60
+    os.utime(partial, (long_ago, long_ago))
+    for plain in raw.glob("*-ubyte"):
+        plain.unlink()  # so staging writes again
+    load_split("fashion_mnist", root, train=False)
+    assert not list(raw.glob(".tmp-*"))

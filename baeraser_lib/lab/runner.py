@@ -9,8 +9,16 @@
 (`python -m baeraser_lib.lab.runner ...` is the same command.)
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
 the source. Each notebook writes `<reports_dir>/<report_name>.json`, a flat object of its key
-figures; the runner writes `<report_name>.html` (also for a failing run, showing the error),
-`runs.json` (status of each run) and `index.html`, and exits non-zero if any notebook failed.
+figures; the runner writes `<report_name>.html`, `runs.json` (each report's last good run) and
+`index.html`, and exits non-zero if any notebook failed.
+
+Reports are never lost:
+- a run whose parameters differ from the notebooks' defaults (the attack aside) writes under its
+  own name, `reports/runs/<name>/` (`--name`, or a name made of the differing parameters), so the
+  default reports and their index survive any other run;
+- each notebook runs in a staging folder; only a run that succeeds replaces its report. A failing
+  run's page (showing the error) goes to `failed/<report_name>.html`, recorded in `failures.json`
+  and linked from the index, and the last good report stays where it was.
 With `--attacks`, the notebooks run once per attack: the default attack's reports keep their
 plain names, the others carry the attack (`01_inject-trojannn.json`); `batches.json` records the
 wall time of the whole batch, and the index gains an attack × defense table.
@@ -20,15 +28,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import os
-import sys
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-from ..atomic import atomic_open
+from ..errors import ConfigError
 from .notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RUNNER_PARAMS, parameters_of
 from .reports import REPORTS_DIR, write_json_atomic
 from .site import attack_markdown, inject_markdown, verdict_markdown, write_index
@@ -36,46 +47,134 @@ from .site import attack_markdown, inject_markdown, verdict_markdown, write_inde
 DEFAULT_ATTACK = "badnets"  # its reports keep the plain names
 
 
-def _html(nb, path: Path) -> None:
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    with atomic_open(path, encoding="utf-8") as f:
-        f.write(body)
+RUNS_DIR = "runs"  # reports/runs/<name>/: runs whose parameters differ from the defaults
+SAME_RESULTS = ("attack", "device", "download")  # parameters that do not make a run another run
+FAILED_DIR = "failed"  # <out>/failed/<report>.html: the page of a run that failed
 
 
 def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None = None,
                  notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True,
                  executed_dir: Path | None = None) -> dict:
-    """Execute one notebook with `params`; write its HTML; return its status row. The executed
-    notebook goes to `executed_dir` (default: `out_dir/.executed`)."""
+    """Execute one notebook with `params` in a staging folder; return its status row. On success
+    its JSON and HTML replace `out_dir`'s and the executed notebook goes to `executed_dir`
+    (default `out_dir/.executed`); on failure only `out_dir/failed/<report_name>.html` is written
+    (the row's `page`), and the last good report is left as it was."""
     import jupytext
     import nbformat
     import papermill as pm
 
+    from .html import write_notebook_html
+
     report_name = report_name or name
     out_dir.mkdir(parents=True, exist_ok=True)
     executed_dir = executed_dir or out_dir / ".executed"
-    executed_dir.mkdir(exist_ok=True)
-    executed_path = executed_dir / f"{report_name}.ipynb"
-    for stale in (out_dir / f"{report_name}.json", out_dir / f"{report_name}.html", executed_path):
-        stale.unlink(missing_ok=True)  # no stale figures, page or notebook after a failure
-    nb = jupytext.read(notebooks_dir / f"{name}.py")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    full = {**params, "reports_dir": str(out_dir.resolve()), "report_name": report_name}
-    start, status, error = time.perf_counter(), "ok", None
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".tmp-{report_name}-"))
     try:
-        pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
-                            kernel_name="python3", progress_bar=progress)
-    except pm.PapermillExecutionError as err:
-        status, error = "failed", f"{err.ename}: {err.evalue}"
-    except Exception as err:  # kernel died, timeout, ...
-        status, error = "failed", f"{type(err).__name__}: {err}"
-    seconds = time.perf_counter() - start
-    if executed_path.exists():
-        _html(nbformat.read(executed_path, as_version=4), out_dir / f"{report_name}.html")
-    return {"notebook": name, "status": status, "error": error, "seconds": round(seconds, 1),
-            "parameters": params, "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        executed_path = stage / f"{report_name}.ipynb"
+        nb = jupytext.read(notebooks_dir / f"{name}.py")
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        full = {**params, "reports_dir": str(stage.resolve()), "report_name": report_name}
+        start, status, error = time.perf_counter(), "ok", None
+        try:
+            pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
+                                kernel_name="python3", progress_bar=progress)
+        except pm.PapermillExecutionError as err:
+            status, error = "failed", f"{err.ename}: {err.evalue}"
+        except Exception as err:  # kernel died, timeout, ...
+            status, error = "failed", f"{type(err).__name__}: {err}"
+        seconds = time.perf_counter() - start
+        if status == "ok" and not (stage / f"{report_name}.json").exists():
+            status, error = "failed", "the notebook ran but wrote no report JSON"
+        row = {"notebook": name, "status": status, "error": error, "seconds": round(seconds, 1),
+               "parameters": params,
+               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        page = stage / f"{report_name}.html"
+        if executed_path.exists():
+            write_notebook_html(nbformat.read(executed_path, as_version=4), page)
+        if status == "ok":
+            executed_dir.mkdir(exist_ok=True)
+            os.replace(stage / f"{report_name}.json", out_dir / f"{report_name}.json")
+            os.replace(page, out_dir / f"{report_name}.html")
+            os.replace(executed_path, executed_dir / f"{report_name}.ipynb")
+        elif page.exists():
+            (out_dir / FAILED_DIR).mkdir(exist_ok=True)
+            os.replace(page, out_dir / FAILED_DIR / f"{report_name}.html")
+            row["page"] = f"{FAILED_DIR}/{report_name}.html"
+        return row
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def differing(params: dict, declared: dict[str, dict]) -> dict:
+    """The parameters whose values differ from the notebooks' defaults, `SAME_RESULTS` aside (each
+    attack's reports have their own names in the main folder; the device and the permission to
+    download do not change what a run measures)."""
+    out = {}
+    for k, v in params.items():
+        defaults = [d[k] for d in declared.values() if k in d]
+        if k not in SAME_RESULTS and defaults and not any(_same(v, d) for d in defaults):
+            out[k] = v
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
+    return a == b
+
+
+def run_name(differs: dict) -> str:
+    """A folder name made of the differing parameters (`dataset-cifar10-epochs-2`). Folders
+    (`artifacts_dir`, `data_root`) and long names are summed up by a hash of all of them."""
+    def slug(v) -> str:
+        text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_.") or "_"
+
+    shown = {k: v for k, v in differs.items() if k not in ("artifacts_dir", "data_root")}
+    name = "-".join(f"{slug(k)}-{slug(v)}" for k, v in sorted(shown.items())) or "custom"
+    if len(name) > 60 or len(shown) < len(differs):
+        digest = hashlib.sha256(json.dumps(differs, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        name = name[:60].rstrip("-_.") + "-" + digest
+    return name
+
+
+def output_folder(out_dir: Path, params: dict, notebooks: list[str], name: str | None = None,
+                  notebooks_dir: Path = NOTEBOOKS_DIR) -> Path:
+    """Where a run writes: `out_dir`, unless `out_dir` is the main reports folder and the run is
+    not the default one (other parameters, or a `name`): then `out_dir/runs/<name>`."""
+    from ..safepath import child
+
+    if Path(out_dir).resolve() != REPORTS_DIR.resolve():
+        return Path(out_dir)
+    declared = {n: parameters_of(notebooks_dir / f"{n}.py") for n in notebooks
+                if (notebooks_dir / f"{n}.py").exists()}
+    differs = differing(params, declared)
+    if not differs and name is None:
+        return Path(out_dir)
+    try:
+        return child(Path(out_dir) / RUNS_DIR, name or run_name(differs), "run name (--name)")
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _record(out_dir: Path, report: str, row: dict) -> None:
+    """runs.json keeps each report's last good run; failures.json its last failure since then."""
+    runs_file, fail_file = out_dir / "runs.json", out_dir / "failures.json"
+    runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
+    fails = json.loads(fail_file.read_text()) if fail_file.exists() else {}
+    if row["status"] == "ok":
+        runs[report] = row
+        if fails.pop(report, None) is not None:
+            (out_dir / FAILED_DIR / f"{report}.html").unlink(missing_ok=True)
+        write_json_atomic(runs_file, runs)
+    else:
+        fails[report] = row
+    if fails or fail_file.exists():
+        write_json_atomic(fail_file, fails)
 
 
 def _parse_params(pairs: list[list[str]]) -> dict:
@@ -83,9 +182,9 @@ def _parse_params(pairs: list[list[str]]) -> dict:
 
 
 def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix: str = "",
-        notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[dict]:
-    """Run `notebooks` in order with `params` (each gets the ones it declares), then index."""
-    from ..errors import ConfigError
+        notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True, name: str | None = None) -> list[dict]:
+    """Run `notebooks` in order with `params` (each gets the ones it declares), then index.
+    A run that is not the default one writes to `output_folder(...)` (see the module text)."""
     from ..safepath import check_name
 
     try:
@@ -117,24 +216,25 @@ def run(notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR, suffix:
     import tqdm.auto  # noqa: F401
 
     os.environ.setdefault("TQDM_DISABLE", "1")
-    runs_file = out_dir / "runs.json"
+    out_dir = output_folder(out_dir, params, notebooks, name, notebooks_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in notebooks:
-        own = {k: v for k, v in params.items() if k in declared[name]}
-        row = run_notebook(name, own, out_dir, f"{name}{suffix}", notebooks_dir, progress)
+    for nb in notebooks:
+        own = {k: v for k, v in params.items() if k in declared[nb]}
+        row = run_notebook(nb, own, out_dir, f"{nb}{suffix}", notebooks_dir, progress)
         results.append(row)
-        runs = json.loads(runs_file.read_text()) if runs_file.exists() else {}
-        runs[f"{name}{suffix}"] = row
-        write_json_atomic(runs_file, runs)
+        _record(out_dir, f"{nb}{suffix}", row)
         write_index(out_dir)
-        print(f"[{row['status']}] {name}{suffix} in {row['seconds']} s" + (f": {row['error']}" if row["error"] else ""),
-              flush=True)
+        if out_dir.parent.name == RUNS_DIR:  # the main index links this run's folder
+            write_index(out_dir.parent.parent)
+        where = row.get("page") or f"{out_dir / nb}{suffix}.html"
+        print(f"[{row['status']}] {nb}{suffix} in {row['seconds']} s" + (f": {row['error']}" if row["error"] else "")
+              + f" → {where}", flush=True)
     return results
 
 
 def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir: Path = REPORTS_DIR,
-                notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True) -> list[dict]:
+                notebooks_dir: Path = NOTEBOOKS_DIR, progress: bool = True, name: str | None = None) -> list[dict]:
     """Run `notebooks` once per attack (names as in the module docstring); record the batch."""
     from ..attacks import ATTACKS
 
@@ -144,6 +244,7 @@ def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir:
         raise SystemExit(f"unknown attack(s) {unknown}; choose from {sorted(ATTACKS)} or 'all'")
     if "attack" in params:
         raise SystemExit("give the attacks with --attacks, not with -p attack")
+    out_dir = output_folder(out_dir, params, notebooks, name, notebooks_dir)
     start, results = time.perf_counter(), []
     for attack in attacks:
         suffix = "" if attack == DEFAULT_ATTACK else f"-{attack}"
@@ -151,7 +252,6 @@ def run_attacks(attacks: list[str], notebooks: list[str], params: dict, out_dir:
         if "04_ablations" in notebooks:  # its ablations resize and move a patch with one target
             from .ablations import check_ablation_attack
             from ..params import attack_config
-            from ..errors import ConfigError
 
             p = {**parameters_of(notebooks_dir / "04_ablations.py"), **params, "attack": attack}  # as 04 sees them
             try:
@@ -178,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a parameter for every notebook declaring it; VALUE is read as YAML (0.1, true, null, [1,2])")
     r.add_argument("--out", type=Path, default=REPORTS_DIR, help="reports folder (default: reports/)")
     r.add_argument("--suffix", default="", help="appended to report names, e.g. -trojannn")
+    r.add_argument("--name", default=None,
+                   help="write to reports/runs/NAME/ (runs with non-default parameters go to reports/runs/ anyway, "
+                        "named after the parameters they change)")
     r.add_argument("--attacks", nargs="+", default=None, metavar="ATTACK",
                    help="run the notebooks once per attack ('all': every registered one)")
     r.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
@@ -208,12 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.suffix:
             raise SystemExit("--suffix and --attacks do not mix: each attack names its own reports")
         results = run_attacks(args.attacks, args.only or NOTEBOOKS, _parse_params(args.param), args.out,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, name=args.name)
     else:
         results = run(args.only or NOTEBOOKS, _parse_params(args.param), args.out, args.suffix,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, name=args.name)
     failed = [r["notebook"] for r in results if r["status"] != "ok"]
-    print(f"reports in {args.out}: {len(results) - len(failed)} ok, {len(failed)} failed {failed or ''}")
+    print(f"reports: {len(results) - len(failed)} ok, {len(failed)} failed {failed or ''}")
     return 1 if failed else 0
 
 

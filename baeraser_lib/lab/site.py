@@ -11,7 +11,7 @@ from ..atomic import atomic_open
 from .reports import REPORTS_DIR
 
 from .reports import NOTEBOOKS
-NOT_REPORTS = {"runs", "batches"}  # JSON files of the runner itself
+NOT_REPORTS = {"runs", "batches", "failures"}  # JSON files of the runner itself
 
 
 def _fmt(v) -> str:
@@ -60,10 +60,46 @@ td,th{{border:1px solid #ccc;padding:.4em .7em;vertical-align:top}}tr.failed{{ba
 {verdict_table(out_dir)}
 <h2>All reports</h2>
 <table><tr><th>report</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>key figures</th></tr>
-{''.join(rows)}</table>{benchmarks}</body></html>"""
+{''.join(rows)}</table>{failure_table(out_dir)}{other_runs(out_dir)}{benchmarks}</body></html>"""
     with atomic_open(out_dir / "index.html", encoding="utf-8") as f:
         f.write(page)
     return out_dir / "index.html"
+
+
+def failure_table(out_dir: Path = REPORTS_DIR) -> str:
+    """HTML: the runs that failed since their report's last good run (`failures.json`), each
+    linked to its page; the report above stays the last good one."""
+    f = out_dir / "failures.json"
+    fails = json.loads(f.read_text()) if f.exists() else {}
+    if not fails:
+        return ""
+    rows = []
+    for name, row in sorted(fails.items()):
+        page = row.get("page")
+        link = f'<a href="{html.escape(page)}">{html.escape(name)}</a>' if page and (out_dir / page).exists() \
+            else html.escape(name)
+        rows.append(f"<tr class='failed'><td>{link}</td><td>{html.escape(str(row.get('error') or ''))}</td>"
+                    f"<td>{html.escape(json.dumps(row.get('parameters', {}), sort_keys=True))}</td>"
+                    f"<td>{html.escape(row.get('finished_at', ''))}</td></tr>")
+    return ("<h2>Failed runs</h2><p>These runs failed; the reports above are the last good ones.</p>"
+            "<table><tr><th>run (its page)</th><th>error</th><th>parameters</th><th>finished (UTC)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def other_runs(out_dir: Path = REPORTS_DIR) -> str:
+    """HTML: one line per run with other parameters (`runs/<name>/`, written by `report run`)."""
+    items = []
+    for folder in sorted(p for p in (out_dir / "runs").glob("*") if p.is_dir()):
+        runs = json.loads((folder / "runs.json").read_text()) if (folder / "runs.json").exists() else {}
+        fails = json.loads((folder / "failures.json").read_text()) if (folder / "failures.json").exists() else {}
+        params = {}
+        for row in [*runs.values(), *fails.values()]:
+            params.update(row.get("parameters", {}))
+        state = f"{len(runs)} ok, {len(fails)} failed"
+        items.append(f'<li><a href="runs/{html.escape(folder.name)}/index.html">{html.escape(folder.name)}</a>: '
+                     f"{state}; <code>{html.escape(json.dumps(params, sort_keys=True))}</code></li>")
+    return ("<h2>Other runs</h2><p>Runs with parameters other than the defaults, each in its own folder.</p><ul>"
+            + "".join(items) + "</ul>") if items else ""
 
 
 def grid_links(out_dir: Path = REPORTS_DIR) -> str:
