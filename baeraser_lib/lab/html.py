@@ -19,7 +19,10 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = ("[An interactive widget: it needs a running kernel. Open this notebook in JupyterLab "
                "(make lab) to use it.]")
-EXTERNAL = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
+_URL = r"""(?P<url>(?:https?:)?//[^"'\s)>]+)"""
+EXTERNAL = re.compile(r"""<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)\s*=\s*["']?""" + _URL
+                      + r"""|url\(\s*["']?""" + _URL.replace("url>", "url2>")
+                      + r"""|@import\s+["']?""" + _URL.replace("url>", "url3>"), re.I)
 
 
 def strip_widgets(nb) -> int:
@@ -37,8 +40,8 @@ def strip_widgets(nb) -> int:
 
 
 def external_references(page: str) -> list[str]:
-    """The tags of `page` that would fetch something from a network (scripts, styles, images)."""
-    return [m.group(0) for m in EXTERNAL.finditer(page)]
+    """The URLs `page` would fetch from a network (scripts, styles, images, CSS imports)."""
+    return [m.group("url") or m.group("url2") or m.group("url3") for m in EXTERNAL.finditer(page)]
 
 
 def notebook_html(nb) -> str:

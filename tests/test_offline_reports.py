@@ -1,0 +1,78 @@
+"""Reports open anywhere: no script from a network, no empty widget box, checked in a real
+headless browser with the network off when one is installed (Debian's chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from baeraser_lib.lab import browser as B
+from baeraser_lib.lab.html import WIDGET_MIME, WIDGET_NOTE, external_references, notebook_html, strip_widgets
+from baeraser_lib.lab.site import write_index
+
+REPO = Path(__file__).resolve().parents[1]
+EXECUTED = REPO / "reports" / "families" / "badnets_3x3_corner" / "03_unlearn.ipynb"  # committed, with figures
+
+
+def executed_with_a_widget():
+    nb = nbformat.read(EXECUTED, as_version=4)
+    cell = nbformat.v4.new_code_cell("panel")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0}, "text/plain": "VBox()"})]
+    nb.cells.append(cell)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+def test_widget_outputs_become_a_note_and_the_state_is_dropped():
+    nb = executed_with_a_widget()
+    widgets = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+    assert len(widgets) > 1  # the one added, and the progress bars the sweep's kernel drew
+    assert strip_widgets(nb) == len(widgets)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+    assert nb.cells[-1].outputs[0]["data"] == {"text/plain": WIDGET_NOTE} and "widgets" not in nb.metadata
+
+
+def test_the_offline_page_references_nothing_on_a_network():
+    page = notebook_html(executed_with_a_widget())
+    assert external_references(page) == [] and "<script src" not in page
+    assert WIDGET_NOTE.split(":")[0] in page and "data:image/png;base64" in page  # the figures are inline
+
+
+def test_the_lab_template_would_have_fetched_from_cdns():
+    """The control: what the check catches in nbconvert's own template."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(executed_with_a_widget())
+    assert any("cdnjs" in r or "unpkg" in r for r in external_references(body))
+
+
+needs_browser = pytest.mark.skipif(B.find_browser() is None, reason="no Chromium-family browser installed")
+
+
+@needs_browser
+def test_a_report_and_the_index_open_in_a_browser_with_the_network_off(tmp_path):
+    page = tmp_path / "03_unlearn.html"
+    page.write_text(notebook_html(executed_with_a_widget()), encoding="utf-8")
+    shutil.copy(REPO / "reports" / "03_unlearn.json", tmp_path / "03_unlearn.json")
+    (tmp_path / "runs.json").write_text(json.dumps({"03_unlearn": {"status": "ok", "parameters": {}}}))
+    index = write_index(tmp_path)
+    seen = B.visit(page)
+    assert seen.loaded and seen.remote_requests == [], seen.requests
+    assert seen.images >= 2 and seen.images_decoded == seen.images  # every figure decoded and drawn
+    seen = B.visit(index)
+    assert seen.loaded and seen.remote_requests == [] and seen.title == "baeraser reports"
+
+
+@needs_browser
+def test_the_browser_check_sees_a_page_that_reaches_out(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<html><head><script src="https://cdn.example.org/x.js"></script></head>'
+                    '<body><img src="https://cdn.example.org/figure.png"></body></html>')
+    seen = B.visit(page)
+    assert set(seen.remote_requests) == {"https://cdn.example.org/x.js", "https://cdn.example.org/figure.png"}
+    assert seen.images == 1 and seen.images_decoded == 0  # the network is off: the figure never arrives
