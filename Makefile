@@ -1,4 +1,4 @@
-# Two commands for users: `make reports` (the main job) and `make test`.
+# Two commands for users: `make reports` (the main job) and `make test`; `make lab` opens JupyterLab.
 # Each sets up what is missing: the virtual environment with the pinned packages, and the data.
 
 PYTHON ?= python3
@@ -14,7 +14,7 @@ ATTACKS ?=
 GRID      ?=
 SCHEDULER ?=
 
-.PHONY: reports sweep test setup data sync clean-reports
+.PHONY: reports sweep test setup data sync clean-reports lab
 
 reports: setup data
 	$(VENV)/bin/baeraser report run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
@@ -27,14 +27,22 @@ sweep: setup data
 test: setup
 	$(PY) -m pytest -q
 
+# JupyterLab on the notebooks, the .py sources opening as notebooks (jupytext's viewer, set as the
+# default for Python files by jupyter/overrides.json, copied into the environment's lab settings).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+lab: setup data
+	@mkdir -p $(LAB_SETTINGS) && cp jupyter/overrides.json $(LAB_SETTINGS)/overrides.json
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
 setup: $(STAMP)
 
 # Rebuilt when the pins change. pip takes torch/torchvision from local files where the machine has them.
-$(STAMP): requirements.txt requirements-lab.txt pyproject.toml
+$(STAMP): requirements.txt requirements-lab.txt pyproject.toml jupyter/overrides.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing pinned packages into $(VENV) (log: $(VENV)/pip.log)"
 	@$(PY) -m pip install -r requirements.txt -r requirements-lab.txt > $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
 	@$(PY) -m pip install --no-deps --no-build-isolation -e . >> $(VENV)/pip.log 2>&1 || { tail -n 30 $(VENV)/pip.log; exit 1; }
+	@mkdir -p $(LAB_SETTINGS) && cp jupyter/overrides.json $(LAB_SETTINGS)/overrides.json
 	@touch $@
 
 # Fashion-MNIST (the default dataset) from Debian's package when apt is there; otherwise the

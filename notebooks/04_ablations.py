@@ -465,12 +465,13 @@ print(verdict_lines(new))
 # Pick an attack and a defense, set β/α, the holding ratio and the number of epochs, press
 # **Run**: the defense runs again from the cached victim and pool (recovering a pool first if that
 # D_h has none yet) and the table and plots update. In the HTML report the panel is only a
-# placeholder; open this notebook in Jupyter to use it, or call
+# note; open this notebook in JupyterLab (`make lab`) to use it. It needs only the set-up cells
+# at the top (run them, then this one: no sweep has to run first), or call
 # `DefensePanel(bench_runner(bench, suite), attacks=[...])` from your own notebook.
 
 # %%
 panel = DefensePanel(bench_runner(bench, suite, curve_images=panel_curve_images), attacks=[attack],
-                     holding_ratios=list(bench.holdings), beta_over_alpha=ref_ratio, holding_ratio=holding_ratio,
+                     holding_ratios=list(bench.holdings), beta_over_alpha=beta / alpha, holding_ratio=holding_ratio,
                      iterations=sweep_epochs)
 panel
 

@@ -156,3 +156,55 @@ def test_readme_peer_tables_match_the_committed_json():
     assert len(sanity.splitlines()) >= 2 + 4  # one published row per peer at least
     for line in sanity.splitlines() + summary_markdown(ROOT / "reports" / "families").splitlines():
         assert line in readme, f"README's peer tables are stale: {line}"
+
+
+def test_jupyterlab_opens_the_py_notebooks_as_notebooks(tmp_path):
+    """`make lab`'s settings: JupyterLab (pinned) with jupytext's viewer as the default for .py
+    files, checked on a real server's settings API; and the .py sources served as notebooks."""
+    import json as _json
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    repo = Path(__file__).resolve().parents[1]
+    assert "jupyterlab==" in (repo / "requirements-lab.txt").read_text()
+    assert "lab:" in (repo / "Makefile").read_text() and "jupyter/overrides.json" in (repo / "Makefile").read_text()
+    prefix = tmp_path / "prefix"
+    settings = prefix / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True)
+    shutil.copy(repo / "jupyter" / "overrides.json", settings / "overrides.json")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "user"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    lab_dir = Path(sys.prefix) / "share" / "jupyter" / "lab"
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
+                             "--IdentityProvider.token=t", f"--ServerApp.root_dir={repo / 'notebooks'}",
+                             f"--LabApp.app_settings_dir={settings}", f"--LabApp.app_dir={lab_dir}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                got = urllib.request.urlopen(f"{base}/lab/api/settings/@jupyterlab/docmanager-extension:plugin?token=t",
+                                             timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("JupyterLab did not start within 60 s")
+        schema = _json.loads(got.read())["schema"]
+        assert schema["properties"]["defaultViewers"]["default"] == {"python": "Jupytext Notebook"}
+        nb = _json.loads(urllib.request.urlopen(f"{base}/api/contents/01_inject.py?token=t&type=notebook",
+                                                timeout=10).read())
+        assert nb["type"] == "notebook" and len(nb["content"]["cells"]) > 5
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    js = " ".join(p.read_text(errors="ignore")
+                  for p in (lab_dir / ".." / "labextensions" / "jupyterlab-jupytext").rglob("*.js"))
+    assert "Jupytext Notebook" in js  # the viewer's name is the one jupytext's lab extension registers

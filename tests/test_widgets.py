@@ -1,6 +1,7 @@
 """The widget panel, driven from code: set the controls, press Run, read what it shows."""
 
 import re
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -120,3 +121,29 @@ def test_the_panel_over_a_real_bench(fashion_root, tmp_path):
     panel.holding_ratio.options = [("50%", 0.5)]  # a ratio the bench has no D_h for: a clear error, no run
     panel.button.click()
     assert "not in the bench" in panel.error and len(panel.rows) == 2
+
+
+def test_the_panel_cell_of_notebook_04_needs_only_the_set_up_cells():
+    """Run the parameters and set-up cells, then the panel's own cell: every name it reads is
+    defined by then (no sweep has to run first; it once read `ref_ratio` from a sweep cell)."""
+    import ast
+    import builtins
+
+    import jupytext
+
+    nb = jupytext.read(Path(__file__).resolve().parents[1] / "notebooks" / "04_ablations.py")
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    panel = next(src for src in code if "DefensePanel(" in src and "panel" in src.split("=")[0])
+
+    def assigned(src: str) -> set[str]:
+        out = set()
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                out.add(node.id)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                out |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        return out
+
+    ready = assigned(code[0]) | assigned(code[1]) | assigned(panel) | set(dir(builtins))
+    used = {n.id for n in ast.walk(ast.parse(panel)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    assert used - ready == set(), f"the panel cell reads {sorted(used - ready)} from cells after the set-up"

@@ -34,7 +34,8 @@ from ..defenses.unlearning import UnlearnConfig, unlearn_or_keep
 from ..errors import ConfigError
 from ..metrics import backdoor_metrics, der, evaluate
 from ..triggers import Trigger, check_fits, fixed_offset, parse_position
-from ..victims import TrainedModel, check_attack, obtain_model
+from ..artifacts import is_complete
+from ..victims import TrainedModel, check_attack, model_path, obtain_model
 
 COMPARED = tuple(names("ours", "baseline"))  # BAERASER and the paper's baselines, in registry order
 RUNNABLE = tuple(names("ours", "baseline", "peer"))  # what the panel and `run_defenses` can run: the peers too
@@ -226,6 +227,10 @@ class AblationBench:
         cfg = self.attack_config(name, trigger_size)
         key = (cfg.name, cfg.trigger_size)
         if key not in self._victims:
+            if not is_complete(model_path(self.artifacts_dir, self.train, cfg)):
+                print(f"victim {cfg.name} {cfg.trigger_size}×{cfg.trigger_size} is not cached under {self.artifacts_dir}: "
+                      f"training it now ({self.train.epochs} epochs: minutes on a CPU; progress below). "
+                      f"Later runs load it.", flush=True)
             self._victims[key] = obtain_model(self.train, cfg, self.data, self.artifacts_dir, self.device,
                                               progress=self.progress)
         return self._victims[key]

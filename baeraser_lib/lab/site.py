@@ -46,7 +46,8 @@ def write_index(out_dir: Path = REPORTS_DIR) -> Path:
     for f in sorted((out_dir / "benchmarks").glob("*.json")):
         figs = json.loads(f.read_text())
         flat = "<br>".join(f"<code>{html.escape(k)}</code> = {_fmt(v)}" for k, v in figs.items()
-                           if isinstance(v, (int, float, str, bool, list)))
+                           if isinstance(v, (int, float, str, bool, list))
+                           and not (isinstance(v, list) and any(isinstance(i, dict) for i in v)))
         bench_rows.append(f"<tr><td>benchmarks/{html.escape(f.name)}</td><td>{flat}</td></tr>")
     benchmarks = ("<h2>Benchmarks</h2><p>Scripts in <code>benchmarks/</code>; figures as they printed them.</p>"
                   f"<table><tr><th>file</th><th>figures</th></tr>{''.join(bench_rows)}</table>") if bench_rows else ""
