@@ -219,3 +219,16 @@ def test_bench_reuses_cached_victims_and_pools(fashion_root, tmp_path):
     figs = bench.score(v.model, v)
     assert set(figs) == {"clean_acc", "asr", "robust_acc"}
     assert bench.before(v) == figs and bench.before(v) is bench.before(v)  # measured once per victim
+
+
+def test_the_bench_says_when_it_must_train_an_uncached_victim(fashion_root, tmp_path, monkeypatch, capsys):
+    """The panel's set-up trains for minutes when nothing is cached: it says so first."""
+    import baeraser_lib.lab.ablations as AB
+
+    data = load_experiment_data("fashion_mnist", fashion_root, holding_ratio=0.25)
+    train = TrainConfig(model="small_cnn", width=4, epochs=1, batch_size=64)
+    monkeypatch.setattr(AB, "obtain_model", lambda *a, **k: "trained")
+    bench = AblationBench(data, train, AttackConfig(), RecoveryConfig(), tmp_path, [0.25])
+    assert bench.victim() == "trained"
+    said = capsys.readouterr().out
+    assert "is not cached" in said and "training it now (1 epochs" in said

@@ -165,3 +165,41 @@ def test_a_killed_idx_staging_leaves_nothing_that_survives_the_next_load(fashion
         plain.unlink()  # so staging writes again
     load_split("fashion_mnist", root, train=False)
     assert not list(raw.glob(".tmp-*"))
+
+
+@pytest.fixture
+def pool_folder(tmp_path):
+    """A small pool artifact as `obtain_pool` names it: two kept labels, masks, no training."""
+    from baeraser_lib.artifacts import config_hash
+    from baeraser_lib.defenses.pool import ALGORITHM, save_pool
+    from baeraser_lib.defenses.recovery import RecoveryConfig, RecoveryResult
+
+    cfg = RecoveryConfig()
+    result = RecoveryResult(cfg, (1, 28, 28), 10, [], [], {"w": torch.zeros(2, 3)}, [0, 3], {0: None, 3: None},
+                            1.0, "batched", [0], {0: torch.ones(1, 28, 28), 3: torch.ones(1, 28, 28)})
+    holding = {"dataset": "fashion_mnist", "holding_ratio": 0.05, "seed": 0, "n": 3000}
+    path = tmp_path / "pools" / config_hash({"victim": "abc", "algorithm": ALGORITHM, **holding}, cfg)
+    return save_pool(path, result, {"victim_id": "abc", "holding": holding, "algorithm": ALGORITHM})
+
+
+def test_a_pool_loads_and_its_edited_labels_are_caught(pool_folder):
+    from baeraser_lib.defenses.pool import load_pool
+
+    assert load_pool(pool_folder)[0].labels == [0, 3]
+    edit(pool_folder, lambda m: m.update(labels_kept=[0, 7]))
+    with pytest.raises(CheckpointError, match="field\\(s\\) 'labels_kept'"):
+        load_pool(pool_folder)
+
+
+@pytest.mark.parametrize("field, change, message", [
+    ("labels_kept", lambda m: m.update(labels_kept=[0, 12]), "'labels_kept' is malformed"),
+    ("offsets", lambda m: m.update(offsets=[None]), "'offsets' is malformed"),
+    ("victim_id", lambda m: m.update(victim_id="other"), "hash to .*not to the folder's name"),
+    ("recovery_config", lambda m: m["recovery_config"].update(tau=float("nan")), "'recovery_config' is malformed"),
+])
+def test_a_forged_pool_sidecar_is_still_refused(pool_folder, field, change, message):
+    from baeraser_lib.defenses.pool import load_pool
+
+    edit(pool_folder, change, reseal=True)
+    with pytest.raises(CheckpointError, match=message):
+        load_pool(pool_folder)

@@ -217,3 +217,24 @@ def test_idx_labels_outside_the_classes_are_refused(tmp_path):
     write_idx(raw, "train", images, labels)
     with pytest.raises(DataError, match=r"20 labels lie outside \[0, 10\)"):
         load_split("fashion_mnist", tmp_path, train=False)
+
+
+def test_a_malformed_cifar_batch_is_a_data_error_naming_the_folder(tmp_path, no_cifar_md5):
+    from baeraser_lib.data import load_split
+    from baeraser_lib.errors import DataError
+    from conftest import write_cifar
+
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="cifar10 .*cifar-10-batches-py.*malformed"):
+        load_split("cifar10", tmp_path, train=False)
+
+
+def test_progress_bars_are_off_when_the_report_runner_says_so(monkeypatch):
+    """tqdm.notebook does not read TQDM_DISABLE: each bar is told explicitly (no empty widget box)."""
+    from baeraser_lib.train import progress_kwargs
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_kwargs(True) == {"disable": True}
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert progress_kwargs(True) == {} and progress_kwargs(False) == {"disable": True}
