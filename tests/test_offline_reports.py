@@ -76,3 +76,26 @@ def test_the_browser_check_sees_a_page_that_reaches_out(tmp_path):
     seen = B.visit(page)
     assert set(seen.remote_requests) == {"https://cdn.example.org/x.js", "https://cdn.example.org/figure.png"}
     assert seen.images == 1 and seen.images_decoded == 0  # the network is off: the figure never arrives
+
+
+def test_old_pages_are_made_offline_exported_anew_or_scrubbed(tmp_path):
+    from nbconvert import HTMLExporter
+
+    from baeraser_lib.lab.html import make_offline, scrub_page
+
+    old, _ = HTMLExporter(template_name="lab").from_notebook_node(executed_with_a_widget())
+    assert external_references(old)
+    scrubbed = scrub_page(old)
+    assert external_references(scrubbed) == [] and "<script" not in scrubbed
+    widget = ('<div class="jupyter-widgets jp-OutputArea-output" id="7a1b" tabindex="0">\n<script type="text/javascript">'
+              "\nvar element = document.getElementById('7a1b');\n</script>\n"
+              '<script type="application/vnd.jupyter.widget-view+json">\n{"model_id": "89"}\n</script>\n</div>')
+    assert scrub_page(f"<html><body>{widget}</body></html>").count(WIDGET_NOTE) == 1  # as the lab template wrote them
+    assert scrubbed.count("data:image/png;base64") == old.count("data:image/png;base64")  # figures kept
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "03_unlearn.html").write_text(old)
+    shutil.copy(EXECUTED, tmp_path / "run" / "03_unlearn.ipynb")  # its executed notebook: exported anew
+    (tmp_path / "orphan.html").write_text(old)  # none: scrubbed
+    (tmp_path / "index.html").write_text("<html><body>static</body></html>")
+    assert make_offline(tmp_path) == {"exported": 1, "scrubbed": 1, "already offline": 1}
+    assert all(not external_references(p.read_text()) for p in tmp_path.rglob("*.html"))

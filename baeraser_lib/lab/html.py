@@ -44,6 +44,43 @@ def external_references(page: str) -> list[str]:
     return [m.group("url") or m.group("url2") or m.group("url3") for m in EXTERNAL.finditer(page)]
 
 
+_WIDGET_DIV = re.compile(r'<div class="jupyter-widgets jp-OutputArea-output"[^>]*>\s*(?:<script\b[^>]*>.*?</script>\s*)+</div>',
+                         re.S)
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>\s*", re.S | re.I)
+
+
+def scrub_page(page: str) -> str:
+    """An HTML page exported earlier with the `lab` template, made offline: each widget output
+    becomes the note, and every script goes (a static report needs none; they only fetched the
+    CDN's require.js, MathJax, Mermaid and widget renderer). For pages whose executed notebook
+    is gone; where it is there, `notebook_html` exports the page anew."""
+    note = f'<div class="jp-RenderedText jp-OutputArea-output" data-mime-type="text/plain"><pre>{WIDGET_NOTE}</pre></div>'
+    return _SCRIPT.sub("", _WIDGET_DIV.sub(lambda _: note, page))
+
+
+def make_offline(folder: str | Path) -> dict[str, int]:
+    """Every `*.html` report under `folder` made offline: exported anew from its executed notebook
+    (beside it, or in `.executed/`), else scrubbed. Pages that fetch nothing are left alone."""
+    import nbformat
+
+    counts = {"exported": 0, "scrubbed": 0, "already offline": 0}
+    for page in sorted(Path(folder).rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        if not external_references(text) and "<script" not in text:
+            counts["already offline"] += 1
+            continue
+        source = next((p for p in (page.with_suffix(".ipynb"), page.parent / ".executed" / f"{page.stem}.ipynb")
+                       if p.is_file()), None)
+        if source is not None:
+            write_notebook_html(nbformat.read(source, as_version=4), page)
+            counts["exported"] += 1
+        else:
+            with atomic_open(page, encoding="utf-8") as f:
+                f.write(scrub_page(text))
+            counts["scrubbed"] += 1
+    return counts
+
+
 def notebook_html(nb) -> str:
     """The offline HTML page of an executed notebook (widgets stripped from a copy)."""
     import copy

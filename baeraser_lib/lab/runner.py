@@ -5,6 +5,7 @@
     baeraser report run --attacks all        # 01 → 03 once per attack
     baeraser report index                    # rebuild reports/index.html
     baeraser report table                    # attack × defense table, Markdown
+    baeraser report offline                  # make every HTML report under reports/ open offline
 
 (`python -m baeraser_lib.lab.runner ...` is the same command.)
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
@@ -291,12 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     j = sub.add_parser("injects", help="print every attack's notebook 01 figures as Markdown")
     j.add_argument("--out", type=Path, default=REPORTS_DIR)
     j.add_argument("--pattern", default="01_inject*.json", help="e.g. '*/01_inject.json' in a grid's folder")
+    o = sub.add_parser("offline", help="make every HTML report under a folder open offline (no CDN scripts)")
+    o.add_argument("--out", type=Path, default=REPORTS_DIR)
     v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
     v.add_argument("--out", type=Path, default=REPORTS_DIR)
     v.add_argument("--report", default="04_ablations")
     args = ap.parse_args(argv)
     if args.cmd == "verdicts":
         print(verdict_markdown(args.out, args.report))
+        return 0
+    if args.cmd == "offline":
+        from .html import make_offline
+
+        print(make_offline(args.out))
         return 0
     if args.cmd == "index":
         print(write_index(args.out))
