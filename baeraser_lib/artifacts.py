@@ -142,7 +142,8 @@ def check_seal(folder: Path, meta: dict) -> None:
         assert "/" not in name and "\\" not in name and not name.startswith(".")
     except (TypeError, KeyError, AssertionError):
         raise CheckpointError(f"{file} has no valid seal (field {SEAL!r}): it was edited, or written by a version "
-                              f"before sidecars were sealed; delete the folder to rebuild it") from None
+                              f"before sidecars were sealed (`baeraser artifacts seal ROOT` seals those after checking "
+                              f"them); otherwise delete the folder to rebuild it") from None
     body = {k: v for k, v in meta.items() if k != SEAL}
     edited = sorted(k for k in body if k not in fields or _digest(body[k]) != fields[k])
     removed = sorted(set(fields) - set(body))

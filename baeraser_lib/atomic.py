@@ -7,6 +7,7 @@ live write."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -16,14 +17,28 @@ from pathlib import Path
 STALE_SECONDS = 6 * 3600  # a temp this old belongs to no live write (writes take seconds)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but is another user's
+        return True
+    return True
+
+
 def remove_stale_temps(folder: str | os.PathLike, max_age: float = STALE_SECONDS) -> list[Path]:
     """Delete `.tmp-*` files and folders in `folder` older than `max_age` seconds: what a killed
-    write left behind. Younger ones may belong to a write in progress and stay."""
+    write left behind. Younger ones may belong to a write in progress and stay, and so do those
+    whose name carries the pid of a live process (`-pid<N>-`: a long notebook's staging folder)."""
     removed = []
     now = time.time()
     for tmp in Path(folder).glob(".tmp-*"):
         try:
             if now - tmp.lstat().st_mtime < max_age:
+                continue
+            pid = re.search(r"-pid(\d+)-", tmp.name)
+            if pid and _alive(int(pid.group(1))):
                 continue
             shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
             removed.append(tmp)

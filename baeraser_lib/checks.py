@@ -58,7 +58,7 @@ class Interval:
 
     def check(self, name: str, value) -> None:
         """ConfigError unless `value` is a finite number (an int if `integer`) inside the interval."""
-        ok = _is_int(value) if self.integer else _is_real(value) and math.isfinite(value)
+        ok = _is_int(value) if self.integer else _is_real(value) and _finite(value)
         if not ok or not self.holds(value):
             raise ConfigError(f"{name} must {self.describe()}, got {value!r}")
 
@@ -98,6 +98,14 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _finite(v) -> bool:
+    """math.isfinite, False (not OverflowError) for an int too large for a float."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _members(hint) -> tuple:
     """The alternatives of a union hint (`int | None` → (int, NoneType)); a plain hint alone."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -117,12 +125,12 @@ def _matches(value, hint) -> bool:
     if hint is int:
         return _is_int(value)
     if hint is float:
-        return _is_real(value) and math.isfinite(value)
+        return _is_real(value) and _finite(value)
     origin = typing.get_origin(hint)
     if origin in (tuple, list):  # lists stand in for tuples (YAML, JSON); number items must be finite
         if not isinstance(value, (tuple, list)):
             return False
-        return float not in typing.get_args(hint) or all(_is_real(v) and math.isfinite(v) for v in value)
+        return float not in typing.get_args(hint) or all(_is_real(v) and _finite(v) for v in value)
     if origin is not None:
         return isinstance(value, origin)
     return isinstance(value, hint) if isinstance(hint, type) else True
@@ -145,22 +153,42 @@ def validate(cfg) -> None:
     cls = type(cfg)
     assert is_dataclass(cfg), f"{cls.__name__} is not a dataclass"
     hints = _hints(cls)
-    table = getattr(cls, "RULES", {})
+    table = rules_of(cls)
     names = {f.name for f in fields(cfg)}
     assert set(table) <= names, f"{cls.__name__}.RULES names unknown fields {sorted(set(table) - names)}"
     for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if type(value) not in (int, float) and _is_real(value):  # numpy scalars → Python numbers
-            value = int(value) if _is_int(value) else float(value)
+        value = _plain(getattr(cfg, f.name))
+        if value is not getattr(cfg, f.name):
             object.__setattr__(cfg, f.name, value)
         hint, label = hints[f.name], f"{cls.__name__}.{f.name}"
         members = _members(hint)
+        assert f.name not in table or int in members or float in members, \
+            f"{label}: RULES apply to int and float fields only"
         if value is None and type(None) in members:
             continue
         if f.name in table and (int in members or float in members):  # its interval checks the type too
             interval(table[f.name], integer=int in members).check(label, value)
         elif not any(_matches(value, m) for m in members):
             raise ConfigError(f"{label} must be {_kind(hint)}, got {value!r}")
+
+
+def rules_of(cls: type) -> dict[str, str]:
+    """The `RULES` of `cls` merged over its bases (a subclass adds to or overrides its parent's)."""
+    merged = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("RULES", {}))
+    return merged
+
+
+def _plain(value):
+    """numpy scalars as Python numbers and bools, 1-D arrays as tuples, so a config hashes and
+    serialises the same whichever of them it was given; anything else unchanged."""
+    if type(value).__module__ == "numpy":
+        if getattr(value, "ndim", 0) == 1:
+            return tuple(_plain(v) for v in value.tolist())
+        if getattr(value, "ndim", None) == 0:
+            return value.item()
+    return value
 
 
 def check_interval(name: str, value, text: str, integer: bool = False) -> None:

@@ -39,7 +39,7 @@ class AttackConfig:
     seed: int = 0
     options: dict = field(default_factory=dict)  # the attack's own knobs, e.g. {"neurons": 3}
 
-    RULES: ClassVar = rules(trigger_size="[1, 4096]", poison_rate="(0, 1)", target_label="[0, inf)",
+    RULES: ClassVar = rules(trigger_size="[1, 4096]", poison_rate="(0, 1)", target_label="[0, 100000]",
                             seed="[0, 4294967295]")
 
     def __post_init__(self):

@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
 
     RULES: ClassVar = rules(width="[1, 1024]", epochs="[1, 10000]", batch_size="[1, 65536]", lr="(0, 10]",
-                            momentum="[0, 1)", weight_decay="[0, 1]", train_subset="[1, inf)", seed="[0, 4294967295]")
+                            momentum="[0, 1)", weight_decay="[0, 1]", train_subset="[1, 1000000000]", seed="[0, 4294967295]")
 
     def __post_init__(self):
         validate(self)

@@ -170,6 +170,9 @@ def test_jupyterlab_opens_the_py_notebooks_as_notebooks(tmp_path):
     import time
     import urllib.request
 
+    import pytest
+
+    pytest.importorskip("jupyterlab")  # pinned in requirements-lab.txt; absent only outside the set-up
     repo = Path(__file__).resolve().parents[1]
     assert "jupyterlab==" in (repo / "requirements-lab.txt").read_text()
     assert "lab:" in (repo / "Makefile").read_text() and "jupyter/overrides.json" in (repo / "Makefile").read_text()
@@ -208,3 +211,14 @@ def test_jupyterlab_opens_the_py_notebooks_as_notebooks(tmp_path):
     js = " ".join(p.read_text(errors="ignore")
                   for p in (lab_dir / ".." / "labextensions" / "jupyterlab-jupytext").rglob("*.js"))
     assert "Jupytext Notebook" in js  # the viewer's name is the one jupytext's lab extension registers
+
+
+def test_every_command_module_runs_as_a_module():
+    """`python -m baeraser_lib.lab.<command> --help`, as the docstrings advertise."""
+    import subprocess
+    import sys
+
+    for module in ("runner", "sweep", "artifacts_command", "defend_command", "attack_command"):
+        done = subprocess.run([sys.executable, "-m", f"baeraser_lib.lab.{module}", "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "usage" in done.stdout, (module, done.stderr[-500:])

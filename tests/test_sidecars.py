@@ -203,3 +203,25 @@ def test_a_forged_pool_sidecar_is_still_refused(pool_folder, field, change, mess
     edit(pool_folder, change, reseal=True)
     with pytest.raises(CheckpointError, match=message):
         load_pool(pool_folder)
+
+
+def test_an_older_cache_is_sealed_after_its_checks_and_loads_again(victim, pool_folder, tmp_path):
+    """`baeraser artifacts seal`: unsealed folders whose configs name them are sealed and load;
+    one whose configs no longer name it is left alone, unchanged."""
+    import shutil
+
+    from baeraser_lib.defenses.pool import load_pool
+    from baeraser_lib.lab.artifacts_command import main
+
+    root = victim.parent.parent
+    assert pool_folder.parent == root / "pools"  # both fixtures write under the same tmp_path
+    stale = root / "victims" / "0123456789abcdef"
+    shutil.copytree(victim, stale)
+    for folder in (victim, root / "pools" / pool_folder.name, stale):
+        edit(folder, lambda m: m.pop(A.SEAL))
+    before = (stale / "meta.json").read_text()
+    with pytest.raises(CheckpointError, match="baeraser artifacts seal"):
+        V.load_trained(victim)
+    assert main(["seal", str(root)]) == 0
+    assert V.load_trained(victim).target_label == 0 and load_pool(root / "pools" / pool_folder.name)[0].labels == [0, 3]
+    assert (stale / "meta.json").read_text() == before  # not its configs' folder: left alone

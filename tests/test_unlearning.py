@@ -196,3 +196,25 @@ def test_the_returned_model_is_the_epoch_with_the_best_defender_side_der(repaire
     base = rows[0]
     assert chosen["val_der"] == pytest.approx(der(base["val_acc"], chosen["val_acc"], base["val_recovered_asr"],
                                                   chosen["val_recovered_asr"]))
+
+
+def test_a_student_whose_outputs_diverge_ends_at_the_best_epoch_before_it(repaired_setup, monkeypatch):
+    """Scoring refuses NaN outputs (never class 0): an epoch that diverges counts as collapsed,
+    unlearning stops there and returns the best epoch before it; with no choice to make, it fails."""
+    model, data, pool = repaired_setup
+    real, calls = U.defender_figures, []
+
+    def figures(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2's row
+            raise FloatingPointError("the model outputs NaN or inf on 5 of 5 images")
+        return real(*a, **k)
+
+    monkeypatch.setattr(U, "defender_figures", figures)
+    cfg = U.UnlearnConfig(epochs=4, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0)
+    repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    assert [h["epoch"] for h in history] == [0, 1, 2] and history[2]["diverged"] and history[2]["val_acc"] == 0
+    assert not history[2]["chosen"] and torch.isfinite(torch.cat([p.flatten() for p in repaired.parameters()])).all()
+    calls.clear()
+    with pytest.raises(FloatingPointError, match="nothing was saved"):
+        U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=4, batch_size=32, select="last"), progress=False)

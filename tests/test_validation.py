@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from baeraser_lib.attacks import ATTACKS
-from baeraser_lib.checks import Interval, interval, rules, validate
+from baeraser_lib.checks import Interval, interval, rules, rules_of, validate
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.defenses import DEFENSES, FinetuneConfig, RecoveryConfig, UnlearnConfig
 from baeraser_lib.errors import ConfigError
@@ -49,7 +49,7 @@ def test_every_config_is_covered():
 
 @pytest.mark.parametrize("cls, name", CASES, ids=[f"{c.__name__}.{n}" for c, n in CASES])
 def test_every_numeric_field_has_a_stated_range(cls, name):
-    assert name in getattr(cls, "RULES", {}), f"{cls.__name__}.{name} has no interval in RULES"
+    assert name in rules_of(cls), f"{cls.__name__}.{name} has no interval in RULES"
 
 
 def _build(cls, **kw):
@@ -62,7 +62,8 @@ def _build(cls, **kw):
 
 
 @pytest.mark.parametrize("cls, name", CASES, ids=[f"{c.__name__}.{n}" for c, n in CASES])
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1e12, 1e300, "1", True])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -1e12, 1e300, 10 ** 400, "1", True],
+                         ids=["nan", "inf", "-inf", "-1e12", "1e300", "10**400", "text", "bool"])
 def test_every_numeric_field_rejects_nonsense_at_construction(cls, name, bad):
     with pytest.raises(ConfigError, match=name):
         _build(cls, **{name: bad})
@@ -76,10 +77,11 @@ def test_every_default_passes_its_own_rules(cls):
 def test_numpy_numbers_become_python_numbers_and_keep_the_hash():
     from baeraser_lib.artifacts import config_hash
 
-    a = TrainConfig(epochs=np.int64(4), lr=np.float32(0.05).item())
-    b = TrainConfig(epochs=np.int64(4), lr=np.float64(0.05))
-    assert type(a.epochs) is int and type(b.lr) is float
-    assert config_hash(b) == config_hash(TrainConfig())
+    a = TrainConfig(epochs=np.int64(4), lr=np.float64(0.05), momentum=np.float32(0.5))
+    assert type(a.epochs) is int and type(a.lr) is float and type(a.momentum) is float
+    assert config_hash(TrainConfig(epochs=np.int64(4), lr=np.float64(0.05))) == config_hash(TrainConfig())
+    r = RecoveryConfig(eps=np.array([0.5, 0.8, 0.9]), prune=np.bool_(True))
+    assert r.eps == (0.5, 0.8, 0.9) and r.prune is True and config_hash(r) == config_hash(RecoveryConfig())
 
 
 def test_the_message_names_the_field_its_range_and_the_value():
@@ -114,6 +116,14 @@ def test_interval_text_parses_every_kind_of_end():
     assert str(interval("[-20, 20]")) == "[-20, 20]"
     with pytest.raises(ValueError):
         rules(lr="0 to 1")
+
+
+def test_a_subclass_adds_to_its_parents_rules():
+    from baeraser_lib.attacks.imc import IMCOptions
+
+    assert {"neurons", "lr", "trigger_steps", "trigger_lr"} <= set(rules_of(IMCOptions))
+    with pytest.raises(ConfigError, match="IMCOptions.neurons"):
+        IMCOptions(neurons=0)
 
 
 def test_rules_naming_unknown_fields_are_a_programming_error():

@@ -34,7 +34,7 @@ class IMCOptions(TrojanNNOptions):
     trigger_steps: int = 20  # Adam steps on the trigger before every epoch
     trigger_lr: float = 0.05  # Adam's learning rate on the trigger's logits
 
-    RULES: ClassVar = {**TrojanNNOptions.RULES, **rules(trigger_steps="[1, 100000]", trigger_lr="(0, 1000]")}
+    RULES: ClassVar = rules(trigger_steps="[1, 100000]", trigger_lr="(0, 1000]")  # added to TrojanNN's
 
 
 def target_loss(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int, batch_size: int = 512) -> float:

@@ -158,7 +158,12 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
 
     def row(epoch: float, extra: dict, trace: bool = False) -> dict:
         t0 = time.perf_counter()
-        figs = {"epoch": epoch, **defender_figures(student, pool, xv, yv, cfg.seed, device), **extra}
+        try:
+            figs = {"epoch": epoch, **defender_figures(student, pool, xv, yv, cfg.seed, device), **extra}
+        except FloatingPointError:  # the student's outputs went NaN or inf: a collapsed epoch, the worst DER
+            if epoch == 0:
+                raise
+            return {"epoch": epoch, "val_acc": 0.0, "val_recovered_asr": 1.0, "diverged": True, **extra}
         t1 = time.perf_counter()
         if on_epoch is not None:
             figs.update(on_epoch(student, epoch) or {})
@@ -213,6 +218,11 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         history.append(row(epoch, sums))
         h = history[-1]
         h["val_der"] = val_der(h)
+        if h.get("diverged") and (cfg.vanilla or cfg.select == "last"):
+            raise FloatingPointError(f"unlearning epoch {epoch}: the model's outputs became NaN or inf; nothing was "
+                                     f"saved (lower the learning rate or α)")
+        if h.get("diverged"):  # keep the best epoch before it, stop here
+            break
         if cfg.vanilla or cfg.select == "last":  # no choice, no stopping: the raw effect of the settings
             best = (h["val_der"], None, epoch)
             continue

@@ -15,6 +15,7 @@ COMMANDS = {
     "defend": ("baeraser_lib.lab.defend_command", "defend a suspicious model with a little clean data"),
     "report": ("baeraser_lib.lab.runner", "run the notebooks and write HTML + JSON reports; index; tables"),
     "sweep": ("baeraser_lib.lab.sweep", "run a grid of notebook runs (grids/*.yaml)"),
+    "artifacts": ("baeraser_lib.lab.artifacts_command", "seal the sidecars of an artifact cache written before sealing"),
 }
 
 

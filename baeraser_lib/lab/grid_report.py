@@ -33,9 +33,12 @@ def _label(axes: dict) -> str:
     return " · ".join(str(v) for v in axes.values())
 
 
-def _step_error(record: dict) -> tuple[str | None, str]:
+def _step_error(record: dict) -> tuple[str | None, str, str | None]:
+    """(the failing notebook, its error, its page relative to the run's folder, if written)."""
     bad = next((s for s in record.get("steps", []) if s["status"] == "failed"), None)
-    return (bad["notebook"], bad.get("error") or "") if bad else (None, "")
+    if bad is None:
+        return None, "", None
+    return bad["notebook"], bad.get("error") or "", bad.get("page") or f"{bad['notebook']}.html"
 
 
 INJECT_NOTEBOOK = "01_inject"  # its report holds the data sizes
@@ -65,9 +68,9 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
                "data_root": rec.get("data_root"), "notebooks": rec.get("notebooks", []),
                **{k: inject[k] for k in ("n_train", "n_holding", "n_evaluation") if k in inject}}
         if rec["status"] != "ok":
-            nb, err = _step_error(rec)
+            nb, err, page = _step_error(rec)
             row.update(failed_notebook=nb, error=err,
-                       link=f"{rec['run_id']}/{nb}.html" if nb and (run_dir / f"{nb}.html").exists() else None)
+                       link=f"{rec['run_id']}/{page}" if page and (run_dir / page).exists() else None)
             rows.append(row)
             continue
         methods = report.get("methods", {})

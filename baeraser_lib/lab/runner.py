@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +70,7 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
     report_name = report_name or name
     out_dir.mkdir(parents=True, exist_ok=True)
     executed_dir = executed_dir or out_dir / ".executed"
-    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".tmp-{report_name}-"))
+    stage = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".tmp-{report_name}-pid{os.getpid()}-"))  # see atomic
     try:
         executed_path = stage / f"{report_name}.ipynb"
         nb = jupytext.read(notebooks_dir / f"{name}.py")
@@ -89,18 +90,22 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
         row = {"notebook": name, "status": status, "error": error, "seconds": round(seconds, 1),
                "parameters": params,
                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        page = stage / f"{report_name}.html"
-        if executed_path.exists():
-            write_notebook_html(nbformat.read(executed_path, as_version=4), page)
-        if status == "ok":
+        if status == "ok":  # the figures and the notebook first: a failed export must not lose them
             executed_dir.mkdir(exist_ok=True)
             os.replace(stage / f"{report_name}.json", out_dir / f"{report_name}.json")
-            os.replace(page, out_dir / f"{report_name}.html")
             os.replace(executed_path, executed_dir / f"{report_name}.ipynb")
-        elif page.exists():
-            (out_dir / FAILED_DIR).mkdir(exist_ok=True)
-            os.replace(page, out_dir / FAILED_DIR / f"{report_name}.html")
-            row["page"] = f"{FAILED_DIR}/{report_name}.html"
+            executed_path = executed_dir / f"{report_name}.ipynb"
+        page = out_dir / f"{report_name}.html" if status == "ok" else out_dir / FAILED_DIR / f"{report_name}.html"
+        if status == "ok":
+            page.unlink(missing_ok=True)  # never the last run's page beside this run's figures
+        if executed_path.exists():
+            try:
+                page.parent.mkdir(exist_ok=True)
+                write_notebook_html(nbformat.read(executed_path, as_version=4), page)
+                if status != "ok":
+                    row["page"] = f"{FAILED_DIR}/{report_name}.html"
+            except Exception as err:  # nbconvert: the run's figures stand, its page is missing
+                row["html_error"] = f"{type(err).__name__}: {err}"
         return row
     finally:
         shutil.rmtree(stage, ignore_errors=True)

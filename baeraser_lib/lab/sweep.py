@@ -136,6 +136,8 @@ def execute_run(task: dict) -> dict:
         rows.append(row)
         if row["status"] != "ok":
             failed = nb
+            for stale in (f"{nb}.json", f"{nb}.html", f"{nb}.ipynb"):  # an earlier success's, not this run's
+                (run_dir / stale).unlink(missing_ok=True)
     record = {"run_id": run.run_id, "axes": _normal(run.axes), "parameters": _normal(run.parameters),
               "notebooks": list(run.notebooks), "status": "failed" if failed else "ok",
               "failed_notebook": failed, "steps": rows, "seconds": round(time.perf_counter() - start, 1),
