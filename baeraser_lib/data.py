@@ -196,6 +196,25 @@ def load_split(name: str, root: str | os.PathLike, train: bool, download: bool =
     return TensorDataset(x, y)
 
 
+@torch.no_grad()
+def num_outputs(model, x: torch.Tensor, what: str = "data") -> int:
+    """How many classes `model` scores: the width of its output on `x` (one image is enough).
+    DataError when the images do not fit the model (channels, size) or it is not a classifier."""
+    first = next(model.parameters(), None)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x.to(first.device if first is not None else "cpu"))
+    except RuntimeError as err:  # a conv with other channels, a linear layer of another size
+        raise DataError(f"{what}: images of shape {tuple(x.shape[1:])} (C, H, W) do not fit the model "
+                        f"({str(err).splitlines()[0][:200]})") from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2:
+        raise DataError(f"{what}: the model outputs shape {tuple(out.shape)}; a classifier outputs (N, classes)")
+    return out.shape[1]
+
+
 def check_images(x: torch.Tensor, y: torch.Tensor | None = None, num_classes: int | None = None,
                  what: str = "data") -> None:
     """DataError unless `x` holds float images (N, C, H, W) with finite pixels in [0, 1] and `y`

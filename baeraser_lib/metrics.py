@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import as_tensors, check_images
+from .data import as_tensors, check_images, num_outputs
 from .targets import TargetRule, as_rule
 from .train import predict
 
@@ -51,12 +51,7 @@ def evaluate(model: nn.Module, data: Dataset, trigger=None, target: int | Target
     The data must pass the data door against the model's own number of outputs."""
     x, y = as_tensors(data)
     check_images(x, y, None, "evaluation data")
-    first = next(model.parameters(), None)
-    with torch.no_grad():
-        was_training = model.training
-        n_out = model.eval()(x[:1].to(first.device if first is not None else "cpu")).shape[-1]
-        model.train(was_training)
-    check_images(x, y, n_out, "evaluation data (against the model's outputs)")
+    check_images(x, y, num_outputs(model, x[:1], "evaluation data"), "evaluation data (against the model's outputs)")
     out = {"clean_acc": clean_accuracy(model, data, device)}
     if trigger is not None and target is not None:
         out.update(backdoor_metrics(model, data, trigger, target, device=device))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .checks import rules, validate
 from .data import as_tensors, check_images, dataset_info
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .models import MODELS
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -116,7 +116,11 @@ def fit(
     that epoch on (IMC re-stamps its poisoned images with a re-optimised trigger this way).
     """
     x, y = as_tensors(train_set)
-    check_images(x, y, dataset_info(cfg.dataset).num_classes, "training data")
+    info = dataset_info(cfg.dataset)
+    check_images(x, y, info.num_classes, "training data")
+    if tuple(x.shape[1:]) != info.shape:
+        raise DataError(f"training data: images of shape {tuple(x.shape[1:])} (C, H, W), but the config trains on "
+                        f"{cfg.dataset}, whose images are {info.shape}")
     device = device or pick_device()
     model = _to_device(model, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,

@@ -248,3 +248,20 @@ def test_progress_bars_are_off_when_the_report_runner_says_so(monkeypatch):
     assert progress_kwargs(True) == {"disable": True}
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert progress_kwargs(True) == {} and progress_kwargs(False) == {"disable": True}
+
+
+def test_images_that_do_not_fit_the_model_are_a_data_error_before_compute():
+    from torch.utils.data import TensorDataset
+
+    from baeraser_lib.defenses.finetune import finetune
+    from baeraser_lib.errors import DataError
+    from baeraser_lib.metrics import evaluate
+    from baeraser_lib.train import fit
+
+    rgb = TensorDataset(torch.rand(48, 3, 32, 32), torch.arange(48) % 10)
+    model = _tiny_model()  # one channel, 28×28
+    for call in (lambda: evaluate(model, rgb), lambda: finetune(model, rgb, progress=False)):
+        with pytest.raises(DataError, match=r"\(3, 32, 32\) \(C, H, W\) do not fit the model"):
+            call()
+    with pytest.raises(DataError, match=r"fashion_mnist, whose images are \(1, 28, 28\)"):
+        fit(model, rgb, TrainConfig(model="small_cnn", width=4, epochs=1), progress=False)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import as_tensors, check_images, split_parts
+from ..data import as_tensors, check_images, num_outputs, split_parts
 from ..errors import ConfigError
 from ..train import predict
 from .pool import TriggerPool
@@ -25,23 +25,9 @@ def split_defense(holding: Dataset, val_fraction: float, seed: int, num_classes:
     x, y = as_tensors(holding)
     check_images(x, y, num_classes, "holding data")
     if num_classes is None and model is not None:
-        check_images(x, y, num_outputs(model, x[:1]), "holding data (against the model's outputs)")
+        check_images(x, y, num_outputs(model, x[:1], "holding data"), "holding data (against the model's outputs)")
     return split_parts(x, y, val_fraction, seed + 101)
 
-
-@torch.no_grad()
-def num_outputs(model: nn.Module, x: torch.Tensor) -> int:
-    """How many classes `model` scores: the width of its output on `x` (one image is enough)."""
-    first = next(model.parameters(), None)
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(x.to(first.device if first is not None else "cpu"))
-    finally:
-        model.train(was_training)
-    if out.ndim != 2:
-        raise ConfigError(f"the model outputs shape {tuple(out.shape)}; a classifier outputs (N, classes)")
-    return out.shape[1]
 
 
 def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
