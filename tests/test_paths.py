@@ -70,3 +70,32 @@ def test_report_names_and_suffixes_cannot_leave_the_reports_folder(tmp_path):
     with pytest.raises(SystemExit, match="report name"):
         R.run(["01_inject"], {}, tmp_path / "r", suffix="/../../escaped")
     assert not any(tmp_path.rglob("*escaped*")) and not (tmp_path / "r").exists()
+
+
+def test_a_later_success_clears_the_failure_and_its_page(tmp_path):
+    """runs.json keeps each report's last good run; failures.json the failures since; the index
+    lists both, and other runs' folders."""
+    from baeraser_lib.lab.site import write_index
+
+    out = tmp_path / "reports"
+    (out / "failed").mkdir(parents=True)
+    (out / "failed" / "01_inject.html").write_text("<html>error</html>")
+    R._record(out, "01_inject", {"status": "failed", "error": "ConfigError: x", "page": "failed/01_inject.html",
+                                 "parameters": {}})
+    (out / "runs" / "epochs-8").mkdir(parents=True)
+    (out / "runs" / "epochs-8" / "runs.json").write_text('{"01_inject": {"status": "ok", "parameters": {"epochs": 8}}}')
+    index = write_index(out).read_text()
+    assert 'href="failed/01_inject.html"' in index and 'href="runs/epochs-8/index.html"' in index
+    R._record(out, "01_inject", {"status": "ok", "error": None, "parameters": {}})
+    assert not (out / "failed" / "01_inject.html").exists()
+    assert R.json.loads((out / "failures.json").read_text()) == {}
+    assert R.json.loads((out / "runs.json").read_text())["01_inject"]["status"] == "ok"
+    assert "Failed runs" not in write_index(out).read_text()
+
+
+def test_run_names_come_from_the_differing_parameters():
+    assert R.run_name({"dataset": "cifar10", "epochs": 2}) == "dataset-cifar10-epochs-2"
+    long = R.run_name({"data_root": "/somewhere/else", "epochs": 2})
+    assert long.startswith("epochs-2-") and len(long) == len("epochs-2-") + 8  # folders summed up by a hash
+    assert R.differing({"attack": "imc", "device": "cuda", "epochs": 4, "lr": 0.1},
+                       {"01_inject": {"attack": "badnets", "device": "auto", "epochs": 4, "lr": 0.05}}) == {"lr": 0.1}
