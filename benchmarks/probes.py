@@ -31,7 +31,8 @@ CLASSES = {  # probe class → the pytest selection that holds its probes
                                                                        "rejects_nonsense or message or containers"],
     "parameters checked before any kernel (grid, report runner)": ["tests/test_validation.py", "-k",
                                                                     "dry_run or report_runner"],
-    "data: dtype, range, shape, labels, malformed files": ["tests/test_validation.py", "-k", "door or idx"],
+    "data: dtype, range, shape, labels, malformed files": ["tests/test_validation.py", "-k",
+                                                           "door or idx or cifar or fit_the_model"],
     "artifacts: edited or forged sidecars, replaced weights, non-finite models": ["tests/test_sidecars.py"],
     "dask: peers that are not a Dask scheduler": ["tests/test_sweep.py", "-k", "not_dask or unreachable"],
     "reports: other parameters and failures never overwrite the defaults": [
