@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checks import rules, validate
-from .data import as_tensors, check_images, dataset_info
-from .errors import ConfigError, DataError
+from .data import as_tensors, check_images, dataset_info, num_outputs
+from .errors import ConfigError
 from .models import MODELS
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -116,11 +116,8 @@ def fit(
     that epoch on (IMC re-stamps its poisoned images with a re-optimised trigger this way).
     """
     x, y = as_tensors(train_set)
-    info = dataset_info(cfg.dataset)
-    check_images(x, y, info.num_classes, "training data")
-    if tuple(x.shape[1:]) != info.shape:
-        raise DataError(f"training data: images of shape {tuple(x.shape[1:])} (C, H, W), but the config trains on "
-                        f"{cfg.dataset}, whose images are {info.shape}")
+    check_images(x, y, dataset_info(cfg.dataset).num_classes, "training data")
+    num_outputs(model, x[:1], "training data")  # DataError unless the images fit the model
     device = device or pick_device()
     model = _to_device(model, device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,

@@ -144,7 +144,7 @@ def test_variants_are_named_runs_crossed_with_the_axes(tmp_path):
     ("notebooks: 01_inject\n", "non-empty list of notebook names"),
     ("notebooks: [01_inject]\naxes: {seed: [0]}\nvariants: [{name: a, set: {seed: 1}}]\n", "which is an axis"),
     ("notebooks: [01_inject]\nvariants: [{name: a, set: {}}, {name: a, set: {}}]\n", "variant names must differ"),
-    ("notebooks: [01_inject]\nvariants: [{name: a/b, set: {}}]\n", "'variants' must be a list"),
+    ("notebooks: [01_inject]\nvariants: [{name: a/b, set: {}}]\n", "variant name 'a/b' must be a plain"),
     ("notebooks: [01_inject]\nvariants: [{name: a, set: {target_label: null}}]\n", "only mode all_to_all"),
     ("notebooks: [01_inject]\nvariants: [{name: a, set: {attack: wanet, attack_options: {k: 1}}}]\n", "k must be"),
     ("notebooks: [01_inject, 04_ablations]\nparameters: {attack: sig}\n", "not such an attack"),
@@ -268,14 +268,14 @@ def test_local_sweep_continues_past_a_failure_then_skips_complete_runs(toy):
     assert [s["status"] for s in failed["steps"]] == ["failed", "not run"]
     assert "toy failure at x=2" in failed["steps"][0]["error"]
     run_dir = out / "toy" / "x2"
-    assert (run_dir / "toy.html").exists() and (run_dir / "toy.ipynb").exists() and not (run_dir / "toy.json").exists()
+    assert (run_dir / "failed" / "toy.html").exists() and not (run_dir / "toy.json").exists()
     for ext in (".json", ".html", ".ipynb"):
         assert (out / "toy" / "x1" / f"toy_b{ext}").exists()
     index = (out / "toy" / "index.html").read_text()
-    assert 'href="x2/toy.html"' in index and "toy failure at x=2 &lt;script&gt;" in index and "<script>" not in index
+    assert 'href="x2/failed/toy.html"' in index and "toy failure at x=2 &lt;script&gt;" in index and "<script>" not in index
     doc = json.loads((out / "toy" / "grid.json").read_text())
     assert [r["status"] for r in doc["rows"]] == ["ok", "failed", "ok"]
-    assert doc["rows"][1]["link"] == "x2/toy.html"
+    assert doc["rows"][1]["link"] == "x2/failed/toy.html"
     assert len(calls(art)) == 5  # x1: 2 notebooks, x2: the failing one only, x3: 2
 
     again = S.sweep(grid, out, art, notebooks_dir=nbs, log=lambda *_: None)
@@ -339,14 +339,14 @@ def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path
         assert row["not_run"] == [] and "baeraser_der_ge_best_peer" in row
         for d in row["defenses"].values():
             assert 0 <= d["asr"] <= 1 and 0 <= d["clean_acc"] <= 1 and 0 <= d["der"] <= 1
-        assert bad["link"] == "cifar10/01_inject.html" and (out / "tiny" / bad["link"]).exists()
+        assert bad["link"] == "cifar10/failed/01_inject.html" and (out / "tiny" / bad["link"]).exists()
         fashion = doc["summary"]["datasets"]["fashion_mnist"]
         assert fashion["ran"] and fashion["sizes"] == [{"n_train": 400, "n_holding": 100, "n_evaluation": 100}]
         assert fashion["data_roots"] == [str(fashion_root.resolve())]  # the test's tiny files, as they are
         assert not doc["summary"]["datasets"]["cifar10"]["ran"]
         assert (out / "tiny" / "figures" / "der.png").exists()
         index = (out / "tiny" / "index.html").read_text()
-        assert "fashion_mnist" in index and 'href="cifar10/01_inject.html"' in index and "figures/der.png" in index
+        assert "fashion_mnist" in index and 'href="cifar10/failed/01_inject.html"' in index and "figures/der.png" in index
         stamp = (out / "tiny" / "fashion_mnist" / "run.json").stat().st_mtime_ns
         again = S.sweep(grid, out, art, fashion_root, scheduler=cluster.scheduler_address, log=lambda *_: None)
         assert again[0].get("skipped") and not again[1].get("skipped")

@@ -181,10 +181,10 @@ def test_models_that_do_not_fit_the_holding_set_fail_before_compute(tiny_data, m
 @pytest.mark.parametrize("kwargs,message", [
     ({"mask_asr": 1.5}, "mask_asr must lie in"),
     ({"mask_asr": 0}, "mask_asr must lie in"),
-    ({"mask_cost": 0}, "mask_cost must be positive"),
+    ({"mask_cost": 0}, r"mask_cost must lie in \(0, "),
     ({"cost_up": 1.0}, "cost_up must lie in"),
     ({"mask_steps": 0}, "mask_steps must be a positive integer"),
-    ({"mask_batch": 1}, "mask_batch must be at least 2"),
+    ({"mask_batch": 1}, r"mask_batch must be an integer in \[2, "),
     ({"form": "blob"}, "unknown trigger form"),
     ({"anomaly_threshold": 0}, "anomaly_threshold must lie in"),
 ])

@@ -158,14 +158,14 @@ def test_nan_and_empty_pool_are_refused(repaired_setup):
         def forward(self, x):
             return self.inner(x) * float("nan")
 
-    with pytest.raises(FloatingPointError, match="nothing was saved"):
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1), progress=False)
 
 
-@pytest.mark.parametrize("kwargs,message", [({"alpha": 0}, "alpha must be positive"),
-                                            ({"beta": -1}, "beta must be ≥ 0"),
+@pytest.mark.parametrize("kwargs,message", [({"alpha": 0}, r"alpha must lie in \(0, "),
+                                            ({"beta": -1}, r"beta must lie in \[0, "),
                                             ({"epochs": 0}, "epochs must be a positive integer"),
-                                            ({"bound": 0}, "bound must be positive")])
+                                            ({"bound": 0}, r"bound must lie in \(0, ")])
 def test_bad_unlearning_configs(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         U.UnlearnConfig(**kwargs)

@@ -263,5 +263,5 @@ def test_images_that_do_not_fit_the_model_are_a_data_error_before_compute():
     for call in (lambda: evaluate(model, rgb), lambda: finetune(model, rgb, progress=False)):
         with pytest.raises(DataError, match=r"\(3, 32, 32\) \(C, H, W\) do not fit the model"):
             call()
-    with pytest.raises(DataError, match=r"fashion_mnist, whose images are \(1, 28, 28\)"):
+    with pytest.raises(DataError, match=r"training data: images of shape \(3, 32, 32\)"):
         fit(model, rgb, TrainConfig(model="small_cnn", width=4, epochs=1), progress=False)

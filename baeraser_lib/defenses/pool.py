@@ -92,10 +92,11 @@ def load_pool(path: str | os.PathLike) -> tuple[TriggerPool, dict]:
     if meta.get("kind") != "trigger_pool":
         raise CheckpointError(f"{path} is not a trigger-pool artifact")
     cfg = meta_field(path, meta, "recovery_config", lambda v: RecoveryConfig(**v))
-    key = meta_field(path, meta, "victim_id", str), meta_field(path, meta, "algorithm", str)
-    holding = meta_field(path, meta, "holding", lambda v: dict(v))
-    check_folder_name(path, config_hash({"victim": key[0], "algorithm": key[1], **holding}, cfg),
-                      "victim_id, algorithm, holding and recovery_config")
+    if "victim_id" in meta:  # a pool `obtain_pool` cached: named by its victim, D_h and config
+        key = meta_field(path, meta, "victim_id", str), meta_field(path, meta, "algorithm", str)
+        holding = meta_field(path, meta, "holding", lambda v: dict(v))
+        check_folder_name(path, config_hash({"victim": key[0], "algorithm": key[1], **holding}, cfg),
+                          "victim_id, algorithm, holding and recovery_config")
     num_classes = meta_field(path, meta, "num_classes", lambda v: _ints([v], 2)[0])
     shape = meta_field(path, meta, "image_shape", lambda v: tuple(_ints(v, 1, length=3)))
     labels = meta_field(path, meta, "labels_kept", lambda v: _ints(v, 0, num_classes - 1))

@@ -417,13 +417,14 @@ def recover_triggers(model: nn.Module, holding: Dataset, num_classes: int, cfg: 
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 3:
         raise ConfigError(f"num_classes must be an integer ≥ 3 (detection compares labels), got {num_classes!r}")
     x, y = as_tensors(holding)
-    check_images(x, y, num_classes, "holding data")
+    check_images(x, None, None, "holding data")
     shape = tuple(x.shape[1:])
     if cfg.form == "patch":
         check_fits(cfg.patch_size, "top_left", shape)
     xtr, ytr, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
     check_model_input(model, x, num_classes, device)
+    check_images(x, y, num_classes, "holding data")
     start = time.perf_counter()
     with _frozen(model, device):
         victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
@@ -479,10 +480,11 @@ def reverse_masks(model: nn.Module, holding: Dataset, num_classes: int, labels: 
     (1, H, W) and its pattern (C, H, W), their size and validation ASR; the mask search alone, on
     recovery's own split of D_h."""
     x, y = as_tensors(holding)
-    check_images(x, y, num_classes, "holding data")
+    check_images(x, None, None, "holding data")
     xtr, _, xva, yva = _split_holding(x, y, cfg)
     device = pick_device() if device is None else torch.device(device)
     check_model_input(model, x, num_classes, device)
+    check_images(x, y, num_classes, "holding data")
     labels = list(range(num_classes)) if labels is None else list(labels)
     with _frozen(model, device):
         victim = _Victim(model, device, cfg.max_images_per_pass, num_classes)
