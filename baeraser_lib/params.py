@@ -15,6 +15,7 @@ from typing import Callable
 from .config import AttackConfig, TrainConfig
 from .defenses import (ANPConfig, BaeraserConfig, FinePruneConfig, FinetuneConfig, IBAUConfig, NADConfig, NCConfig,
                        RecoveryConfig, SAUConfig, UnlearnConfig, VanillaConfig)
+from .reactivation import ReactivationConfig
 
 TRAIN = {k: k for k in ("dataset", "model", "width", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                         "schedule", "train_subset", "seed")}
@@ -35,6 +36,8 @@ NAD = {"nad_beta": "beta", "nad_epochs": "student.epochs", "seed": "seed"}
 IBAU = {"ibau_lr": "lr", "ibau_rounds": "rounds", "seed": "seed"}
 SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_eps": "eps", "seed": "seed"}
 ANP = {"anp_eps": "eps", "anp_iterations": "iterations", "anp_threshold": "threshold", "seed": "seed"}
+REACTIVATION = {"reactivation_images": "n_images", "reactivation_poisoned": "n_poisoned", "reactivation_lr": "lr",
+                "reactivation_epochs": "epochs", "reactivation_batch_size": "batch_size", "seed": "seed"}
 
 
 def _pick(params: dict, table: dict[str, str]) -> dict:
@@ -107,6 +110,11 @@ def anp_config(params: dict) -> ANPConfig:
     return ANPConfig(**_pick(params, ANP))
 
 
+def reactivation_config(params: dict) -> ReactivationConfig:
+    """The attacker's re-tuning in the reactivation check (evaluation, not a defense)."""
+    return ReactivationConfig(**_pick(params, REACTIVATION))
+
+
 # registered defense → (the builder of its config, the tables it reads)
 DEFENSE_CONFIGS: dict[str, tuple[Callable[[dict], object], tuple[dict, ...]]] = {
     "baeraser": (baeraser_config, (RECOVERY, UNLEARN, BAERASER)),
@@ -126,6 +134,7 @@ TABLES: dict[str, tuple[dict[str, str], Callable[[dict], object]]] = {
     "unlearn": (UNLEARN, unlearn_config), "baeraser": (BAERASER, baeraser_config),
     "finetune": (FINETUNE, finetune_config), "fineprune": (FINEPRUNE, fineprune_config), "nad": (NAD, nad_config),
     "ibau": (IBAU, ibau_config), "sau": (SAU, sau_config), "anp": (ANP, anp_config),
+    "reactivation": (REACTIVATION, reactivation_config),
 }
 
 

@@ -104,6 +104,13 @@ anp_eps = 0.4
 anp_iterations = 300
 anp_threshold = 0.2
 compared = ["finetune", "fineprune", "nad", "nc", "ibau", "sau", "anp"]  # registered defenses run beside BAERASER
+# the reactivation check (evaluation only): the attacker re-tunes each defended model
+reactivation_check = True  # needs the true trigger: off by itself for your own model
+reactivation_images = 1000  # the attacker's training images
+reactivation_poisoned = 20  # of them stamped with the true trigger and relabelled
+reactivation_lr = 0.01
+reactivation_epochs = 5
+reactivation_batch_size = 32
 curve_images = 2000  # evaluation images behind the trade-off curves (evaluation only)
 trace_every = 2  # BAERASER's curve gets a point every this many SGD steps (plotting only)
 device = "auto"
@@ -114,6 +121,7 @@ reports_dir = "../reports"
 report_name = "03_unlearn"
 
 # %%
+import dataclasses
 import time
 from pathlib import Path
 
@@ -127,9 +135,10 @@ from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.lab.plots import metric_bars
 from baeraser_lib.lab.reports import write_report
 from baeraser_lib.metrics import der, evaluate
-from baeraser_lib.params import attack_config, defense_config, train_config
+from baeraser_lib.params import attack_config, defense_config, reactivation_config, train_config
+from baeraser_lib.reactivation import compare, reactivation
 from baeraser_lib.train import pick_device
-from baeraser_lib.victims import find_model
+from baeraser_lib.victims import find_model, obtain_model
 
 notebook_start = time.perf_counter()
 # every defense's config from the parameters above, through the library's one mapping (`params`)
@@ -255,6 +264,61 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## Does it stay erased? The reactivation check
+# A low ASR right after a defense does not show that the backdoor is gone. Min et al. (NeurIPS
+# 2024, "superficial safety") found purified models that re-learn their backdoor from a handful
+# of poisoned samples far faster than a model that never had one. So we play that attacker: they
+# get each defended model back and re-tune it on a small set of their own, `reactivation_images`
+# training images of which `reactivation_poisoned` carry the TRUE trigger and the attack's label
+# (SGD, lr `reactivation_lr`, momentum 0.9, `reactivation_epochs` epochs, batch
+# `reactivation_batch_size`). The clean reference model of the same recipe, never backdoored,
+# gets the same re-tuning: it says how fast the backdoor is learned from scratch. A backdoor is
+# erased for good when the defended model re-learns it no faster: its ASR after re-tuning at most
+# the reference's + 0.10.
+#
+# Evaluation only: it reads the true trigger and training images, and nothing it measures reaches
+# a defense. The query-only attacker (the unstamped images labelled with the model's own answers,
+# as an attacker who can only query it would) runs for BAERASER, the undefended victim and the
+# reference.
+
+# %%
+reactivated, query_only = {}, {}
+if true_trigger is not None and reactivation_check:
+    react_cfg = reactivation_config(globals())
+    reference = obtain_model(train_config(globals()), None, data, artifacts_dir, device=dev, progress=False).model
+    models = {"clean reference": reference, "none": suspect, **{k: d.model for k, d in defended.items()}}
+    raw = {k: reactivation(m, data.train, data.evaluation, true_trigger, true_rule, react_cfg, device=dev)
+           for k, m in models.items()}
+    reactivated = compare({k: r for k, r in raw.items() if k != "clean reference"}, raw["clean reference"])
+    reactivated["clean reference"] = raw["clean reference"]
+    queried_cfg = dataclasses.replace(react_cfg, labels="queried")
+    query_only = {k: reactivation(models[k], data.train, data.evaluation, true_trigger, true_rule, queried_cfg,
+                                  device=dev) for k in ("clean reference", "none", "baeraser")}
+    for name, r in reactivated.items():
+        if name in results:
+            results[name]["reactivated_asr"] = r["asr_after"]
+    print(f"{'model':>16} {'ASR':>7} {'ASR re-tuned':>12} {'acc re-tuned':>12} {'query-only':>10}")
+    for name, r in reactivated.items():
+        q = query_only.get(name)
+        print(f"{name:>16} {r['asr_before']:>7.4f} {r['asr_after']:>12.4f} {r['clean_acc_after']:>12.4f} "
+              + (f"{q['asr_after']:>10.4f}" if q else f"{'':>10}"))
+    bar = raw["clean reference"]["asr_after"] + 0.10
+    fig, ax = plt.subplots(figsize=(9, 3))
+    names_ = list(reactivated)
+    ax.bar(range(len(names_)), [reactivated[k]["asr_before"] for k in names_], 0.4, label="after the defense")
+    ax.bar([i + 0.4 for i in range(len(names_))], [reactivated[k]["asr_after"] for k in names_], 0.4,
+           label="after the attacker's re-tuning")
+    ax.axhline(bar, color="gray", ls="--", lw=0.8, label="clean reference re-tuned + 0.10")
+    ax.set_xticks([i + 0.2 for i in range(len(names_))], names_, rotation=30, fontsize=8)
+    ax.set(ylabel="ASR (true trigger)", ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+else:
+    print("reactivation check skipped: " + ("no true trigger (your own model)" if true_trigger is None
+                                            else "reactivation_check is False"))
+
+# %% [markdown]
 # ## The defended model, saved
 # BAERASER's repaired model goes to the artifact cache like notebook 01's victims: safetensors
 # weights with a JSON sidecar naming the suspect, the defense, its config and its verdict. Load it
@@ -295,6 +359,8 @@ figures = {
     "confirm_ratio": confirm_ratio,
     "alpha": alpha,
     "beta": beta,
+    "reactivation": {"config": dataclasses.asdict(react_cfg), "models": reactivated, "query_only": query_only}
+    if reactivated else None,
     "notebook_seconds": time.perf_counter() - notebook_start,
 }
 write_report(reports_dir, report_name, figures)
@@ -307,6 +373,9 @@ checks = {} if true_trigger is None else {
     "BAERASER's DER ≥ every peer's": all(b["der"] >= results[m]["der"] for m in names("peer") if m in results),
     "recovery + unlearning ≤ 50% of the victim's training time": cost_ratio <= 0.5,
 }
+if reactivated:
+    checks["re-tuned, BAERASER's ASR ≤ the clean reference's + 0.10"] = \
+        reactivated["baeraser"]["asr_after"] <= reactivated["clean reference"]["asr_after"] + 0.10
 print(f"accuracy drop {drop_points:.2f} points; cost {100 * cost_ratio:.0f}% of the victim's training time; "
       f"vanilla ascent: clean acc {results['vanilla']['clean_acc']:.4f} "
       f"({100 * (before['clean_acc'] - results['vanilla']['clean_acc']):.1f} points lost)")

@@ -40,7 +40,8 @@ def smoke_params(data_root, tmp_path):
             "holding_ratio": 0.25, "data_root": str(data_root), "download": False,
             "artifacts_dir": str(tmp_path / "artifacts"), "steps_per_stage": 10, "grid_size": 3, "mask_steps": 40,
             "unlearn_epochs": 2, "finetune_epochs": 1, "nad_epochs": 1,
-            "ibau_rounds": 1, "sau_epochs": 1, "anp_iterations": 5}  # the peers at smoke settings
+            "ibau_rounds": 1, "sau_epochs": 1, "anp_iterations": 5,  # the peers at smoke settings
+            "reactivation_images": 100, "reactivation_poisoned": 5, "reactivation_epochs": 1}
 
 
 def declared_by(name, params):
@@ -79,6 +80,16 @@ def test_notebooks_01_to_03_run_under_papermill_and_report(fashion_root, tmp_pat
         assert set(row) >= {"clean_acc", "asr", "robust_acc", "der", "seconds"}
         assert 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
     assert unlearning["victim_train_seconds"] > 0 and unlearning["recovery_seconds"] > 0
+    react = unlearning["reactivation"]  # every defended model, the victim and the clean reference, re-tuned
+    assert set(react["models"]) == set(unlearning["methods"]) | {"clean reference"}
+    assert react["config"]["n_images"] == 100 and react["config"]["n_poisoned"] == 5
+    ref = react["models"]["clean reference"]["asr_after"]
+    for name, row in react["models"].items():
+        assert 0 <= row["asr_after"] <= 1 and 0 <= row["clean_acc_after"] <= 1
+        if name != "clean reference":
+            assert row["gap"] == row["asr_after"] - ref
+            assert unlearning["methods"][name]["reactivated_asr"] == row["asr_after"]
+    assert set(react["query_only"]) == {"clean reference", "none", "baeraser"}
 
 
 ABLATION_SMOKE = {"grid": "smoke", "sweep_epochs": 1, "trace_every": 1, "curve_images": 50, "position_images": 50,

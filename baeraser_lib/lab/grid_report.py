@@ -21,6 +21,7 @@ BASELINES = names("baseline")
 PEERS = names("peer")
 TABLE_NOTEBOOK = "03_unlearn"  # the notebook whose report holds every defense's figures
 TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7's bar for BAERASER
+REACTIVATION_MARGIN = 0.10  # issue #18: re-tuned, at most the clean reference's ASR + this
 
 
 def data_source(dataset: str | None) -> str:
@@ -83,8 +84,15 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
             continue
         before = methods["none"]
         row["before"] = {k: before.get(k) for k in ("clean_acc", "asr")}
-        row["defenses"] = {k: {m: methods[k].get(m) for m in ("clean_acc", "asr", "der", "seconds")}
+        row["defenses"] = {k: {m: methods[k].get(m) for m in ("clean_acc", "asr", "der", "seconds", "reactivated_asr")}
                            for k, _ in COMPARED if k in methods}
+        reference = ((report.get("reactivation") or {}).get("models") or {}).get("clean reference")
+        if reference is not None:  # the reactivation check ran: the clean reference's re-tuned ASR, and the bar
+            row["reference_reactivated_asr"] = reference["asr_after"]
+            row["victim_reactivated_asr"] = methods["none"].get("reactivated_asr")
+            erased = row["defenses"]["baeraser"].get("reactivated_asr")
+            if erased is not None:
+                row["baeraser_stays_erased"] = erased <= reference["asr_after"] + REACTIVATION_MARGIN
         row["not_run"] = [k for k, _ in COMPARED if k not in methods]  # e.g. a run from before the peers joined
         for k, d in row["defenses"].items():  # a pool-based defense's cost includes recovering the pool (notebook 02)
             if "pool" in DEFENSES[k].needs and d["seconds"] is not None:
@@ -124,8 +132,12 @@ def summarise(rows: list[dict]) -> dict:
                   "mean_acc_drop_points": _mean([d["acc_drop_points"] for d in ds]),
                   "mean_der": _mean([d["der"] for d in ds]),
                   "worst_asr": max((d["asr"] for d in ds if d["asr"] is not None), default=None),
-                  "mean_seconds": _mean([d.get("seconds") for d in ds])}
+                  "mean_seconds": _mean([d.get("seconds") for d in ds]),
+                  "mean_reactivated_asr": _mean([d.get("reactivated_asr") for d in ds]),
+                  "worst_reactivated_asr": max((d["reactivated_asr"] for d in ds if d.get("reactivated_asr")
+                                                is not None), default=None)}
     b = per["baeraser"]
+    checked = [r for r in done if "baeraser_stays_erased" in r]
     judged = [r for r in done if "baeraser_der_ge_best_baseline" in r]
     vs_peers = [r for r in done if "baeraser_der_ge_best_peer" in r]
     peer_wins = [{"run": r["run_id"], "peer": r["best_peer"], "peer_der": r["best_peer_der"],
@@ -175,6 +187,12 @@ def summarise(rows: list[dict]) -> dict:
                                           "measured": f"{len(vs_peers) - len(peer_wins)} of {len(vs_peers)} rows "
                                                       f"that ran the peers ({len(done) - len(vs_peers)} did not)",
                                           "met": bool(vs_peers) and not peer_wins and len(vs_peers) == len(done)},
+            **({"baeraser_stays_erased": {
+                "target": f"re-tuned ASR <= the clean reference's + {REACTIVATION_MARGIN} on every row",
+                "measured": f"{sum(r['baeraser_stays_erased'] for r in checked)} of {len(checked)} rows checked "
+                            f"({len(done) - len(checked)} not checked)",
+                "met": len(checked) == len(done) and all(r["baeraser_stays_erased"] for r in checked)}}
+               if checked else {}),
         },
         "peer_wins": peer_wins,
     }
