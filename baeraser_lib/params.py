@@ -28,7 +28,8 @@ RECOVERY = {"trigger_form": "form", "patch_size": "patch_size", "mask_steps": "m
             "hidden": "hidden", "placement": "placement", "grid_size": "grid_size", "prune": "prune",
             "max_candidates": "max_candidates", "seed": "seed"}
 UNLEARN = {"alpha": "alpha", "beta": "beta", "unlearn_lr": "lr", "unlearn_epochs": "epochs",
-           "unlearn_batch_size": "batch_size", "unlearn_loss": "loss", "bound": "bound", "seed": "seed"}
+           "unlearn_batch_size": "batch_size", "unlearn_loss": "loss", "bound": "bound", "unlearn_anchor": "anchor",
+           "seed": "seed"}
 BAERASER = {"confirm": "confirm", "confirm_ratio": "confirm_ratio"}
 FINETUNE = {"finetune_lr": "lr", "finetune_epochs": "epochs", "seed": "seed"}
 FINEPRUNE = {"fineprune_acc_drop": "acc_drop", "seed": "seed"}

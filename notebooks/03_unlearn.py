@@ -86,6 +86,7 @@ unlearn_epochs = 10
 unlearn_batch_size = 128
 unlearn_loss = "ce"  # ce: bounded CE ascent (the paper); complement: −log(1 − p), for saturated victims
 bound = 4.605  # cap of the ce loss (−log 0.01)
+unlearn_anchor = "weights"  # weights: the Fisher penalty towards θ0 (the paper); outputs: KL to the suspect on clean D_h
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines

@@ -218,3 +218,50 @@ def test_a_student_whose_outputs_diverge_ends_at_the_best_epoch_before_it(repair
     calls.clear()
     with pytest.raises(FloatingPointError, match="nothing was saved"):
         U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=4, batch_size=32, select="last"), progress=False)
+
+
+def test_the_outputs_anchor_repairs_leaves_the_input_alone_and_holds_no_weight(repaired_setup, monkeypatch):
+    """anchor="outputs" (issue #18): β·KL to the suspect's clean outputs replaces the weight penalty,
+    so no Fisher weights are computed, and the tiny backdoor still goes."""
+    model, data, pool = repaired_setup
+    trig = make_trigger(AttackConfig(target_label=3), data.info)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(U, "fisher_weights", lambda *a, **k: pytest.fail("the outputs anchor holds no weight"))
+    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement", anchor="outputs")
+    repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    before, after = (evaluate(m, data.evaluation, trig, 3) for m in (model, repaired))
+    assert before["asr"] > 0.9 and after["asr"] < 0.2, (before, after)
+    # on 80 images of D_h the outputs anchor holds less accuracy than the weight anchor (0.92 here,
+    # from 1.0): it holds the suspect's outputs on those images only
+    assert after["clean_acc"] >= before["clean_acc"] - 0.1
+    assert all(h["penalty"] >= 0 for h in history if "penalty" in h)  # a KL: never negative
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())  # input model untouched
+
+
+def test_the_output_anchor_is_zero_at_the_suspect_and_positive_away_from_it():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    held = torch.softmax(logits, 1)
+    assert U.output_anchor(logits, held).item() == pytest.approx(0.0, abs=1e-6)
+    assert U.output_anchor(logits.flip(1), held).item() > 0.1
+
+
+def test_the_outputs_anchor_on_nan_raises_and_leaves_the_input_alone(repaired_setup):
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class NaNHead(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, anchor="outputs"), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_an_unknown_anchor_is_a_clear_error():
+    with pytest.raises(ConfigError, match="anchor must be one of"):
+        U.UnlearnConfig(anchor="elsewhere")

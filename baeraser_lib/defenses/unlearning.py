@@ -22,6 +22,11 @@ of D_h, measured with the recovered triggers (the paper's own trade-off, on the 
 `target="correct"` unlearns each triggered image towards its own correct label instead of the
 pool label: the paper's control that unlearning leaves correct memories alone.
 
+`anchor="outputs"` (issue #18) replaces the weight penalty with β·KL(F_θ0(x) ‖ F_θ(x)) on the clean
+batch: the clean behaviour is held where the suspect had it, but no weight is held near θ0. The
+weight anchor keeps the backdoor's features one short step away: re-tuned on 20 poisoned images,
+a model repaired with it re-learned the backdoor almost at once (benchmarks/persistence.py).
+
 The penalty is stiff (β·ω reaches 10⁴ for the most important weights), which would make plain
 SGD diverge at any useful learning rate. So each SGD step on the first two terms is followed by
 the penalty's exact proximal step, θ ← θ0 + (θ − θ0) / (1 + 2·lr·β·ω): the same objective,
@@ -66,6 +71,7 @@ class UnlearnConfig:
     stop_asr: float = 0.01  # stop once the recovered triggers' validation ASR is this low
     select: str = "best_val_der"  # best_val_der: return the best epoch, stop early; last: run every epoch, return the last
     target: str = "pool"  # pool: unlearn x ⊕ Δ → pool label (BAERASER); correct: → each image's own label (a control)
+    anchor: str = "weights"  # weights: β·Σω(θ − θ0)² (the paper); outputs: β·KL(suspect ‖ θ) on clean D_h (issue #18)
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
@@ -79,6 +85,8 @@ class UnlearnConfig:
             raise ConfigError(f"select must be 'best_val_der' or 'last', got {self.select!r}")
         if self.target not in ("pool", "correct"):
             raise ConfigError(f"target must be 'pool' or 'correct', got {self.target!r}")
+        if self.anchor not in ANCHORS:
+            raise ConfigError(f"anchor must be one of {list(ANCHORS)}, got {self.anchor!r}")
         if self.loss not in UNLEARNING_LOSSES:
             raise ConfigError(f"unknown unlearning loss {self.loss!r}; choose one of {list(UNLEARNING_LOSSES)}")
 
@@ -100,6 +108,13 @@ def complement_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 UNLEARNING_LOSSES = ("ce", "complement")
+ANCHORS = ("weights", "outputs")
+
+
+def output_anchor(logits: torch.Tensor, reference_probs: torch.Tensor) -> torch.Tensor:
+    """KL(reference ‖ model) on clean images, averaged over the batch: holds the clean behaviour
+    where the suspect had it, without holding any weight near θ0."""
+    return F.kl_div(F.log_softmax(logits, 1), reference_probs, reduction="batchmean")
 
 
 def unlearning_term(logits: torch.Tensor, labels: torch.Tensor, cfg: "UnlearnConfig") -> torch.Tensor:
@@ -149,6 +164,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     student = copy.deepcopy(model).to(device)
+    reference = copy.deepcopy(student).eval() if cfg.anchor == "outputs" and not cfg.vanilla and cfg.beta > 0 else None
     params = [p for p in student.parameters() if p.requires_grad]
     theta0 = [p.detach().clone() for p in params]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
@@ -183,7 +199,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))
     for epoch in range(1, cfg.epochs + 1):
-        omega = None if cfg.vanilla or cfg.beta == 0 else \
+        omega = None if cfg.vanilla or cfg.beta == 0 or cfg.anchor == "outputs" else \
             fisher_weights(student, xtr, ytr, cfg.batch_size, cfg.fisher_batches, gen, device)
         student.train()
         sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0}
@@ -195,8 +211,14 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             clean = torch.zeros((), device=device)
             pen = torch.zeros((), device=device)
             if not cfg.vanilla:
-                clean = F.cross_entropy(student(xb), yb)
+                logits = student(xb)
+                clean = F.cross_entropy(logits, yb)
                 loss = loss + clean
+                if reference is not None:
+                    with torch.no_grad():
+                        held = F.softmax(reference(xb), 1)
+                    pen = output_anchor(logits, held)
+                    loss = loss + cfg.beta * pen
             check_finite(loss, f"unlearning epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
