@@ -11,7 +11,7 @@ victim get the same three re-tunings. The bar (issue #18): re-tuned ASR at most 
 + 0.10, with ASR ≤ 0.02 and ≤ 2 points of accuracy lost right after the defense.
 
 The settings were named before this script ran (from a development harness on the same victim):
-- "weights anchor" is today's default: the Fisher-weighted proximal penalty towards θ0;
+- "weights anchor (the default)" is the default: the Fisher-weighted proximal penalty towards θ0;
 - "no anchor": β = 0, the clean cross-entropy alone holds the clean task;
 - "outputs anchor": β·KL(suspect ‖ θ) on clean D_h replaces the weight penalty;
 - "outputs anchor, no early stop": the same, choosing among all 10 epochs (acc_tolerance 0 turns
@@ -42,7 +42,7 @@ from baeraser_lib.victims import find_model
 SEEDS = (0, 1, 2)
 MARGIN = 0.10
 SETTINGS = {
-    "weights anchor (the default until #18)": UnlearnConfig(),
+    "weights anchor (the default)": UnlearnConfig(),
     "no anchor": UnlearnConfig(beta=0.0),
     "outputs anchor": UnlearnConfig(anchor="outputs"),
     "outputs anchor, no early stop": UnlearnConfig(anchor="outputs", acc_tolerance=0.0),
