@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .checks import rules, validate
 from .data import as_tensors, check_images, num_outputs
 from .errors import ConfigError
-from .metrics import backdoor_metrics, clean_accuracy
+from .metrics import evaluate
 from .targets import TargetRule, as_rule
 from .train import batches, pick_device, predict, progress_kwargs
 
@@ -118,18 +118,13 @@ def reactivation(model: nn.Module, train: Dataset, evaluation: Dataset, trigger,
     (see the module text). `model` itself is never changed."""
     rule = as_rule(target)
     x, y, poisoned = attacker_set(train, trigger, rule, cfg)
-    xe, ye = as_tensors(evaluation)
-    check_images(xe, ye, num_outputs(model, xe[:1], "evaluation data"), "evaluation data")
-    if y.max().item() >= num_outputs(model, x[:1], "the attacker's images"):
-        raise ConfigError("the attacker's labels exceed the model's classes")
-    before = {"asr": backdoor_metrics(model, evaluation, trigger, rule, device=device)["asr"],
-              "clean_acc": clean_accuracy(model, evaluation, device)}
+    check_images(x, y, num_outputs(model, x[:1], "the attacker's images"), "the attacker's images")
+    before = evaluate(model, evaluation, trigger, rule, device=device)  # checks the evaluation data too
     if cfg.labels == "queried":
         y = torch.where(poisoned, y, predict(model, x, device=device).cpu())
-    tuned = retune(model, x, y, cfg, device, progress)
+    after = evaluate(retune(model, x, y, cfg, device, progress), evaluation, trigger, rule, device=device)
     return {"asr_before": before["asr"], "clean_acc_before": before["clean_acc"],
-            "asr_after": backdoor_metrics(tuned, evaluation, trigger, rule, device=device)["asr"],
-            "clean_acc_after": clean_accuracy(tuned, evaluation, device)}
+            "asr_after": after["asr"], "clean_acc_after": after["clean_acc"]}
 
 
 def compare(results: dict[str, dict], reference: dict) -> dict[str, dict]:
