@@ -29,14 +29,16 @@ RECOVERY = {"trigger_form": "form", "patch_size": "patch_size", "mask_steps": "m
             "max_candidates": "max_candidates", "seed": "seed"}
 UNLEARN = {"alpha": "alpha", "beta": "beta", "unlearn_lr": "lr", "unlearn_epochs": "epochs",
            "unlearn_batch_size": "batch_size", "unlearn_loss": "loss", "bound": "bound", "unlearn_anchor": "anchor",
-           "seed": "seed"}
+           "unlearn_invariance": "invariance", "unlearn_early_stop": "early_stop", "seed": "seed"}
 BAERASER = {"confirm": "confirm", "confirm_ratio": "confirm_ratio"}
 FINETUNE = {"finetune_lr": "lr", "finetune_epochs": "epochs", "seed": "seed"}
 FINEPRUNE = {"fineprune_acc_drop": "acc_drop", "seed": "seed"}
 NAD = {"nad_beta": "beta", "nad_epochs": "student.epochs", "seed": "seed"}
-IBAU = {"ibau_lr": "lr", "ibau_rounds": "rounds", "seed": "seed"}
-SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_eps": "eps", "seed": "seed"}
-ANP = {"anp_eps": "eps", "anp_iterations": "iterations", "anp_threshold": "threshold", "seed": "seed"}
+NC = {"nc_scale": "scale"}
+IBAU = {"ibau_lr": "lr", "ibau_rounds": "rounds", "ibau_batch_size": "batch_size", "seed": "seed"}
+SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_batch_size": "batch_size", "sau_eps": "eps", "seed": "seed"}
+ANP = {"anp_eps": "eps", "anp_iterations": "iterations", "anp_threshold": "threshold", "anp_select": "select",
+       "seed": "seed"}
 REACTIVATION = {"reactivation_images": "n_images", "reactivation_poisoned": "n_poisoned", "reactivation_lr": "lr",
                 "reactivation_epochs": "epochs", "reactivation_batch_size": "batch_size", "seed": "seed"}
 
@@ -96,7 +98,7 @@ def nc_config(params: dict) -> NCConfig:
     search = NCConfig().search
     if "mask_steps" in params:
         search = dataclasses.replace(search, mask_steps=params["mask_steps"])
-    return NCConfig(search=search, finetune=finetune_config(params))
+    return NCConfig(search=search, finetune=finetune_config(params), **_pick(params, NC))
 
 
 def ibau_config(params: dict) -> IBAUConfig:
@@ -123,7 +125,7 @@ DEFENSE_CONFIGS: dict[str, tuple[Callable[[dict], object], tuple[dict, ...]]] = 
     "finetune": (finetune_config, (FINETUNE,)),
     "fineprune": (fineprune_config, (FINETUNE, FINEPRUNE)),
     "nad": (nad_config, (FINETUNE, NAD)),
-    "nc": (nc_config, (FINETUNE, {"mask_steps": "search.mask_steps"})),
+    "nc": (nc_config, (FINETUNE, NC, {"mask_steps": "search.mask_steps"})),
     "ibau": (ibau_config, (IBAU,)),
     "sau": (sau_config, (SAU,)),
     "anp": (anp_config, (ANP,)),
@@ -134,7 +136,7 @@ TABLES: dict[str, tuple[dict[str, str], Callable[[dict], object]]] = {
     "train": (TRAIN, train_config), "attack": (ATTACK, attack_config), "recovery": (RECOVERY, recovery_config),
     "unlearn": (UNLEARN, unlearn_config), "baeraser": (BAERASER, baeraser_config),
     "finetune": (FINETUNE, finetune_config), "fineprune": (FINEPRUNE, fineprune_config), "nad": (NAD, nad_config),
-    "ibau": (IBAU, ibau_config), "sau": (SAU, sau_config), "anp": (ANP, anp_config),
+    "nc": (NC, nc_config), "ibau": (IBAU, ibau_config), "sau": (SAU, sau_config), "anp": (ANP, anp_config),
     "reactivation": (REACTIVATION, reactivation_config),
 }
 

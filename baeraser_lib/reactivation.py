@@ -113,13 +113,18 @@ def retune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Reactivation
 
 
 def reactivation(model: nn.Module, train: Dataset, evaluation: Dataset, trigger, target: int | TargetRule,
-                 cfg: ReactivationConfig = ReactivationConfig(), device=None, progress: bool = False) -> dict:
+                 cfg: ReactivationConfig = ReactivationConfig(), device=None, progress: bool = False,
+                 before: dict | None = None) -> dict:
     """ASR and clean accuracy of `model` on `evaluation` before and after the attacker's re-tuning
-    (see the module text). `model` itself is never changed."""
+    (see the module text). `model` itself is never changed. `before`: the model's `evaluate`
+    figures on the same data and trigger, when the caller has them already (saves a pass)."""
     rule = as_rule(target)
     x, y, poisoned = attacker_set(train, trigger, rule, cfg)
     check_images(x, y, num_outputs(model, x[:1], "the attacker's images"), "the attacker's images")
-    before = evaluate(model, evaluation, trigger, rule, device=device)  # checks the evaluation data too
+    if before is None:
+        before = evaluate(model, evaluation, trigger, rule, device=device)  # checks the evaluation data too
+    elif not {"asr", "clean_acc"} <= set(before):
+        raise ConfigError("before must hold the model's 'asr' and 'clean_acc' (metrics.evaluate's figures)")
     if cfg.labels == "queried":
         y = torch.where(poisoned, y, predict(model, x, device=device).cpu())
     after = evaluate(retune(model, x, y, cfg, device, progress), evaluation, trigger, rule, device=device)

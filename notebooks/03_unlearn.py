@@ -34,6 +34,21 @@
 # * U is the cross-entropy towards the pool label, ascended and **bounded** (capped once the pool
 #   label's probability is below 1%), so ascent cannot run away.
 #
+# **What runs by default (issue #18, "erased for good").** The weight penalty above is the paper's
+# brake, and it has a cost we measured: by holding the weights near θ0, the backdoored weights, it
+# leaves the backdoor one short re-tuning away (see "Does it stay erased?" below). So the default
+# holds the clean *outputs* instead of the weights, and adds a term that removes the trigger's
+# features rather than only its label:
+#
+#     L(θ) = CE(F_θ(x), y) − α · U(F_θ(x ⊕ Δ), y_p) + β · KL(F_θ0(x) ‖ F_θ(x))
+#            + γ · ‖φ_θ(x ⊕ Δ) − φ_θ(x)‖² / ‖φ_θ(x)‖²
+#
+# where φ is the penultimate feature vector (the input of the last linear layer) and the clean
+# features φ_θ(x) are held fixed in that term. All 10 epochs run and the best validation DER is
+# returned. `unlearn_anchor = "weights"`, `unlearn_invariance = 0` and `unlearn_early_stop = True`
+# give back the paper's reading (`PAPER_UNLEARNING` in the library). "Choices of ours" says how
+# this default was found and what it costs.
+#
 # **Honest control.** D_h is split into a defense-train and a defense-validation part. Stopping
 # and the choice of the returned model use only that validation part and the recovered triggers.
 # The test split is touched only by the clearly marked evaluation code of this notebook.
@@ -86,7 +101,9 @@ unlearn_epochs = 10
 unlearn_batch_size = 128
 unlearn_loss = "ce"  # ce: bounded CE ascent (the paper); complement: −log(1 − p), for saturated victims
 bound = 4.605  # cap of the ce loss (−log 0.01)
-unlearn_anchor = "weights"  # weights: the Fisher penalty towards θ0 (the paper); outputs: KL to the suspect on clean D_h
+unlearn_anchor = "outputs"  # outputs: KL to the suspect on clean D_h; weights: the Fisher penalty towards θ0 (the paper)
+unlearn_invariance = 1.0  # γ: stamped images' penultimate features pulled onto the clean ones (0: off, the paper)
+unlearn_early_stop = False  # True: stop at the first epoch that meets the targets (the paper's runs)
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines
@@ -96,14 +113,19 @@ fineprune_acc_drop = 0.05
 nad_beta = 5000.0
 nad_epochs = 10
 # peers (today's strongest): the papers' / BackdoorBench's settings, iteration counts cut for a CPU budget
+# (the families grid runs them at the settings that pass the sanity bar: grids/families.yaml)
+nc_scale = "raw"  # raw: MAD of the mask norms (the paper's); log: of their logarithms
 ibau_lr = 0.0001
 ibau_rounds = 5
+ibau_batch_size = 256
 sau_lr = 0.0001
 sau_epochs = 5
+sau_batch_size = 256
 sau_eps = 0.2
 anp_eps = 0.4
 anp_iterations = 300
 anp_threshold = 0.2
+anp_select = "threshold"  # threshold: the paper's cut; validation: BackdoorBench's sweep of cuts
 compared = ["finetune", "fineprune", "nad", "nc", "ibau", "sau", "anp"]  # registered defenses run beside BAERASER
 # the reactivation check (evaluation only): the attacker re-tunes each defended model
 reactivation_check = True  # needs the true trigger: off by itself for your own model
@@ -288,13 +310,15 @@ if true_trigger is not None and reactivation_check:
     react_cfg = reactivation_config(globals())
     reference = obtain_model(train_config(globals()), None, data, artifacts_dir, device=dev, progress=False).model
     models = {"clean reference": reference, "none": suspect, **{k: d.model for k, d in defended.items()}}
-    raw = {k: reactivation(m, data.train, data.evaluation, true_trigger, true_rule, react_cfg, device=dev)
-           for k, m in models.items()}
+    scored = {"none": before, **{k: results[k] for k in defended if k in results}}  # measured above already
+    raw = {k: reactivation(m, data.train, data.evaluation, true_trigger, true_rule, react_cfg, device=dev,
+                           before=scored.get(k)) for k, m in models.items()}
     reactivated = compare({k: r for k, r in raw.items() if k != "clean reference"}, raw["clean reference"])
     reactivated["clean reference"] = raw["clean reference"]
     queried_cfg = dataclasses.replace(react_cfg, labels="queried")
     query_only = {k: reactivation(models[k], data.train, data.evaluation, true_trigger, true_rule, queried_cfg,
-                                  device=dev) for k in ("clean reference", "none", "baeraser")}
+                                  device=dev, before={"asr": raw[k]["asr_before"], "clean_acc": raw[k]["clean_acc_before"]})
+                  for k in ("clean reference", "none", "baeraser")}
     for name, r in reactivated.items():
         if name in results:
             results[name]["reactivated_asr"] = r["asr_after"]
@@ -431,3 +455,23 @@ for claim, ok in checks.items():
 #   on the IMC victim that rule rejected epoch 1 (recovered ASR 0.4%, but 2.17 points of
 #   validation accuracy lost, on 600 images) and kept a later epoch where the backdoor had partly
 #   returned (a diagnostic run showed it). We changed the rule after seeing that, so say it here.
+# * **Erased for good: the default since issue #18** (ours, not the paper's). The issue's bar: after
+#   an attacker re-tunes the defended model (1,000 images, 20 stamped with the true trigger, SGD
+#   lr 0.01, 5 epochs), its ASR is at most the never-backdoored model's + 0.10. The paper's reading
+#   above (weight anchor, early stop) re-learned the backdoor to ≈ 0.98 on the default victim. In a
+#   development harness on that victim (one attacker seed each, then three in
+#   `benchmarks/persistence.py`) we tried, in order: no anchor (0.63), the outputs anchor
+#   (0.59), the outputs anchor over all 10 epochs (0.27), the weight anchor re-centred each
+#   epoch, freeing the weights the recovered triggers lean on, a PAM-like step along the path
+#   from θ0 and a look-ahead attacker step (all ≥ 0.79 with the weight anchor on), and feature
+#   invariance with the weight anchor (0.12 after one epoch, back to 0.99 as the anchor pulled
+#   the weights home). What held: the outputs anchor **and** feature invariance **and** the
+#   ascent, together (with the ascent off, 0.99 again). γ = 1 is the term's natural scale (a
+#   relative squared distance) and was not swept; epochs, lr and batch are the paper-reading
+#   defaults, unchanged; early stopping is off because the first epochs that meet the ASR target
+#   have lost the most accuracy (the clean task comes back over the following epochs).
+#   On the default victim, three attacker seeds: re-tuned ASR 0.038 against the reference's
+#   0.051 (the bar 0.151), ASR 0.0011, 1.33 points lost. **The cost**: all 10 epochs run, about
+#   105 s instead of about 23 s, so BAERASER's share of the victim's training time rises above
+#   the 25% target (the key figures below say by how much). The default was fixed on the
+#   default victim only; the families grid measures it on every other attack.

@@ -158,7 +158,7 @@ def test_select_last_runs_every_epoch_and_returns_the_last():
     model, holding = small_setup()
     pool = fixed_pool(0)
     # stop_asr = 1 makes the default rule stop after the first epoch; "last" must ignore it
-    stop = UnlearnConfig(epochs=3, batch_size=16, stop_asr=1.0, acc_tolerance=1.0)
+    stop = UnlearnConfig(epochs=3, batch_size=16, stop_asr=1.0, acc_tolerance=1.0, early_stop=True)
     _, h_stop = unlearn(model, holding, pool, stop, progress=False)
     last, h_last = unlearn(model, holding, pool, dataclasses.replace(stop, select="last"), progress=False)
     assert [r["epoch"] for r in h_stop] == [0, 1]

@@ -70,7 +70,8 @@ def test_weights_are_recomputed_every_epoch(repaired_setup, monkeypatch):
     calls = []
     real = U.fisher_weights
     monkeypatch.setattr(U, "fisher_weights", lambda *a, **k: calls.append(1) or real(*a, **k))
-    U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=3, stop_asr=0.0), progress=False)
+    cfg = U.UnlearnConfig(**{**U.PAPER_UNLEARNING, "early_stop": False}, epochs=3)
+    U.unlearn(model, data.holding, pool, cfg, progress=False)
     assert len(calls) == 3
 
 
@@ -227,7 +228,7 @@ def test_the_outputs_anchor_repairs_leaves_the_input_alone_and_holds_no_weight(r
     trig = make_trigger(AttackConfig(target_label=3), data.info)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     monkeypatch.setattr(U, "fisher_weights", lambda *a, **k: pytest.fail("the outputs anchor holds no weight"))
-    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement", anchor="outputs")
+    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement", anchor="outputs", invariance=0.0)
     repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
     before, after = (evaluate(m, data.evaluation, trig, 3) for m in (model, repaired))
     assert before["asr"] > 0.9 and after["asr"] < 0.2, (before, after)
@@ -265,3 +266,39 @@ def test_the_outputs_anchor_on_nan_raises_and_leaves_the_input_alone(repaired_se
 def test_an_unknown_anchor_is_a_clear_error():
     with pytest.raises(ConfigError, match="anchor must be one of"):
         U.UnlearnConfig(anchor="elsewhere")
+
+
+def test_the_default_unlearning_pulls_stamped_features_onto_clean_ones(repaired_setup):
+    """The default since issue #18: outputs anchor + feature invariance. On the tiny backdoor it
+    repairs, leaves the input model alone, lowers the invariance term, and holds no weight."""
+    model, data, pool = repaired_setup
+    trig = make_trigger(AttackConfig(target_label=3), data.info)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement")
+    assert cfg.anchor == "outputs" and cfg.invariance == 1.0 and not cfg.early_stop
+    repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    before, after = (evaluate(m, data.evaluation, trig, 3) for m in (model, repaired))
+    assert before["asr"] > 0.9 and after["asr"] < 0.2, (before, after)
+    assert after["clean_acc"] >= before["clean_acc"] - 0.1
+    rows = [h for h in history if "invariance" in h]
+    assert len(rows) == 5 and rows[-1]["invariance"] < rows[0]["invariance"]  # no early stop: all 5 epochs
+    assert not any(isinstance(m, torch.nn.Module) and m._forward_pre_hooks for m in repaired.modules())
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())  # input model untouched
+
+
+def test_feature_invariance_is_zero_on_equal_features_and_grows_with_the_gap():
+    clean = torch.randn(6, 8)
+    assert U.feature_invariance(clean.clone(), clean).item() == pytest.approx(0.0)
+    assert U.feature_invariance(clean + 1.0, clean).item() > U.feature_invariance(clean + 0.1, clean).item() > 0
+
+
+def test_invariance_on_a_model_without_a_linear_head_is_a_clear_error(repaired_setup):
+    _, data, pool = repaired_setup
+    headless = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())
+    with pytest.raises(ConfigError, match="no nn.Linear; set invariance=0"):
+        U.unlearn(headless, data.holding, pool, U.UnlearnConfig(epochs=1), progress=False)
+
+
+def test_early_stop_must_be_a_bool():
+    with pytest.raises(ConfigError, match="early_stop must be bool"):
+        U.UnlearnConfig(early_stop="yes")

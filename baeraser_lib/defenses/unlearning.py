@@ -71,13 +71,15 @@ class UnlearnConfig:
     stop_asr: float = 0.01  # stop once the recovered triggers' validation ASR is this low
     select: str = "best_val_der"  # best_val_der: return the best epoch, stop early; last: run every epoch, return the last
     target: str = "pool"  # pool: unlearn x ⊕ Δ → pool label (BAERASER); correct: → each image's own label (a control)
-    anchor: str = "weights"  # weights: β·Σω(θ − θ0)² (the paper); outputs: β·KL(suspect ‖ θ) on clean D_h (issue #18)
+    anchor: str = "outputs"  # outputs: β·KL(suspect ‖ θ) on clean D_h (issue #18); weights: β·Σω(θ − θ0)² (the paper)
+    invariance: float = 1.0  # γ: stamped images' penultimate features pulled onto their clean ones (issue #18); 0: off
+    early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
                             epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
                             fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
-                            stop_asr="[0, 1]", seed="[0, 4294967295]")
+                            stop_asr="[0, 1]", invariance="[0, 1000]", seed="[0, 4294967295]")
 
     def __post_init__(self):
         validate(self)
@@ -89,6 +91,9 @@ class UnlearnConfig:
             raise ConfigError(f"anchor must be one of {list(ANCHORS)}, got {self.anchor!r}")
         if self.loss not in UNLEARNING_LOSSES:
             raise ConfigError(f"unknown unlearning loss {self.loss!r}; choose one of {list(UNLEARNING_LOSSES)}")
+
+
+PAPER_UNLEARNING = dict(anchor="weights", invariance=0.0, early_stop=True)  # the paper's reading, before issue #18
 
 
 def bounded_unlearning_loss(logits: torch.Tensor, labels: torch.Tensor, bound: float) -> torch.Tensor:
@@ -115,6 +120,55 @@ def output_anchor(logits: torch.Tensor, reference_probs: torch.Tensor) -> torch.
     """KL(reference ‖ model) on clean images, averaged over the batch: holds the clean behaviour
     where the suspect had it, without holding any weight near θ0."""
     return F.kl_div(F.log_softmax(logits, 1), reference_probs, reduction="batchmean")
+
+
+@torch.no_grad()
+def suspect_probs(model: nn.Module, x: torch.Tensor, device, batch_size: int = 512) -> torch.Tensor:
+    """The model's softmax outputs on `x` in eval mode (on `device`), batch by batch."""
+    was = model.training
+    model.eval()
+    out = torch.cat([F.softmax(model(x[i:i + batch_size].to(device)), 1) for i in range(0, len(x), batch_size)])
+    model.train(was)
+    return out
+
+
+def feature_invariance(stamped: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """mean ‖φ(x ⊕ Δ) − φ(x)‖² / mean ‖φ(x)‖², the clean features held fixed (no gradient): 0 when
+    the stamp leaves the penultimate features where the clean image had them."""
+    clean = clean.detach()
+    return ((stamped - clean) ** 2).sum(1).mean() / (clean ** 2).sum(1).mean().clamp_min(1e-12)
+
+
+class PenultimateTap:
+    """Records the input of the model's last `nn.Linear` (its penultimate features) on each forward.
+    The last one registered is taken as the head, as in every classifier of this library; a model
+    with no `nn.Linear` is refused, before any compute."""
+
+    def __init__(self, model: nn.Module):
+        heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not heads:
+            raise ConfigError("invariance > 0 needs the model's penultimate features, the input of its last "
+                              "nn.Linear, and this model has no nn.Linear; set invariance=0")
+        self.features: torch.Tensor | None = None
+        self._hook = heads[-1].register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args):
+        self.features = args[0].flatten(1)
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def stamp_every(pool: TriggerPool, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of the batch stamped with a random pool entry, and that entry's label (images
+    of the entry's own label included: the invariance term uses them, the unlearning term not)."""
+    entry = torch.randint(0, len(pool), (len(x),), generator=gen)
+    out = x.clone()
+    for i in range(len(pool)):
+        sel = torch.nonzero(entry == i).flatten()
+        if len(sel):
+            out[sel] = pool.stamp(i, x[sel], gen)
+    return out, torch.tensor(pool.labels)[entry]
 
 
 def unlearning_term(logits: torch.Tensor, labels: torch.Tensor, cfg: "UnlearnConfig") -> torch.Tensor:
@@ -164,9 +218,13 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     student = copy.deepcopy(model).to(device)
-    reference = copy.deepcopy(student).eval() if cfg.anchor == "outputs" and not cfg.vanilla and cfg.beta > 0 else None
+    held_all = suspect_probs(student, xtr, device) if cfg.anchor == "outputs" and not cfg.vanilla and cfg.beta > 0 \
+        else None  # the suspect's clean outputs, once: the outputs anchor's fixed targets
+    invariant = cfg.invariance > 0 and not cfg.vanilla
+    tap = PenultimateTap(student) if invariant else None  # refuses a model without a head before any compute
     params = [p for p in student.parameters() if p.requires_grad]
-    theta0 = [p.detach().clone() for p in params]
+    weight_anchor = not cfg.vanilla and cfg.beta > 0 and cfg.anchor == "weights"
+    theta0 = [p.detach().clone() for p in params] if weight_anchor else []  # only the weight penalty needs θ0
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -199,25 +257,36 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))
     for epoch in range(1, cfg.epochs + 1):
-        omega = None if cfg.vanilla or cfg.beta == 0 or cfg.anchor == "outputs" else \
-            fisher_weights(student, xtr, ytr, cfg.batch_size, cfg.fisher_batches, gen, device)
+        omega = fisher_weights(student, xtr, ytr, cfg.batch_size, cfg.fisher_batches, gen, device) \
+            if weight_anchor else None
         student.train()
-        sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0}
-        for done, (xb, yb) in enumerate(batches(xtr, ytr, cfg.batch_size, True, gen), start=1):
-            xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
-            xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
-            u = unlearning_term(student(xt), lt, cfg) if len(xt) else torch.zeros((), device=device)
-            loss = cfg.alpha * u
+        sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0, "invariance": 0.0}
+        for done, (xb, idx) in enumerate(batches(xtr, torch.arange(len(xtr)), cfg.batch_size, True, gen), start=1):
+            yb = ytr[idx]
+            inv = torch.zeros((), device=device)
+            if invariant:  # clean and stamped images pass together, so BatchNorm sees one batch
+                xt, lt = stamp_every(pool, xb, gen)
+                keep = lt != yb
+                lt = torch.where(keep, yb, lt) if cfg.target == "correct" else lt
+                xb, yb, xt, lt, keep = xb.to(device), yb.to(device), xt.to(device), lt.to(device), keep.to(device)
+                both = student(torch.cat([xb, xt]))
+                n = len(xb)
+                inv = feature_invariance(tap.features[n:], tap.features[:n])
+                logits, lt_logits = both[:n], both[n:]
+                u = unlearning_term(lt_logits[keep], lt[keep], cfg) if keep.any() else torch.zeros((), device=device)
+            else:
+                xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
+                xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
+                u = unlearning_term(student(xt), lt, cfg) if len(xt) else torch.zeros((), device=device)
+                logits = None if cfg.vanilla else student(xb)
+            loss = cfg.alpha * u + cfg.invariance * inv if invariant else cfg.alpha * u
             clean = torch.zeros((), device=device)
             pen = torch.zeros((), device=device)
             if not cfg.vanilla:
-                logits = student(xb)
                 clean = F.cross_entropy(logits, yb)
                 loss = loss + clean
-                if reference is not None:
-                    with torch.no_grad():
-                        held = F.softmax(reference(xb), 1)
-                    pen = output_anchor(logits, held)
+                if held_all is not None:
+                    pen = output_anchor(logits, held_all[idx.to(held_all.device)])
                     loss = loss + cfg.beta * pen
             check_finite(loss, f"unlearning epoch {epoch}")
             opt.zero_grad(set_to_none=True)
@@ -231,6 +300,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             sums["clean_loss"] += clean.item() / steps
             sums["unlearn_loss"] += u.item() / steps
             sums["penalty"] += pen.item() / steps
+            sums["invariance"] += inv.item() / steps
             bar.update(1)
             if trace_every and done % trace_every == 0 and done < steps:
                 student.eval()
@@ -250,9 +320,11 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             continue
         if h["val_der"] > best[0]:
             best = (h["val_der"], copy.deepcopy(student.state_dict()), epoch)
-        if h["val_acc"] >= base_acc - cfg.acc_tolerance and h["val_recovered_asr"] <= cfg.stop_asr:
+        if cfg.early_stop and h["val_acc"] >= base_acc - cfg.acc_tolerance and h["val_recovered_asr"] <= cfg.stop_asr:
             break
     bar.close()
+    if tap is not None:
+        tap.remove()
     if best[1] is not None:
         student.load_state_dict(best[1])
     for h in history:
