@@ -113,7 +113,16 @@ def test_notebook_04_runs_every_ablation_under_papermill(fashion_root, tmp_path)
         "bottom_right", "bottom_left", "top_right", "top_left", "center", "random"}
     assert set(figures["correct_label"]) == {"baeraser β/α=1", "baeraser β/α=100", "plain ascent"}
     assert set(figures["lambda_h"]) == {"0", "0.1"} and all("der" in r for r in figures["lambda_h"].values())
-    assert len(figures["verdicts"]) == figures["claims"] >= 7
+    react = figures["reactivation"]
+    assert set(react["settings"]) == {"the default", "the paper's reading", "outputs anchor only",
+                                      "invariance + weight anchor"}
+    assert react["config"]["n_images"] == 100 and 0 <= react["reference_asr_after"] <= 1
+    assert all(0 <= r["asr_after"] <= 1 for r in react["settings"].values())
+    erased = next(v for v in figures["verdicts"] if v["claim"].startswith("the default unlearning stays erased"))
+    default = react["settings"]["the default"]
+    assert erased["reproduced"] == (bool(figures["pool_labels"]) and default["asr"] <= 0.02
+                                    and default["asr_after"] <= react["reference_asr_after"] + 0.10)
+    assert len(figures["verdicts"]) == figures["claims"] >= 9
     for v in figures["verdicts"]:
         assert set(v) == {"claim", "reproduced", "evidence"} and isinstance(v["reproduced"], bool) and v["evidence"]
     assert figures["reproduced"] == sum(v["reproduced"] for v in figures["verdicts"])

@@ -12,6 +12,7 @@ Row shapes (all figures on the evaluation split, with the victim's true trigger)
     correct      {run name: scores + "acc_drop_points"}
     recovered    {trigger size: {"found", "mask_share_on_true_patch" | "pixels_within_0.25" | "size_differs"}}
     by_lambda    {λ_H: {"target_found", "spread", "der"}}
+    retuned      {setting: scores + "asr_after"}, and the clean reference's "asr_after"
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ DER_SLACK = 0.005  # a DER step down smaller than this is noise, not a trend
 POSITION_ASR = 0.05  # "no position brings the backdoor back": ASR at most 5% at every position
 MATCH_SHARE = 0.5  # a recovered trigger "matches": > 50% of its mask (or pixels) on the true one
 PIXEL_TOLERANCE = 0.25  # patch form: a recovered pixel within 0.25 of the true value
+REACTIVATION_MARGIN = 0.10  # "erased for good": re-tuned ASR at most the clean reference's + 0.10 (issue #18)
 
 
 def verdict(claim: str, reproduced: bool, evidence: str) -> dict:
@@ -235,3 +237,27 @@ def spread_costs_no_unlearning(by_lambda: dict, pool_ok: bool) -> dict:
     return verdict(f"the spread costs no unlearning (BAERASER's DER at λ_H = {l1:g} ≥ at {l0:g} − {DER_SLACK})",
                    pool_ok and by_lambda[l1]["der"] >= by_lambda[l0]["der"] - DER_SLACK,
                    "DER " + ", ".join(f"λ_H {k:g}: {r['der']:.4f}" for k, r in by_lambda.items()))
+
+
+# -- 9 · erased for good (issue #18; our claim, not the paper's) --------------------------------
+
+def _retuned_evidence(retuned: dict, reference_after: float) -> str:
+    return f"clean reference re-tuned {reference_after:.4f}; " + "; ".join(
+        f"{k}: ASR {r['asr']:.4f}, re-tuned {r['asr_after']:.4f}" for k, r in retuned.items())
+
+
+def default_stays_erased(retuned: dict, default: str, reference_after: float, pool_ok: bool) -> dict:
+    """The default unlearning's model re-learns the backdoor no faster than a never-backdoored one."""
+    bar = reference_after + REACTIVATION_MARGIN
+    return verdict(f"the default unlearning stays erased (re-tuned ASR ≤ the clean reference's + "
+                   f"{REACTIVATION_MARGIN:g} = {bar:.4f}) with ASR ≤ {LOW_ASR:g} right after the defense",
+                   pool_ok and retuned[default]["asr_after"] <= bar and retuned[default]["asr"] <= LOW_ASR,
+                   _retuned_evidence(retuned, reference_after))
+
+
+def weight_anchor_relearns(retuned: dict, paper: str, reference_after: float, pool_ok: bool) -> dict:
+    """The paper's reading (the weight penalty towards θ0) leaves the backdoor one re-tuning away."""
+    return verdict(f"the paper's reading re-learns the backdoor (re-tuned ASR above the clean reference's + "
+                   f"{REACTIVATION_MARGIN:g}): the weight penalty holds the backdoored weights near",
+                   pool_ok and retuned[paper]["asr_after"] > reference_after + REACTIVATION_MARGIN,
+                   _retuned_evidence(retuned, reference_after))
