@@ -152,7 +152,7 @@ def test_readme_peer_tables_match_the_committed_json():
 
     readme = (ROOT / "README.md").read_text()
     sanity = peer_sanity_markdown(ROOT / "reports" / "benchmarks" / "peer_sanity.json",
-                                  ROOT / "reports" / "families" / "grid.json")
+                                  ROOT / "reports" / "03_unlearn.json")
     assert len(sanity.splitlines()) >= 2 + 4  # one published row per peer at least
     for line in sanity.splitlines() + summary_markdown(ROOT / "reports" / "families").splitlines():
         assert line in readme, f"README's peer tables are stale: {line}"

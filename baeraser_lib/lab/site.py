@@ -300,28 +300,29 @@ def example_markdown(path: Path = REPORTS_DIR / "examples" / "defend-badnets" / 
 
 
 def peer_sanity_markdown(path: Path = REPORTS_DIR / "benchmarks" / "peer_sanity.json",
-                         grid: Path = REPORTS_DIR / "families" / "grid.json", row: str = "badnets_3x3_corner") -> str:
+                         main: Path = REPORTS_DIR / "03_unlearn.json") -> str:
     """The peers' sanity on the default victim as a Markdown table (the README's copy): each peer
-    at its published settings (the families grid's row on that victim), then the other settings
-    the benchmark ran; ASR, accuracy lost, seconds, and whether the bar is met."""
+    at its published settings (notebook 03's main report, which runs them at their defaults),
+    then the other settings the benchmark ran; ASR, accuracy lost, seconds, and whether the bar
+    is met. (The families grid runs the peers at the settings that met the bar, so its row on
+    this victim is not the published one.)"""
     doc = json.loads(Path(path).read_text()) if Path(path).exists() else {"rows": {}, "bar": {}}
     bar = doc.get("bar") or {"asr_after": 0.10, "acc_drop_points": 5.0}
     lines = [f"| peer · setting | source | ASR after | accuracy lost (points) | seconds | bar (ASR ≤ {bar['asr_after']}, "
              f"≤ {bar['acc_drop_points']:g} points) |", "|---|---|---|---|---|---|"]
-    g = json.loads(Path(grid).read_text()) if Path(grid).exists() else {"rows": []}
-    r = next((x for x in g["rows"] if x["run_id"] == row and "defenses" in x), None)
+    methods = json.loads(Path(main).read_text()).get("methods", {}) if Path(main).exists() else {}
     for k in names("peer"):
-        d = (r or {}).get("defenses", {}).get(k)
-        if d is None:
-            lines.append(f"| {DEFENSES[k].label} · published | families grid, {row} | not run yet | | | |")
+        d = methods.get(k)
+        if d is None or "none" not in methods:
+            lines.append(f"| {DEFENSES[k].label} · published | notebook 03 (`reports/03_unlearn.json`) | not run yet | | | |")
             continue
-        drop = d["acc_drop_points"]
+        drop = 100 * (methods["none"]["clean_acc"] - d["clean_acc"])
         met = d["asr"] <= bar["asr_after"] and drop <= bar["acc_drop_points"]
-        lines.append(f"| {DEFENSES[k].label} · published | families grid, {row} | {d['asr']:.4f} | {drop:.2f} | "
-                     f"{d['seconds']:.0f} | {'met' if met else 'MISSED'} |")
+        lines.append(f"| {DEFENSES[k].label} · published | notebook 03 (`reports/03_unlearn.json`) | {d['asr']:.4f} | "
+                     f"{drop:.2f} | {d['seconds']:.0f} | {'met' if met else 'MISSED'} |")
     for name, x in doc["rows"].items():
         if name.endswith("· published"):
-            continue  # the grid's row is the published setting's figure
+            continue  # notebook 03's figure is the published setting's
         lines.append(f"| {x['label']} · {name.split(' · ', 1)[-1]} | `benchmarks/peer_sanity.py` | {x['asr']:.4f} | "
                      f"{x['acc_drop_points']:.2f} | {x['seconds']:.0f} | {'met' if x['bar_met'] else 'MISSED'} |")
     return "\n".join(lines)
