@@ -76,11 +76,24 @@ def test_entropy_claims():
     assert not C.entropy_spreads_triggers(lam)["reproduced"]
 
 
-def test_there_are_seventeen_claims():
+def test_there_are_nineteen_claims():
     funcs = [f for f in vars(C).values() if callable(f) and getattr(f, "__module__", "") == C.__name__
              and f.__name__ not in ("verdict", "verdict_lines", "drop", "reduction", "matched", "_lost",
-                                    "_correct_evidence")]
-    assert len(funcs) == 17, sorted(f.__name__ for f in funcs)
+                                    "_correct_evidence", "_retuned_evidence")]
+    assert len(funcs) == 19, sorted(f.__name__ for f in funcs)
+
+
+def test_erased_for_good_claims():
+    rows = {"default": {"asr": 0.001, "asr_after": 0.03}, "paper": {"asr": 0.008, "asr_after": 0.99}}
+    assert C.default_stays_erased(rows, "default", 0.05, True)["reproduced"]
+    assert not C.default_stays_erased(rows, "default", 0.05, False)["reproduced"]  # empty pool: nothing tested
+    assert not C.default_stays_erased({**rows, "default": {"asr": 0.001, "asr_after": 0.16}}, "default", 0.05,
+                                      True)["reproduced"]  # above reference + 0.10
+    assert not C.default_stays_erased({**rows, "default": {"asr": 0.05, "asr_after": 0.03}}, "default", 0.05,
+                                      True)["reproduced"]  # not erased in the first place
+    v = C.weight_anchor_relearns(rows, "paper", 0.05, True)
+    assert v["reproduced"] and "re-tuned 0.9900" in v["evidence"] and "0.0500" in v["evidence"]
+    assert not C.weight_anchor_relearns(rows, "default", 0.05, True)["reproduced"]
 
 
 @pytest.mark.parametrize("name", ["LOW_ASR", "FORGETTING_POINTS", "KEPT_POINTS", "MATCH_SHARE"])
