@@ -16,3 +16,8 @@ class DataError(ConfigError):
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupted, unsafe to load, or does not match the architecture."""
+
+
+class DeviceMemoryError(ConfigError):
+    """The device ran out of memory during a batch: a setting to change (a smaller batch), said in
+    one line with the batch size to try, rather than torch's allocator report."""

@@ -8,6 +8,7 @@ in the usual layout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .checks import rules, validate
 from .data import as_tensors, check_images, dataset_info, num_outputs
-from .errors import ConfigError
+from .errors import ConfigError, DeviceMemoryError
 from .models import MODELS
 
 SCHEDULES = ("onecycle", "cosine", "constant")
@@ -55,16 +56,81 @@ class TrainConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """`auto` → CUDA if available, else Apple MPS, else CPU; or the named device."""
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """`auto` → CUDA if available, else Apple MPS, else CPU; or the named device, refused with a
+    ConfigError (before any compute) when this machine does not have it."""
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        dev = torch.device(preference)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {preference!r}: this machine has no CUDA GPU that torch {torch.__version__} "
+                              f"can use; use 'auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {preference!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                              f"numbered from 0")
+    if dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {preference!r}: Apple's MPS is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+LAYOUTS = ("auto", "channels_last", "contiguous")
+
+
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {list(allowed)}")
+    return value
+
+
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training steps run under bf16 autocast: `auto` → on CUDA only (CPU results stay
+    bit-identical to fp32 training), `bf16` → on any device (CPU too, so tests run the CUDA
+    path's code), `fp32` → never."""
+    _choice(precision, PRECISIONS, "precision")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The context a forward pass runs in: bf16 autocast where `uses_bf16`, else nothing. The
+    weights, gradients and optimiser state stay fp32 (bf16 has fp32's range: no loss scaling)."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device, layout: str = "auto") -> torch.memory_format:
+    """Channels-last where it is faster for these convolutions: `auto` → on CPU (measured here)
+    and CUDA (its tensor-core kernels want NHWC; measured by benchmarks/gpu_check.py), not MPS."""
+    _choice(layout, LAYOUTS, "memory layout")
+    if layout == "auto":
+        return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+
+@contextlib.contextmanager
+def memory_advice(what: str, batch_size: int, device: torch.device, knob: str = "batch_size"):
+    """Turns an out-of-memory error inside the block into a DeviceMemoryError that says which
+    batch size to try (half this one)."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise DeviceMemoryError(f"{what}: {device} ran out of memory at batch size {batch_size}; "
+                                f"try {knob}={max(1, batch_size // 2)}") from None
 
 
 def progress_kwargs(progress: bool) -> dict:
@@ -87,15 +153,13 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = F
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.25)
+        # OneCycleLR's warm-up ends at step pct_start·steps − 1; at exactly 4 steps that is step 0, and
+        # torch divides by the warm-up's zero length: 4 steps warm up over 0.3 instead (only they change)
+        pct = 0.3 if steps == 4 else 0.25
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=pct)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def _to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    return model.to(device=device, memory_format=fmt)
 
 
 def fit(
@@ -107,19 +171,27 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     epoch_start: Callable[[nn.Module, int], tuple[Dataset | None, dict]] | None = None,
+    precision: str = "auto",
+    layout: str = "auto",
 ) -> list[dict]:
     """Train `model` in place on `train_set`; return one dict of figures per epoch.
+
+    `precision` (`autocast`) and `layout` (`memory_format`) are how the steps run, not what
+    they compute: their `auto` keeps CPU training bit-identical and uses bf16 + channels-last on
+    CUDA. An out-of-memory batch raises a DeviceMemoryError naming the batch size to try.
 
     `epoch_end(model, epoch)` may return extra figures (e.g. clean accuracy and ASR) to log.
     `epoch_start(model, epoch)` runs before each epoch (model in eval mode) and returns
     `(dataset or None, figures)`: a dataset of the same size replaces the training data from
     that epoch on (IMC re-stamps its poisoned images with a re-optimised trigger this way).
     """
+    device = device or pick_device()
+    fmt = memory_format(device, layout)
+    uses_bf16(device, precision)  # refuses an unknown precision before any compute
     x, y = as_tensors(train_set)
     check_images(x, y, dataset_info(cfg.dataset).num_classes, "training data")
     num_outputs(model, x[:1], "training data")  # DataError unless the images fit the model
-    device = device or pick_device()
-    model = _to_device(model, device)
+    model = model.to(device=device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
@@ -140,17 +212,17 @@ def fit(
         bar = tqdm(batches(x, y, cfg.batch_size, True, gen), total=steps_per_epoch,
                    desc=f"{desc} {epoch}/{cfg.epochs}", leave=False, **progress_kwargs(progress))
         for xb, yb in bar:
-            xb = xb.to(device, non_blocking=True)
-            if device.type == "cpu":
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = xb.to(device, non_blocking=True).contiguous(memory_format=fmt)
             yb = yb.to(device, non_blocking=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}; lower lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with memory_advice(desc, cfg.batch_size, device):
+                with autocast(device, precision):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}; lower lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             sched.step()
             total_loss += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
@@ -186,7 +258,8 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512,
     out, bad = [], 0
     try:
         for xb, _ in batches(x, x, batch_size):
-            logits = model(xb.to(device))
+            with memory_advice("predict", batch_size, device):
+                logits = model(xb.to(device))
             bad += int((~torch.isfinite(logits)).any(1).sum())
             out.append(logits.argmax(1).cpu())
     finally:

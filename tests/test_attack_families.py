@@ -242,7 +242,9 @@ TINY = {
     "blended": {"options": {"alpha": 0.3}},  # 400 images: a stronger blend than 0.15
     "wanet": {"options": {"strength": 8.0, "cross_ratio": 0.0}},  # a visible warp; noise mode is tested above
     "sig": {"options": {"delta": 0.6, "frequency": 2.0}, "poison_rate": 0.085},  # all ~34 target images
-    "all_to_all": {"target_label": None, "options": {"mode": "all_to_all", "pattern": "checker"}},
+    # y → y + 1 from 400 images is bistable at width 4, 8 epochs, 20% poison (ASR 0 or 1 by machine and
+    # seed); width 8, 16 epochs and 30% learnt it on every one of 4 seeds
+    "all_to_all": {"target_label": None, "poison_rate": 0.3, "options": {"mode": "all_to_all", "pattern": "checker"}},
     "sparse": {"trigger_size": 5, "options": {"pattern": "solid", "density": 0.4}},
 }
 
@@ -252,8 +254,8 @@ def test_each_attack_plants_a_backdoor_on_a_tiny_model(fashion_root, case):
     data = load_experiment_data("fashion_mnist", fashion_root)
     # y → y + 1 needs the label and the trigger combined: a ResNet sees both; the small CNN's
     # linear head over local features cannot
-    model_name, width = ("resnet18", 4) if case == "all_to_all" else ("small_cnn", 16)
-    train = TrainConfig(model=model_name, width=width, epochs=8, batch_size=32, lr=0.1)
+    model_name, width, epochs = ("resnet18", 8, 16) if case == "all_to_all" else ("small_cnn", 16, 8)
+    train = TrainConfig(model=model_name, width=width, epochs=epochs, batch_size=32, lr=0.1)
     name = case if case in ATTACKS else "badnets"
     attack = AttackConfig(name=name, **{"poison_rate": 0.2, **TINY[case]})
     check_attack(train, attack, data.train)

@@ -302,3 +302,17 @@ def test_invariance_on_a_model_without_a_linear_head_is_a_clear_error(repaired_s
 def test_early_stop_must_be_a_bool():
     with pytest.raises(ConfigError, match="early_stop must be bool"):
         U.UnlearnConfig(early_stop="yes")
+
+
+def test_the_default_unlearning_runs_its_bf16_steps_on_the_cpu(repaired_setup):
+    """The CUDA default's autocast path, run on the CPU (the GPU-path issue): it repairs, keeps fp32
+    weights and the input model; an unknown precision is refused before any step."""
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=2, batch_size=32)
+    with pytest.raises(ConfigError, match="precision"):
+        U.unlearn(model, data.holding, pool, cfg, progress=False, precision="fp8")
+    repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False, device="cpu", precision="bf16")
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in repaired.parameters())
+    assert history[-1]["val_recovered_asr"] <= history[0]["val_recovered_asr"]
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())

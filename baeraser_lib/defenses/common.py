@@ -41,12 +41,18 @@ def triggered_copy(pool: TriggerPool, x: torch.Tensor, y: torch.Tensor, gen: tor
     labels = torch.tensor(pool.labels)[entry]
     keep = labels != y
     xs, entry, labels = x[keep], entry[keep], labels[keep]
-    out = xs.clone()
+    return stamp_entries(pool, xs, entry, gen), (y[keep] if correct_labels else labels)
+
+
+def stamp_entries(pool: TriggerPool, x: torch.Tensor, entry: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A copy of `x` with image k stamped by pool entry `entry[k]`, entry by entry (so the
+    generator is drawn from in the same order whoever calls)."""
+    out = x.clone()
     for i in range(len(pool)):
         sel = torch.nonzero(entry == i).flatten()
         if len(sel):
-            out[sel] = pool.stamp(i, xs[sel], gen)
-    return out, (y[keep] if correct_labels else labels)
+            out[sel] = pool.stamp(i, x[sel], gen)
+    return out
 
 
 def defender_figures(model: nn.Module, pool: TriggerPool | None, xv: torch.Tensor, yv: torch.Tensor,

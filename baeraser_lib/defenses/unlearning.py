@@ -60,8 +60,8 @@ from tqdm.auto import tqdm
 from ..checks import rules, validate
 from ..errors import ConfigError
 from ..metrics import der  # the formula only: it is applied to the defender's own figures
-from ..train import batches, pick_device, progress_kwargs
-from .common import check_finite, defender_figures, split_defense, triggered_copy
+from ..train import autocast, batches, memory_advice, pick_device, progress_kwargs, uses_bf16
+from .common import check_finite, defender_figures, split_defense, stamp_entries, triggered_copy
 from .pool import TriggerPool
 
 
@@ -174,12 +174,7 @@ def stamp_every(pool: TriggerPool, x: torch.Tensor, gen: torch.Generator) -> tup
     """Every image of the batch stamped with a random pool entry, and that entry's label (images
     of the entry's own label included: the invariance term uses them, the unlearning term not)."""
     entry = torch.randint(0, len(pool), (len(x),), generator=gen)
-    out = x.clone()
-    for i in range(len(pool)):
-        sel = torch.nonzero(entry == i).flatten()
-        if len(sel):
-            out[sel] = pool.stamp(i, x[sel], gen)
-    return out, torch.tensor(pool.labels)[entry]
+    return stamp_entries(pool, x, entry, gen), torch.tensor(pool.labels)[entry]
 
 
 def unlearning_term(logits: torch.Tensor, labels: torch.Tensor, cfg: "UnlearnConfig") -> torch.Tensor:
@@ -211,9 +206,43 @@ def fisher_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return [a / mean for a in acc]
 
 
+def batch_loss(student: nn.Module, tap: "PenultimateTap | None", pool: TriggerPool, xb: torch.Tensor,
+               yb: torch.Tensor, held: torch.Tensor | None, cfg: "UnlearnConfig", gen: torch.Generator, device):
+    """One step's loss on a clean batch: clean CE + α·unlearning (+ β·outputs anchor, + invariance
+    when `tap` is given), and its parts (clean, unlearning, anchor, invariance) for the history.
+    `held`: the suspect's probabilities on this batch (the outputs anchor), or None."""
+    zero = torch.zeros((), device=device)
+    inv = zero
+    if tap is not None:  # clean and stamped images pass together, so BatchNorm sees one batch
+        xt, lt = stamp_every(pool, xb, gen)
+        keep = lt != yb
+        lt = torch.where(keep, yb, lt) if cfg.target == "correct" else lt
+        xb, yb, xt, lt, keep = xb.to(device), yb.to(device), xt.to(device), lt.to(device), keep.to(device)
+        both = student(torch.cat([xb, xt]))
+        n = len(xb)
+        inv = feature_invariance(tap.features[n:], tap.features[:n])
+        logits, lt_logits = both[:n], both[n:]
+        u = unlearning_term(lt_logits[keep], lt[keep], cfg) if keep.any() else zero
+    else:
+        xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
+        xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
+        u = unlearning_term(student(xt), lt, cfg) if len(xt) else zero
+        logits = None if cfg.vanilla else student(xb)
+    loss = cfg.alpha * u + cfg.invariance * inv  # inv is an exact zero when the term is off
+    clean, pen = zero, zero
+    if not cfg.vanilla:
+        clean = F.cross_entropy(logits, yb)
+        loss = loss + clean
+        if held is not None:
+            pen = output_anchor(logits, held)
+            loss = loss + cfg.beta * pen
+    return loss, (clean, u, pen, inv)
+
+
 def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnConfig = UnlearnConfig(),
             device=None, progress: bool = True, on_epoch=None,
-            trace_every: int | None = None, seconds: dict | None = None) -> tuple[nn.Module, list[dict]]:
+            trace_every: int | None = None, seconds: dict | None = None,
+            precision: str = "auto") -> tuple[nn.Module, list[dict]]:
     """Return a repaired copy of `model` and one row of defender-side figures per epoch.
 
     `on_epoch(model, epoch)`, if given, is called after each epoch (and with epoch 0 before the
@@ -222,9 +251,11 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     `trace_every` adds such rows (marked "trace", fractional epochs) every that many SGD steps,
     for a finer trade-off curve; traces do not take part in stopping or choosing the model. The
     time both take goes to `seconds["overhead"]` (pass a dict), apart from the defense's own; the
-    history holds figures only.
+    history holds figures only. `precision` is `train.autocast`'s: bf16 steps on CUDA by default,
+    fp32 (bit-identical to before) on CPU.
     """
     device = pick_device() if device is None else torch.device(device)
+    uses_bf16(device, precision)  # refuses an unknown precision before any compute
     xtr, ytr, xv, yv = split_defense(holding, cfg.val_fraction, cfg.seed, model=model)
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
@@ -274,35 +305,16 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0, "invariance": 0.0}
         for done, (xb, idx) in enumerate(batches(xtr, torch.arange(len(xtr)), cfg.batch_size, True, gen), start=1):
             yb = ytr[idx]
-            inv = torch.zeros((), device=device)
-            if invariant:  # clean and stamped images pass together, so BatchNorm sees one batch
-                xt, lt = stamp_every(pool, xb, gen)
-                keep = lt != yb
-                lt = torch.where(keep, yb, lt) if cfg.target == "correct" else lt
-                xb, yb, xt, lt, keep = xb.to(device), yb.to(device), xt.to(device), lt.to(device), keep.to(device)
-                both = student(torch.cat([xb, xt]))
-                n = len(xb)
-                inv = feature_invariance(tap.features[n:], tap.features[:n])
-                logits, lt_logits = both[:n], both[n:]
-                u = unlearning_term(lt_logits[keep], lt[keep], cfg) if keep.any() else torch.zeros((), device=device)
-            else:
-                xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
-                xb, yb, xt, lt = xb.to(device), yb.to(device), xt.to(device), lt.to(device)
-                u = unlearning_term(student(xt), lt, cfg) if len(xt) else torch.zeros((), device=device)
-                logits = None if cfg.vanilla else student(xb)
-            loss = cfg.alpha * u + cfg.invariance * inv if invariant else cfg.alpha * u
-            clean = torch.zeros((), device=device)
-            pen = torch.zeros((), device=device)
-            if not cfg.vanilla:
-                clean = F.cross_entropy(logits, yb)
-                loss = loss + clean
-                if held_all is not None:
-                    pen = output_anchor(logits, held_all[idx.to(held_all.device)])
-                    loss = loss + cfg.beta * pen
-            check_finite(loss, f"unlearning epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with memory_advice("unlearning", cfg.batch_size, device):
+                with autocast(device, precision):
+                    loss, parts = batch_loss(student, tap, pool, xb, yb,
+                                             None if held_all is None else held_all[idx.to(held_all.device)],
+                                             cfg, gen, device)
+                clean, u, pen, inv = parts
+                check_finite(loss, f"unlearning epoch {epoch}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             if omega is not None:  # the penalty's exact proximal step (stable at any lr)
                 with torch.no_grad():
                     for w, p, p0 in zip(omega, params, theta0):
