@@ -127,8 +127,6 @@ def memory_advice(what: str, batch_size: int, device: torch.device, knob: str = 
     try:
         yield
     except torch.OutOfMemoryError:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
         raise DeviceMemoryError(f"{what}: {device} ran out of memory at batch size {batch_size}; "
                                 f"try {knob}={max(1, batch_size // 2)}") from None
 
