@@ -6,6 +6,7 @@
     baeraser report index                    # rebuild reports/index.html
     baeraser report table                    # attack × defense table, Markdown
     baeraser report offline                  # make every HTML report under reports/ open offline
+    baeraser report compact                  # shrink them (compact CSS, 256-colour figures)
 
 (`python -m baeraser_lib.lab.runner ...` is the same command.)
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--pattern", default="01_inject*.json", help="e.g. '*/01_inject.json' in a grid's folder")
     o = sub.add_parser("offline", help="make every HTML report under a folder open offline (no CDN scripts)")
     o.add_argument("--out", type=Path, default=REPORTS_DIR)
+    c = sub.add_parser("compact", help="shrink every HTML report under a folder (compact CSS, 256-colour figures)")
+    c.add_argument("--out", type=Path, default=REPORTS_DIR)
     v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
     v.add_argument("--out", type=Path, default=REPORTS_DIR)
     v.add_argument("--report", default="04_ablations")
@@ -310,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         from .html import make_offline
 
         print(make_offline(args.out))
+        return 0
+    if args.cmd == "compact":
+        from .html import compact_reports
+
+        print(compact_reports(args.out))
         return 0
     if args.cmd == "index":
         print(write_index(args.out))
