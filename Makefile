@@ -14,7 +14,7 @@ ATTACKS ?=
 GRID      ?=
 SCHEDULER ?=
 
-.PHONY: reports sweep test setup data sync clean-reports lab
+.PHONY: reports sweep test setup data sync clean-reports lab gpu-check
 
 reports: setup data
 	$(VENV)/bin/baeraser report run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
@@ -26,6 +26,10 @@ sweep: setup data
 
 test: setup
 	$(PY) -m pytest -q
+
+# The GPU path in one check (benchmarks/gpu_check.py): make gpu-check [ARGS="--dry-run"]
+gpu-check: setup data
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 # JupyterLab on the notebooks, the .py sources opening as notebooks (jupytext's viewer, set as the
 # default for Python files by jupyter/overrides.json, copied into the environment's lab settings).
