@@ -14,7 +14,7 @@ Stages, each timed, each failure recorded and the next stage still run:
    autocast and channels-last each on and off, and on the CPU beside it; the notebooks'
    recovery and unlearning seconds.
 
-Everything goes to one folder (`--out`, default reports/gpu): gpu_check.json (figures, bars,
+Everything goes to one folder (`--out`, default reports/gpu, which only GPU runs write): gpu_check.json (figures, bars,
 device name, date, commit), log.txt, and the notebooks' HTML and JSON. Weights go to the
 artifacts root (`--artifacts`), not to that folder. Figures, not assertions: the bars are
 computed and written, and the exit status is non-zero only when a stage failed.
@@ -68,13 +68,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="every stage at smoke size, on the CPU")
     ap.add_argument("--device", default=None, help="cuda (default), cuda:N, or cpu; the dry run uses cpu")
-    ap.add_argument("--out", default=str(REPO / "reports" / "gpu"), help="the one folder everything is written to")
+    ap.add_argument("--out", default=None, help="the one folder everything is written to (default reports/gpu; "
+                                                "for a dry run artifacts/gpu-check/dry-run: reports/gpu holds GPU runs only)")
     ap.add_argument("--artifacts", default=str(REPO / "artifacts" / "gpu-check"), help="where weights go")
     ap.add_argument("--data-root", default=str(REPO / "data"))
     ap.add_argument("--stages", nargs="+", default=["tests", "notebooks", "recovery_k100", "throughput"],
                     choices=["tests", "notebooks", "recovery_k100", "throughput"])
     args = ap.parse_args(argv)
     args.device = args.device or ("cpu" if args.dry_run else "cuda")
+    args.out = args.out or str(REPO / "artifacts" / "gpu-check" / "dry-run" if args.dry_run else REPO / "reports" / "gpu")
     return args
 
 

@@ -53,3 +53,15 @@ def test_asking_for_cuda_without_it_fails_in_one_line_before_anything_is_written
     assert done.returncode != 0
     assert "--device cuda" in done.stderr and "no CUDA GPU" in done.stderr and "Traceback" not in done.stderr
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_reports_gpu_holds_only_a_run_on_a_gpu():
+    """Until a GPU has run the check, reports/gpu/ is absent (and the README says the path is
+    untested); once there, it is a real CUDA run, never a dry run."""
+    record = REPO / "reports" / "gpu" / "gpu_check.json"
+    readme = (REPO / "README.md").read_text()
+    if not record.parent.exists():
+        assert "No GPU has run this code yet" in readme
+        return
+    doc = json.loads(record.read_text())
+    assert doc["device_type"] == "cuda" and doc["dry_run"] is False and doc["device"] and doc["date"]
