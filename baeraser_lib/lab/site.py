@@ -283,8 +283,9 @@ def example_markdown(path: Path = REPORTS_DIR / "examples" / "defend-badnets" / 
     """The README's lines on the committed `baeraser defend` example, from its defense.json."""
     d = json.loads(Path(path).read_text())
     b, a, s = d["before"], d["after"], d["seconds"]
-    lines = [f"Its output is committed in `{Path(path).parent.relative_to(REPORTS_DIR.parent)}/`. Measured here "
-             f"(2 CPU threads), on notebook 01's default BadNets victim:",
+    lines = [f"Its output is committed in `{Path(path).parent.relative_to(REPORTS_DIR.parent)}/`, the weights "
+             f"excepted (git ignores `*.safetensors` under `reports/`). Measured here (2 CPU threads), on notebook "
+             f"01's default BadNets victim:",
              "",
              "| figure | before | after |",
              "|---|---|---|",
