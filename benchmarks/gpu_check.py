@@ -160,30 +160,24 @@ def stage_notebooks(args, device, log) -> dict:
 
 def stage_recovery_k100(args, device, log) -> dict:
     import torch
-    from torch.utils.data import TensorDataset
 
-    from baeraser_lib.defenses.recovery import RecoveryConfig, recover_triggers
-    from baeraser_lib.models import build_model
+    from baeraser_lib.defenses.recovery import RecoveryConfig
+    from recovery_speed import k100  # benchmarks/ is this script's folder: the CPU benchmark's own routine
 
     size = K100["smoke" if args.dry_run else "full"]
-    torch.manual_seed(0)
-    model = build_model("resnet18", 100, 3, size["width"]).eval()
-    holding = TensorDataset(torch.rand(size["images"], 3, 32, 32), torch.randint(0, 100, (size["images"],)))
     log(f"recovery K=100 on 32×32×3, {size['images']} images, width {size['width']}, on {device}")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    res = recover_triggers(model, holding, 100, RecoveryConfig(**size["recovery"]), device=device, progress=False)
-    out = {"seconds": time.perf_counter() - start, "images": size["images"], "width": size["width"],
-           "labels_through_staircase": sum(r["recovered_asr"] is not None for r in res.per_label)}
+    out = {**k100(size["images"], size["width"], RecoveryConfig(**size["recovery"]), device), "images": size["images"],
+           "width": size["width"]}
     if device.type == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return out
 
 
 def images_per_second(device, precision: str, layout: str, n: int, width: int, batch_size: int) -> float:
-    """Training img/s of `train.fit` for one epoch on `n` Fashion-MNIST-shaped images, after a
-    one-batch warm-up (kernel selection and allocation are not throughput)."""
+    """Training img/s of `train.fit` for one epoch on `n` Fashion-MNIST-shaped images (fit's own
+    epoch seconds), after a one-batch warm-up (kernel selection and allocation are not throughput)."""
     import torch
     from torch.utils.data import TensorDataset
 
@@ -197,13 +191,9 @@ def images_per_second(device, precision: str, layout: str, n: int, width: int, b
     model = build_model("resnet18", 10, 1, width)
     cfg = TrainConfig(width=width, epochs=1, batch_size=batch_size, schedule="constant")  # throughput, not learning
     fit(model, warm, cfg, device=device, progress=False, precision=precision, layout=layout)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fit(model, data, cfg, device=device, progress=False, precision=precision, layout=layout)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return n / (time.perf_counter() - start)
+    # fit's epoch seconds: its loop reads each step's loss, so the GPU's queue is drained when it ends
+    seconds = fit(model, data, cfg, device=device, progress=False, precision=precision, layout=layout)[0]["seconds"]
+    return n / seconds
 
 
 def committed_cpu_figures() -> dict | None:

@@ -10,6 +10,7 @@ out of the page.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -106,10 +107,15 @@ def smaller_png(b64: str) -> str:
     return base64.b64encode(out.getvalue()).decode("ascii") if out.tell() < len(raw) else b64
 
 
+@functools.cache
+def _compact_css() -> str:
+    return (TEMPLATES / "offline" / "compact.css").read_text(encoding="utf-8")
+
+
 def compact_page(page: str) -> str:
     """A report page made small: JupyterLab's index.css (240 KB in every page) replaced by
     compact.css, and every figure by `smaller_png`. Pages already compact come back unchanged."""
-    css = (TEMPLATES / "offline" / "compact.css").read_text(encoding="utf-8")
+    css = _compact_css()
     page = _STYLE.sub(lambda m: m.group(1) + "\n" + css + m.group(3)
                       if _LAB_INDEX_CSS in m.group(2) or _COMPACT_CSS in m.group(2) else m.group(0), page)
     return _PNG.sub(lambda m: "data:image/png;base64," + smaller_png(m.group(1)), page)
