@@ -31,6 +31,7 @@ from .defenses import DEFENSES, Defended
 from .defenses.recovery import check_model_input
 from .errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 from .models import MODELS, Normalize, build_model
+from .train import pick_device, uses_bf16
 
 TORCHVISION_PREFIX = "torchvision."
 
@@ -257,16 +258,31 @@ def check_data(model: nn.Module, data: Dataset, num_classes: int, what: str = "h
             from None
 
 
+def check_precision(method: str, precision: str) -> None:
+    """A ConfigError for an unknown precision, or for `bf16` with a method that has no bf16 path."""
+    uses_bf16(torch.device("cpu"), precision)  # refuses an unknown name
+    if precision == "bf16" and not DEFENSES[method].bf16:
+        raise ConfigError(f"{method} runs in fp32 only; precision 'bf16' applies to "
+                          f"{[k for k, s in DEFENSES.items() if s.bf16]}")
+
+
 def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "baeraser", config=None,
-           device=None, progress: bool = True, **given) -> Defended:
+           device=None, progress: bool = True, precision: str = "auto", **given) -> Defended:
     """Run the registered defense `method` on `model` with the clean holding set `holding`.
 
     `config` is the method's config (default: its defaults, `DEFENSES[method].config()`); `given`
     passes what another defense already computed from the same inputs (see `defenses.base`).
-    Every input is checked before any compute; `model` itself is never changed."""
+    `precision` (auto | fp32 | bf16) is for methods with a bf16 path (BAERASER's unlearning):
+    `auto` runs bf16 autocast steps on CUDA and fp32 elsewhere, `fp32` switches it off; the
+    other methods run fp32 and refuse `bf16`. Every input is checked before any compute; `model`
+    itself is never changed."""
     if method not in DEFENSES:
         raise ConfigError(f"unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
     spec = DEFENSES[method]
+    device = pick_device() if device is None else pick_device(str(device))
+    check_precision(method, precision)
+    if spec.bf16:
+        given["precision"] = precision
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch nn.Module, got {type(model).__name__}")
     check_num_classes(num_classes)

@@ -141,6 +141,7 @@ def bad_inputs(tiny, tmp_path):
         ("labels outside [0, K)", {"--data": str(bad / "labels.npz")}, "outside [0, 10)"),
         ("too few images", {"--data": str(bad / "few.npz")}, "needs at least"),
         ("output not empty", {"--out": str(full)}, "not empty"),
+        ("bf16 for a method without it", {"--method": "finetune", "--precision": "bf16"}, "fp32 only"),
     ]
 
 

@@ -1,6 +1,8 @@
 """The GPU path's code, run on the CPU: device refusals, bf16 autocast and channels-last as
 options of the same training and unlearning loops, and the out-of-memory advice."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -93,3 +95,45 @@ def test_the_one_cycle_schedule_trains_at_every_short_length():
         cfg = TrainConfig(model="small_cnn", width=4, epochs=1, batch_size=16)
         hist = T.fit(new_model(cfg), toy(n), cfg, torch.device("cpu"), progress=False)
         assert len(hist) == 1 and hist[0]["train_loss"] > 0
+
+
+def test_defend_takes_a_precision_for_baeraser_and_refuses_what_a_method_cannot_do(monkeypatch):
+    """`defend(precision=)` reaches BAERASER's unlearning (fp32 switches bf16 off on CUDA); an
+    unknown precision, or bf16 for a method that runs fp32 only, fails before any compute."""
+    import importlib
+
+    from torch.utils.data import TensorDataset
+
+    import baeraser_lib as B
+
+    bae = importlib.import_module("baeraser_lib.defenses.baeraser")  # the module; the package exports the function
+
+    model = new_model(TrainConfig(model="small_cnn", width=4, epochs=1))
+    holding = TensorDataset(torch.rand(60, 1, 28, 28), torch.arange(60) % 10)
+    seen = []
+
+    def spy(*a, precision="auto", **k):
+        seen.append(precision)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bae, "unlearn", spy)
+    monkeypatch.setattr(bae, "recover_triggers", lambda *a, **k: SimpleNamespace(per_label=[], flagged=[0], seconds=0.0))
+    monkeypatch.setattr(bae, "TriggerPool", SimpleNamespace(from_result=lambda res: OnePool()))
+    for precision in ("auto", "fp32", "bf16"):
+        with pytest.raises(RuntimeError, match="stop here"):
+            B.defend(model, holding, 10, "baeraser", device="cpu", progress=False, precision=precision)
+    assert seen == ["auto", "fp32", "bf16"]
+    for method, precision, says in (("baeraser", "half", "unknown precision"), ("nc", "bf16", "fp32 only"),
+                                    ("finetune", "bf16", "fp32 only")):
+        with pytest.raises(ConfigError, match=says):
+            B.defend(model, holding, 10, method, device="cpu", progress=False, precision=precision)
+    assert len(seen) == 3  # refused before any compute
+    assert {k for k, s in B.DEFENSES.items() if s.bf16} == {"baeraser", "vanilla"}
+
+
+class OnePool:
+    """Stands in for a recovered pool of one trigger (label 0): all `repair` asks of it."""
+    labels = [0]
+
+    def __len__(self):
+        return 1

@@ -48,7 +48,7 @@ def _repairing(name: str, fn):
 
 
 DEFENSES: dict[str, DefenseSpec] = {
-    "baeraser": DefenseSpec(baeraser, BaeraserConfig, "BAERASER", ("holding", "pool"), "ours",
+    "baeraser": DefenseSpec(baeraser, BaeraserConfig, "BAERASER", ("holding", "pool"), "ours", bf16=True,
                             summary="recover triggers (MSA), flag outliers, unlearn them with the dynamic penalty",
                             cite="Liu et al., Backdoor Defense with Machine Unlearning, INFOCOM 2022"),
     "finetune": DefenseSpec(_repairing("finetune", finetune), FinetuneConfig, "fine-tuning", ("holding",),
@@ -71,7 +71,7 @@ DEFENSES: dict[str, DefenseSpec] = {
     "anp": DefenseSpec(anp, ANPConfig, "ANP", ("holding",), "peer",
                        summary="learn BatchNorm neuron masks under adversarial neuron perturbation, prune below 0.2",
                        cite="Wu & Wang, Adversarial Neuron Perturbation Exposes Backdoors, NeurIPS 2021"),
-    "vanilla": DefenseSpec(vanilla, VanillaConfig, "vanilla ascent", ("holding", "pool"), "ablation",
+    "vanilla": DefenseSpec(vanilla, VanillaConfig, "vanilla ascent", ("holding", "pool"), "ablation", bf16=True,
                            summary="plain ascent on the recovered triggers, no penalty (a control)"),
 }
 

@@ -53,17 +53,18 @@ class BaeraserConfig:
 def baeraser(model: nn.Module, holding: Dataset, num_classes: int, cfg: BaeraserConfig = BaeraserConfig(),
              device=None, progress: bool = True, pool: TriggerPool | None = None,
              per_label: list[dict] | None = None, flagged: list[int] | None = None, on_epoch=None,
-             trace_every: int | None = None) -> Defended:
+             trace_every: int | None = None, precision: str = "auto") -> Defended:
     """Recover, unlearn and confirm (see the module text); `model` itself is never changed. A pool
     recovered before from the same D_h (with its `per_label` rows and `flagged` labels) skips
-    recovery; `on_epoch`/`trace_every` go to unlearning (plotting only)."""
+    recovery; `on_epoch`/`trace_every` go to unlearning (plotting only). `precision` is
+    unlearning's (`train.autocast`: bf16 steps on CUDA under `auto`); recovery stays fp32."""
     if pool is not None:
         return repair(model, holding, num_classes, pool, per_label or [], cfg, device, progress, on_epoch=on_epoch,
-                      trace_every=trace_every, flagged=flagged)
+                      trace_every=trace_every, flagged=flagged, precision=precision)
     t0 = time.perf_counter()
     res = recover_triggers(model, holding, num_classes, cfg.recovery, device=device, progress=progress)
     out = repair(model, holding, num_classes, TriggerPool.from_result(res), res.per_label, cfg, device, progress,
-                 on_epoch=on_epoch, trace_every=trace_every, flagged=res.flagged)
+                 on_epoch=on_epoch, trace_every=trace_every, flagged=res.flagged, precision=precision)
     out.recovery = res
     overhead = out.seconds.get("overhead", 0.0)
     out.seconds = {"recovery": res.seconds, **out.seconds, "total": time.perf_counter() - t0 - overhead}
@@ -72,7 +73,7 @@ def baeraser(model: nn.Module, holding: Dataset, num_classes: int, cfg: Baeraser
 
 def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPool, per_label: list[dict],
            cfg: BaeraserConfig = BaeraserConfig(), device=None, progress: bool = True, on_epoch=None,
-           trace_every: int | None = None, flagged: list[int] | None = None) -> Defended:
+           trace_every: int | None = None, flagged: list[int] | None = None, precision: str = "auto") -> Defended:
     """Steps 2 and 3 on a pool recovery already made (e.g. a cached pool artifact and its
     `per_label` rows). `flagged` is recovery's verdict (default: the pool's labels); a flagged
     label whose generator missed τ has no trigger to unlearn, but still counts as flagged. An
@@ -84,7 +85,7 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
     untested = [k for k in flagged if k not in pool.labels]  # flagged, but no trigger reached τ
     if len(pool) == 0:
         return _clean(model, pool, {}, seconds, t0, verdict=untested)
-    kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every)
+    kw = dict(device=device, progress=progress, on_epoch=on_epoch, trace_every=trace_every, precision=precision)
     spent: dict[str, float] = {}
     repaired, history = unlearn(model, holding, pool, cfg.unlearn, seconds=spent, **kw)
     overhead = spent.get("overhead", 0.0)

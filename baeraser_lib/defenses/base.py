@@ -52,6 +52,7 @@ class DefenseSpec:
     needs: tuple[str, ...]  # what it takes beyond the model: "holding" (D_h); "pool" (recovered triggers)
     role: str  # ours | ablation (a control of ours) | baseline (the paper's) | peer (today's strongest)
     min_holding: int = 40  # the fewest holding images it can split into train and validation parts
+    bf16: bool = False  # it takes `precision=` (bf16 autocast steps); the others always run fp32
     summary: str = ""
     cite: str = ""
 

@@ -359,7 +359,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
 
 def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig = UnlearnConfig(),
                     device=None, progress: bool = True, on_epoch=None, trace_every: int | None = None,
-                    seconds: dict | None = None):
+                    seconds: dict | None = None, precision: str = "auto"):
     """`unlearn(...)`, or, when recovery kept no trigger (a model judged clean), the model
     unchanged: a copy, with a one-row history marked `empty_pool`. A clean model is left alone."""
     if pool is None or len(pool) == 0:
@@ -368,4 +368,4 @@ def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None
         row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
         return model, [row]
     return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
-                   trace_every=trace_every, seconds=seconds)
+                   trace_every=trace_every, seconds=seconds, precision=precision)

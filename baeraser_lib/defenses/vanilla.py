@@ -29,8 +29,9 @@ class VanillaConfig:
 
 def vanilla(model: nn.Module, holding: Dataset, num_classes: int, cfg: VanillaConfig = VanillaConfig(), device=None,
             progress: bool = True, pool: TriggerPool | None = None, on_epoch=None, trace_every: int | None = None,
-            **_unused) -> Defended:
-    """Plain ascent on every pooled trigger (recovered here unless `pool` is given)."""
+            precision: str = "auto", **_unused) -> Defended:
+    """Plain ascent on every pooled trigger (recovered here unless `pool` is given); `precision`
+    is unlearning's."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     if pool is None:
@@ -38,7 +39,8 @@ def vanilla(model: nn.Module, holding: Dataset, num_classes: int, cfg: VanillaCo
         pool, seconds["recovery"] = TriggerPool.from_result(res), res.seconds
     spent: dict[str, float] = {}
     repaired, history = unlearn_or_keep(model, holding, pool, cfg.unlearn, device=device, progress=progress,
-                                        on_epoch=on_epoch, trace_every=trace_every, seconds=spent)
+                                        on_epoch=on_epoch, trace_every=trace_every, seconds=spent,
+                                        precision=precision)
     overhead = spent.get("overhead", 0.0)
     seconds.update(total=time.perf_counter() - t0 - overhead, overhead=overhead)
     return Defended("vanilla", repaired, None, [], history, seconds, pool=pool)

@@ -2,6 +2,7 @@
 
     baeraser defend --model CKPT --arch NAME [--model-def FILE.py:FACTORY] --data HOLDING
                     --num-classes K --out DIR [--eval-data DATA] [--eval-trigger T] [--force]
+                    [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
 
 It checks every input first (one clear line and exit status 2 on a bad one, nothing written),
 then runs the defense and writes, into DIR, all at once (a temporary sibling renamed into place):
@@ -36,7 +37,7 @@ from ..defenses.common import split_defense
 from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from ..metrics import backdoor_metrics, clean_accuracy
 from ..targets import TargetRule
-from ..train import pick_device
+from ..train import PRECISIONS, pick_device
 from ..triggers import stamp_mask, trigger_from_json
 
 HOLDING_VAL_FRACTION = 0.2  # the defenses' own validation share of D_h (UnlearnConfig, FinetuneConfig)
@@ -105,6 +106,9 @@ def parser(prog: str = "baeraser defend") -> argparse.ArgumentParser:
     ap.add_argument("--holding-ratio", type=float, default=0.05, help="named datasets: |D_h| / training-set size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                    help="unlearning steps: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 switches it off "
+                         "(bf16: BAERASER and vanilla only)")
     ap.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -125,6 +129,10 @@ def prepare(args) -> dict:
     if args.num_classes is None or args.num_classes < 2:
         raise UsageError(f"--num-classes must be ≥ 2, got {args.num_classes}")
     api.check_architecture(args.arch, args.model_def)
+    try:
+        api.check_precision(args.method, args.precision)
+    except ConfigError as err:
+        raise UsageError(f"--precision {args.precision}: {err}") from None
     try:
         device = pick_device(args.device)
     except Exception as err:
@@ -226,7 +234,7 @@ def run(args) -> dict:
     before = figures(model, inputs, args.seed)
     t0 = time.perf_counter()
     defended = api.defend(model, inputs["holding"], args.num_classes, args.method, device=inputs["device"],
-                          progress=progress)
+                          progress=progress, precision=args.precision)
     wall = time.perf_counter() - t0
     after = figures(defended.model, inputs, args.seed)
     verdict = ("backdoored" if defended.backdoored else "judged clean: model returned unchanged"
@@ -238,7 +246,8 @@ def run(args) -> dict:
                "inputs": {"model": str(args.model), "model_sha256_16": file_digest(args.model), "arch": args.arch,
                           "model_def": args.model_def, "data": str(args.data), "holding_images": len(inputs["holding"]),
                           "num_classes": args.num_classes, "eval_data": args.eval_data,
-                          "eval_trigger": args.eval_trigger, "seed": args.seed},
+                          "eval_trigger": args.eval_trigger, "seed": args.seed,
+                          "precision": args.precision},
                "library_version": __version__, "git_commit": git_commit(),
                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write(args.out, defended, summary, args.force)
