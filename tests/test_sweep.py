@@ -353,15 +353,22 @@ def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path
         assert (out / "tiny" / "fashion_mnist" / "run.json").stat().st_mtime_ns == stamp
 
 
-def fake_run(grid_dir: Path, run_id: str, dataset: str, before: tuple, after: dict) -> dict:
-    """A finished run's record and its 03 report, with chosen figures."""
+def fake_run(grid_dir: Path, run_id: str, dataset: str, before: tuple, after: dict, report: dict | None = None,
+             retuned: dict | None = None) -> dict:
+    """A finished run's record and its 03 report, with chosen figures (`report`: more keys of it;
+    `retuned`: each model's ASR after the reactivation check, "clean reference" included)."""
     from baeraser_lib.metrics import der
 
     (grid_dir / run_id).mkdir(parents=True)
     methods = {"none": {"clean_acc": before[0], "asr": before[1], "der": 0.5}}
     for k, (acc, asr) in after.items():
         methods[k] = {"clean_acc": acc, "asr": asr, "der": der(before[0], acc, before[1], asr)}
-    (grid_dir / run_id / "03_unlearn.json").write_text(json.dumps({"methods": methods}))
+    for k, v in (retuned or {}).items():
+        if k in methods:
+            methods[k]["reactivated_asr"] = v
+    reactivation = {"models": {k: {"asr_after": v} for k, v in retuned.items()}} if retuned else None
+    (grid_dir / run_id / "03_unlearn.json").write_text(json.dumps({"methods": methods, "reactivation": reactivation,
+                                                                   **(report or {})}))
     return {"run_id": run_id, "axes": {"dataset": dataset}, "parameters": {"dataset": dataset, "attack": "badnets"},
             "status": "ok", "steps": [], "seconds": 1.0}
 
@@ -384,3 +391,37 @@ def test_grid_summary_means_and_row_verdicts(tmp_path):
     assert summary["targets"]["baeraser_der_ge_best_baseline"]["measured"] == "1 of 2 rows"
     assert summary["datasets"]["cifar10"] == {"source": GR.data_source("cifar10"), "runs_ok": 0, "runs_failed": 1,
                                               "why_not": ["no files"], "ran": False, "sizes": [], "data_roots": []}
+
+
+def test_grid_holds_issue_18s_bars_per_row_and_its_table():
+    """Re-tuned ASR against the reference + 0.10, and BAERASER's kept bars (ASR, points lost, cost
+    ratio) per row, counted in the summary and written out as the README's table."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        peers = {"baeraser": (0.91, 0.01), "finetune": (0.91, 0.90), "nc": (0.90, 0.02)}
+        records = [fake_run(d, "kept", "fashion_mnist", (0.92, 1.0), peers, {"cost_ratio": 0.2},
+                            {"none": 0.99, "baeraser": 0.10, "nc": 0.97, "clean reference": 0.05}),
+                   fake_run(d, "missed", "fashion_mnist", (0.95, 1.0), peers, {"cost_ratio": float("nan")},
+                            {"none": 0.99, "baeraser": 0.30, "nc": 0.97, "clean reference": 0.05}),
+                   fake_run(d, "unchecked", "fashion_mnist", (0.92, 1.0), peers)]
+        rows = GR.grid_rows(d, records)
+        assert [r.get("baeraser_stays_erased") for r in rows] == [True, False, None]
+        assert rows[0]["baeraser_kept_bars"] == {"asr": True, "acc_drop_points": True, "cost_ratio": True}
+        assert rows[1]["baeraser_kept_bars"] == {"asr": True, "acc_drop_points": False, "cost_ratio": None}
+        t = GR.summarise(rows)["targets"]
+        assert t["baeraser_stays_erased"]["measured"] == "1 of 2 rows checked (1 not checked)"
+        assert not t["baeraser_stays_erased"]["met"]
+        assert t["baeraser_asr_every_row"] == {"target": "<= 0.02 on every row", "measured": "3 of 3 rows", "met": True}
+        assert t["baeraser_acc_drop_points_every_row"]["measured"] == "2 of 3 rows"
+        assert t["baeraser_cost_ratio_every_row"] == {"target": "<= 0.25 on every row",
+                                                      "measured": "1 of 1 rows (2 unknown)", "met": False}
+        head, body = GR.erasure_cells(rows)
+        assert len(body) == 2 and [c[0] for c in body] == [r["label"] for r in rows[:2]]  # not the unchecked row
+        col = {h: i for i, h in enumerate(head)}
+        assert body[1][col["re-tuned: never backdoored"]] == "0.0500" and body[1][col["BAERASER"]] == "0.3000"
+        assert body[1][col["Neural Cleanse"]] == "0.9700" and body[1][col["fine-tuning"]] == ""
+        assert "fine-pruning" not in col  # a defense no row ran gets no column
+        assert body[1][-1] == "MISSED" and body[0][-1] == "met" and body[1][col["cost ratio (≤ 0.25)"]] == ""
+        assert body[1][col["points lost (≤ 2)"]] == "4.00 MISSED"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..defenses import DEFENSES, names
+from .claims import REACTIVATION_MARGIN
 from .reports import write_json_atomic
 
 COMPARED = [(k, DEFENSES[k].label) for k in names("ours", "baseline", "peer")]  # (plain ascent, a control, is left out)
@@ -21,7 +22,10 @@ BASELINES = names("baseline")
 PEERS = names("peer")
 TABLE_NOTEBOOK = "03_unlearn"  # the notebook whose report holds every defense's figures
 TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7's bar for BAERASER
-REACTIVATION_MARGIN = 0.10  # issue #18: re-tuned, at most the clean reference's ASR + this
+# issue #18: what BAERASER must still reach on every row while it erases for good (its re-tuned
+# ASR at most the clean reference's + REACTIVATION_MARGIN): ASR after the defense, accuracy lost
+# (points), and recovery + unlearning as a share of the victim's training time
+KEPT_BARS = {"asr": 0.02, "acc_drop_points": 2.0, "cost_ratio": 0.25}
 
 
 def data_source(dataset: str | None) -> str:
@@ -93,6 +97,8 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
             erased = row["defenses"]["baeraser"].get("reactivated_asr")
             if erased is not None:
                 row["baeraser_stays_erased"] = erased <= reference["asr_after"] + REACTIVATION_MARGIN
+        cost = report.get("cost_ratio")
+        row["cost_ratio"] = cost if isinstance(cost, (int, float)) and cost == cost else None  # NaN: unknown
         row["not_run"] = [k for k, _ in COMPARED if k not in methods]  # e.g. a run from before the peers joined
         for k, d in row["defenses"].items():  # a pool-based defense's cost includes recovering the pool (notebook 02)
             if "pool" in DEFENSES[k].needs and d["seconds"] is not None:
@@ -100,6 +106,11 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
         for k, d in row["defenses"].items():
             d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
             d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
+        b = row["defenses"]["baeraser"]
+        row["baeraser_kept_bars"] = {"asr": b["asr"] <= KEPT_BARS["asr"],
+                                     "acc_drop_points": b["acc_drop_points"] <= KEPT_BARS["acc_drop_points"],
+                                     "cost_ratio": None if row["cost_ratio"] is None
+                                     else row["cost_ratio"] <= KEPT_BARS["cost_ratio"]}
         base = [row["defenses"][k]["der"] for k in BASELINES if k in row["defenses"]]
         if base:
             row["best_baseline_der"] = max(base)
@@ -193,6 +204,7 @@ def summarise(rows: list[dict]) -> dict:
                             f"({len(done) - len(checked)} not checked)",
                 "met": len(checked) == len(done) and all(r["baeraser_stays_erased"] for r in checked)}}
                if checked else {}),
+            **{f"baeraser_{k}_every_row": _every_row(done, k) for k in KEPT_BARS},
         },
         "peer_wins": peer_wins,
     }
@@ -252,6 +264,15 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
     return names
 
 
+def _every_row(done: list[dict], bar: str) -> dict:
+    """One of BAERASER's kept bars (`KEPT_BARS`) over the finished rows: how many rows meet it."""
+    known = [r["baeraser_kept_bars"][bar] for r in done if r["baeraser_kept_bars"][bar] is not None]
+    return {"target": f"<= {KEPT_BARS[bar]} on every row",
+            "measured": f"{sum(known)} of {len(known)} rows" + (f" ({len(done) - len(known)} unknown)"
+                                                              if len(known) < len(done) else ""),
+            "met": bool(done) and len(known) == len(done) and all(known)}
+
+
 def _f(v, digits=4) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
@@ -297,6 +318,17 @@ def _table(rows: list[dict]) -> str:
     return (f"<table><tr><th rowspan=2>run</th><th colspan=2>before</th>{head}"
             f"<th rowspan=2>BAERASER DER ≥ best baseline</th><th rowspan=2>≥ best peer</th></tr>"
             f"<tr><th>acc</th><th>ASR</th>{sub}</tr>{''.join(body)}</table>")
+
+
+def _erasure_table(rows: list[dict]) -> str:
+    head, body = erasure_cells(rows)
+    if not body:
+        return ""
+    return ("<h2>Erased for good (issue #18)</h2><p>BAERASER's bars after the defense, then each model's ASR "
+            "after the attacker's re-tuning (a few stamped training images, the true trigger: evaluation only).</p>"
+            "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+            + "</table>")
 
 
 def grid_markdown(grid_dir: Path) -> str:
@@ -376,6 +408,7 @@ Notebooks per run: {html.escape(', '.join(grid.notebooks))}. JSON with the same 
 <h2>Results</h2><p>Evaluation split (never seen by any defense), true trigger (evaluation only). "before" is the
 victim; DER = (max(0, ΔASR) − max(0, Δacc) + 1) / 2. Bold: the row's best DER.</p>
 {_table(rows)}
+{_erasure_table(rows)}
 <h2>Means across finished rows</h2>
 <table><tr><th>defense</th><th>rows</th><th>mean ASR reduction</th><th>mean accuracy drop (points)</th>
 <th>mean DER</th><th>worst ASR</th><th>mean seconds</th></tr>{means}</table><ul>{targets}</ul>{wins}
@@ -403,3 +436,36 @@ def summary_markdown(grid_dir: Path) -> str:
                       f"{w['baeraser_der']:.3f} (by {w['by']:.3f})" for w in wins]
                      or ["- no row where a peer's DER beats BAERASER's"])
     return "\n".join(lines)
+
+
+def _mark(ok) -> str:
+    return "" if ok is None else "met" if ok else "MISSED"
+
+
+def erasure_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Issue #18 per row (header, cells): BAERASER's kept bars, then every defense's ASR after
+    re-tuning beside the never-backdoored reference's and the undefended victim's, and whether
+    BAERASER's stays within the reference's + REACTIVATION_MARGIN."""
+    cols = [(k, label) for k, label in _shown(rows)]
+    head = ["run", f"BAERASER ASR (≤ {KEPT_BARS['asr']})", f"points lost (≤ {KEPT_BARS['acc_drop_points']:g})",
+            f"cost ratio (≤ {KEPT_BARS['cost_ratio']})", "re-tuned: never backdoored", "undefended",
+            *[label for _, label in cols], f"BAERASER stays erased (≤ reference + {REACTIVATION_MARGIN:g})"]
+    body = []
+    for r in rows:
+        if "defenses" not in r or "reference_reactivated_asr" not in r:
+            continue
+        b, bars = r["defenses"]["baeraser"], r["baeraser_kept_bars"]
+        body.append([r["label"], f"{b['asr']:.4f} {_mark(bars['asr'])}",
+                     f"{b['acc_drop_points']:.2f} {_mark(bars['acc_drop_points'])}",
+                     f"{_f(r['cost_ratio'], 2)} {_mark(bars['cost_ratio'])}".strip(),
+                     _f(r["reference_reactivated_asr"]), _f(r.get("victim_reactivated_asr")),
+                     *[_f((r["defenses"].get(k) or {}).get("reactivated_asr")) for k, _ in cols],
+                     _mark(r.get("baeraser_stays_erased"))])
+    return head, body
+
+
+def erasure_markdown(grid_dir: Path) -> str:
+    """The issue #18 table (`erasure_cells`) as Markdown, the README's copy, from grid.json."""
+    head, body = erasure_cells(json.loads((grid_dir / "grid.json").read_text())["rows"])
+    return "\n".join(["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+                     + ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body])
