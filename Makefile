@@ -14,7 +14,7 @@ ATTACKS ?=
 GRID      ?=
 SCHEDULER ?=
 
-.PHONY: reports sweep test setup data sync clean-reports lab gpu-check
+.PHONY: reports sweep test setup data sync clean-reports lab gpu-check readme
 
 reports: setup data
 	$(VENV)/bin/baeraser report run $(if $(ATTACKS),--attacks $(ATTACKS)) $(ARGS)
@@ -59,6 +59,10 @@ data:
 	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || \
 	   echo "data: apt could not install dataset-fashion-mnist; the notebooks will use data/ or download"; \
 	else echo "data: no apt (or not root); the notebooks will use data/ or a torchvision download"; fi
+
+# Rewrite the README's generated tables from the committed JSON (after reports or a sweep row land).
+readme: setup
+	$(VENV)/bin/baeraser report readme
 
 # Re-pair the notebooks after editing their .py sources.
 sync: setup

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,3 +223,38 @@ def test_every_command_module_runs_as_a_module():
         done = subprocess.run([sys.executable, "-m", f"baeraser_lib.lab.{module}", "--help"], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0 and "usage" in done.stdout, (module, done.stderr[-500:])
+
+
+def test_readme_generated_tables_are_current_and_each_is_there_once():
+    """Every table that `baeraser report readme` writes is in the README once, and equals what
+    the committed JSON gives now (`make readme` rewrites them)."""
+    from baeraser_lib.lab.readme import OPENING, _blocks, stale
+
+    text = (ROOT / "README.md").read_text()
+    names = OPENING.findall(text)
+    assert sorted(names) == sorted(_blocks()), "each generated table appears once"
+    assert stale(text, ROOT) == [], "run `make readme`"
+
+
+def test_readme_command_rewrites_stale_tables_and_refuses_unknown_ones(tmp_path, capsys):
+    from baeraser_lib.errors import ConfigError
+    from baeraser_lib.lab.readme import render
+    from baeraser_lib.lab.runner import main as report_main
+    from baeraser_lib.lab.site import attack_markdown
+
+    (tmp_path / "reports").symlink_to(ROOT / "reports")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- generated: attacks -->\n| old |\n<!-- /generated: attacks -->\n\ntext\n")
+    assert report_main(["readme", "--readme", str(readme), "--check"]) == 1
+    assert "stale: attacks" in capsys.readouterr().out and "| old |" in readme.read_text()  # --check writes nothing
+    assert report_main(["readme", "--readme", str(readme)]) == 0
+    assert readme.read_text() == ("# x\n\n<!-- generated: attacks -->\n" + attack_markdown(ROOT / "reports")
+                                  + "\n<!-- /generated: attacks -->\n\ntext\n")
+    assert report_main(["readme", "--readme", str(readme), "--check"]) == 0
+    for bad, says in (("<!-- generated: nope -->\n<!-- /generated: nope -->\n", "unknown generated"),
+                      ("<!-- generated: attacks -->\n| a |\n", "never closed")):
+        with pytest.raises(ConfigError, match=says):
+            render(bad, ROOT)
+        readme.write_text(bad)
+        assert report_main(["readme", "--readme", str(readme)]) == 2
+        assert says in capsys.readouterr().err and readme.read_text() == bad

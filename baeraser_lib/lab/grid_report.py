@@ -467,5 +467,7 @@ def erasure_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def erasure_markdown(grid_dir: Path) -> str:
     """The issue #18 table (`erasure_cells`) as Markdown, the README's copy, from grid.json."""
     head, body = erasure_cells(json.loads((grid_dir / "grid.json").read_text())["rows"])
+    if not body:
+        return "No row of this grid's index ran the reactivation check (issue #18) yet."
     return "\n".join(["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
                      + ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body])

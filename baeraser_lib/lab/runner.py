@@ -7,6 +7,7 @@
     baeraser report table                    # attack × defense table, Markdown
     baeraser report offline                  # make every HTML report under reports/ open offline
     baeraser report compact                  # shrink them (compact CSS, 256-colour figures)
+    baeraser report readme [--check]         # rewrite the README's generated tables (see `readme`)
 
 (`python -m baeraser_lib.lab.runner ...` is the same command.)
 The `.py` (jupytext percent format) of each notebook is what runs, so a report always reflects
@@ -305,7 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verdicts", help="print an ablation report's claims table as Markdown")
     v.add_argument("--out", type=Path, default=REPORTS_DIR)
     v.add_argument("--report", default="04_ablations")
+    m = sub.add_parser("readme", help="rewrite the README's generated tables from the committed JSON")
+    m.add_argument("--readme", type=Path, default=REPORTS_DIR.parent / "README.md")
+    m.add_argument("--check", action="store_true", help="only list the stale tables (exit 1 if any)")
     args = ap.parse_args(argv)
+    if args.cmd == "readme":
+        from .readme import update
+
+        try:
+            names = update(args.readme, check=args.check)
+        except (ConfigError, OSError) as err:
+            print(f"baeraser report readme: error: {err}", file=sys.stderr)
+            return 2
+        print(f"{'stale' if args.check else 'rewritten'}: {', '.join(names)}" if names else "every table is current")
+        return 1 if names and args.check else 0
     if args.cmd == "verdicts":
         print(verdict_markdown(args.out, args.report))
         return 0
