@@ -258,8 +258,22 @@ def check_data(model: nn.Module, data: Dataset, num_classes: int, what: str = "h
             from None
 
 
+def resolve_device(device=None) -> torch.device:
+    """`None` or "auto" → the best device here; a name ("cpu", "cuda:1"), a torch.device or a
+    CUDA index → that device, refused with a ConfigError when this machine lacks it."""
+    if device is None or isinstance(device, str):
+        return pick_device(device or "auto")
+    try:
+        name = str(torch.device(device))
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    return pick_device(name)
+
+
 def check_precision(method: str, precision: str) -> None:
     """A ConfigError for an unknown precision, or for `bf16` with a method that has no bf16 path."""
+    if method not in DEFENSES:
+        raise ConfigError(f"unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
     uses_bf16(torch.device("cpu"), precision)  # refuses an unknown name
     if precision == "bf16" and not DEFENSES[method].bf16:
         raise ConfigError(f"{method} runs in fp32 only; precision 'bf16' applies to "
@@ -272,14 +286,14 @@ def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "
 
     `config` is the method's config (default: its defaults, `DEFENSES[method].config()`); `given`
     passes what another defense already computed from the same inputs (see `defenses.base`).
-    `precision` (auto | fp32 | bf16) is for methods with a bf16 path (BAERASER's unlearning):
+    `device` is `resolve_device`'s. `precision` (auto | fp32 | bf16) is for methods with a bf16 path (BAERASER's unlearning):
     `auto` runs bf16 autocast steps on CUDA and fp32 elsewhere, `fp32` switches it off; the
     other methods run fp32 and refuse `bf16`. Every input is checked before any compute; `model`
     itself is never changed."""
     if method not in DEFENSES:
         raise ConfigError(f"unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
     spec = DEFENSES[method]
-    device = pick_device() if device is None else pick_device(str(device))
+    device = resolve_device(device)
     check_precision(method, precision)
     if spec.bf16:
         given["precision"] = precision

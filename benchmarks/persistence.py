@@ -39,13 +39,13 @@ from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.recovery import RecoveryConfig
 from baeraser_lib.defenses.unlearning import PAPER_UNLEARNING, UnlearnConfig, unlearn
+from baeraser_lib.lab.claims import KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN as MARGIN
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
 from baeraser_lib.victims import find_model
 
 SEEDS = (0, 1, 2)
-MARGIN = 0.10
 PAPER = UnlearnConfig(**PAPER_UNLEARNING)  # the default until issue #18
 SETTINGS = {
     "weights anchor (the paper's; the default before #18)": PAPER,
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                                                           after["asr"]),
                       "chosen_epoch": next(h["epoch"] for h in history if h.get("chosen")), "seconds": seconds,
                       **again, "stays_erased": again["mean_asr_after"] <= ref["mean_asr_after"] + MARGIN,
-                      "bars_met": after["asr"] <= 0.02 and drop <= 2.0}
+                      "bars_met": after["asr"] <= LOW_ASR and drop <= KEPT_POINTS}
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "config"}), flush=True)
         save()
     return 0

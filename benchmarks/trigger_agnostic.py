@@ -30,6 +30,7 @@ from baeraser_lib.artifacts import config_hash
 from baeraser_lib.params import attack_config, train_config
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.baeraser import BaeraserConfig, baeraser
+from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR
 from baeraser_lib.lab.grid import load_grid
 from baeraser_lib.metrics import clean_accuracy, evaluate
 from baeraser_lib.lab.reports import REPO, write_json_atomic
@@ -39,8 +40,8 @@ from baeraser_lib.victims import obtain_model
 
 OUT = REPO / "reports" / "benchmarks" / "trigger_agnostic.json"
 DEFAULT_VICTIM = "badnets_3x3_corner"  # the main job's default victim (BadNets 3×3, bottom-right corner)
-BARS = {"asr_after": 0.02, "acc_drop_points": 2.0, "clean_acc_drop_points": 0.5,
-        "default_asr_after": 0.01, "default_acc_drop_points": 1.5, "cost_ratio": 0.25}
+BARS = {"asr_after": LOW_ASR, "acc_drop_points": float(KEPT_POINTS), "clean_acc_drop_points": 0.5,
+        "default_asr_after": 0.01, "default_acc_drop_points": 1.5, "cost_ratio": COST_SHARE}
 
 
 def load_victims(grid_path: str, clean_seeds: list[int]) -> list[tuple]:

@@ -1,6 +1,7 @@
 """The public API and the `baeraser defend` command on a tiny model and a tiny image folder, the
 torchvision path, and every bad input the command must refuse before any compute."""
 
+import dataclasses
 import json
 import re
 import shlex
@@ -85,6 +86,7 @@ def test_command_defends_a_model_from_an_image_folder(tiny, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((out / "defense.json").read_text())
     assert summary["method"] == "baeraser" and isinstance(summary["backdoored"], bool)
+    assert summary["inputs"]["precision"] == "auto" and summary["precision_used"] == "fp32"  # auto on a CPU
     assert set(summary["before"]) == set(summary["after"]) == {"holding_val_acc", "eval_acc"}
     assert len(summary["per_label"]) == K and "anomaly_index" in summary["per_label"][0]
     page = (out / "report.html").read_text()
@@ -151,8 +153,7 @@ def test_every_bad_input_is_one_clear_line_before_compute(tiny, tmp_path, capsys
     def no_compute(*a, **k):
         raise AssertionError("the defense ran on a bad input")
 
-    monkeypatch.setitem(api.DEFENSES, "baeraser", api.DEFENSES["baeraser"].__class__(
-        no_compute, *[getattr(api.DEFENSES["baeraser"], f) for f in ("config", "label", "needs", "role")]))
+    monkeypatch.setitem(api.DEFENSES, "baeraser", dataclasses.replace(api.DEFENSES["baeraser"], run=no_compute))
     base = {"--model": str(tiny / "model.safetensors"), "--arch": "small_cnn", "--data": str(tiny / "folder"),
             "--num-classes": str(K)}
     for i, (name, change, says) in enumerate(bad_inputs(tiny, tmp_path)):

@@ -137,3 +137,55 @@ class OnePool:
 
     def __len__(self):
         return 1
+
+
+def test_direct_calls_refuse_a_bad_precision_before_recovery_and_devices_resolve_in_one_place(monkeypatch):
+    import importlib
+
+    from torch.utils.data import TensorDataset
+
+    from baeraser_lib.api import resolve_device
+    from baeraser_lib.defenses import baeraser, vanilla
+
+    bae = importlib.import_module("baeraser_lib.defenses.baeraser")
+    van = importlib.import_module("baeraser_lib.defenses.vanilla")
+
+    def no_recovery(*a, **k):
+        raise AssertionError("recovery ran before the precision was checked")
+
+    monkeypatch.setattr(bae, "recover_triggers", no_recovery)
+    monkeypatch.setattr(van, "recover_triggers", no_recovery)
+    model = new_model(TrainConfig(model="small_cnn", width=4, epochs=1))
+    holding = TensorDataset(torch.rand(60, 1, 28, 28), torch.arange(60) % 10)
+    for fn in (baeraser, vanilla):
+        with pytest.raises(ConfigError, match="unknown precision"):
+            fn(model, holding, 10, device="cpu", progress=False, precision="fp16")
+    assert resolve_device(None).type in ("cpu", "cuda", "mps")
+    assert resolve_device(torch.device("cpu")) == resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device(object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device(0)  # a CUDA index, as torch.device takes it
+
+
+def test_vanilla_passes_its_precision_to_unlearning(monkeypatch):
+    import importlib
+
+    from torch.utils.data import TensorDataset
+
+    import baeraser_lib as B
+
+    van = importlib.import_module("baeraser_lib.defenses.vanilla")
+    seen = []
+
+    def spy(*a, precision="auto", **k):
+        seen.append(precision)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(van, "unlearn_or_keep", spy)
+    model = new_model(TrainConfig(model="small_cnn", width=4, epochs=1))
+    holding = TensorDataset(torch.rand(60, 1, 28, 28), torch.arange(60) % 10)
+    with pytest.raises(RuntimeError, match="stop here"):
+        B.defend(model, holding, 10, "vanilla", device="cpu", progress=False, precision="bf16", pool=OnePool())
+    assert seen == ["bf16"]

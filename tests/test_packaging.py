@@ -237,6 +237,8 @@ def test_readme_generated_tables_are_current_and_each_is_there_once():
 
 
 def test_readme_command_rewrites_stale_tables_and_refuses_unknown_ones(tmp_path, capsys):
+    import re
+
     from baeraser_lib.errors import ConfigError
     from baeraser_lib.lab.readme import render
     from baeraser_lib.lab.runner import main as report_main
@@ -251,10 +253,26 @@ def test_readme_command_rewrites_stale_tables_and_refuses_unknown_ones(tmp_path,
     assert readme.read_text() == ("# x\n\n<!-- generated: attacks -->\n" + attack_markdown(ROOT / "reports")
                                   + "\n<!-- /generated: attacks -->\n\ntext\n")
     assert report_main(["readme", "--readme", str(readme), "--check"]) == 0
+    crlf = "# x\r\n<!-- generated: attacks -->\r\n| old |\r\n<!-- /generated: attacks -->\r\ntext\r\n"
+    readme.write_bytes(crlf.encode())
+    assert report_main(["readme", "--readme", str(readme)]) == 0
+    assert readme.read_bytes().decode().count("\r\n") == readme.read_bytes().decode().count("\n")  # kept CRLF
+    block = "<!-- generated: attacks -->\n| a |\n<!-- /generated: attacks -->\n"
     for bad, says in (("<!-- generated: nope -->\n<!-- /generated: nope -->\n", "unknown generated"),
-                      ("<!-- generated: attacks -->\n| a |\n", "never closed")):
-        with pytest.raises(ConfigError, match=says):
+                      ("<!-- generated: attacks -->\n| a |\n", "never closed ['attacks']"),
+                      (block + block, "more than once: ['attacks']"),
+                      ("| a |\n<!-- /generated: attacks -->\n", "closed but never opened ['attacks']"),
+                      ("<!-- generated: claims -->\n" + block + "<!-- /generated: claims -->\n", "nested ['attacks'")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
             render(bad, ROOT)
         readme.write_text(bad)
         assert report_main(["readme", "--readme", str(readme)]) == 2
         assert says in capsys.readouterr().err and readme.read_text() == bad
+    (tmp_path / "reports").unlink()  # the JSON behind the block is gone: a clear error, nothing written
+    (tmp_path / "reports").mkdir()
+    for name in ("families-grid", "claims"):
+        missing = f"<!-- generated: {name} -->\n| a |\n<!-- /generated: {name} -->\n"
+        readme.write_text(missing)
+        assert report_main(["readme", "--readme", str(readme)]) == 2
+        err = capsys.readouterr().err
+        assert f"README block {name}" in err and len(err.strip().splitlines()) == 1 and readme.read_text() == missing

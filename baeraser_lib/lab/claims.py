@@ -34,6 +34,7 @@ POSITION_ASR = 0.05  # "no position brings the backdoor back": ASR at most 5% at
 MATCH_SHARE = 0.5  # a recovered trigger "matches": > 50% of its mask (or pixels) on the true one
 PIXEL_TOLERANCE = 0.25  # patch form: a recovered pixel within 0.25 of the true value
 REACTIVATION_MARGIN = 0.10  # "erased for good": re-tuned ASR at most the clean reference's + 0.10 (issue #18)
+COST_SHARE = 0.25  # "cheap": recovery + unlearning at most 25% of the victim's training time
 
 
 def verdict(claim: str, reproduced: bool, evidence: str) -> dict:

@@ -2,7 +2,7 @@
 
     baeraser defend --model CKPT --arch NAME [--model-def FILE.py:FACTORY] --data HOLDING
                     --num-classes K --out DIR [--eval-data DATA] [--eval-trigger T] [--force]
-                    [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
+                    [--device auto|cpu|cuda|cuda:N|mps] [--precision auto|fp32|bf16]
 
 It checks every input first (one clear line and exit status 2 on a bad one, nothing written),
 then runs the defense and writes, into DIR, all at once (a temporary sibling renamed into place):
@@ -37,7 +37,7 @@ from ..defenses.common import split_defense
 from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from ..metrics import backdoor_metrics, clean_accuracy
 from ..targets import TargetRule
-from ..train import PRECISIONS, pick_device
+from ..train import PRECISIONS, pick_device, uses_bf16
 from ..triggers import stamp_mask, trigger_from_json
 
 HOLDING_VAL_FRACTION = 0.2  # the defenses' own validation share of D_h (UnlearnConfig, FinetuneConfig)
@@ -107,8 +107,9 @@ def parser(prog: str = "baeraser defend") -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=list(PRECISIONS),
-                    help="unlearning steps: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 switches it off "
-                         "(bf16: BAERASER and vanilla only)")
+                    help="unlearning steps: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 switches it off; "
+                         f"bf16 forces it on any device (methods with a bf16 path: "
+                         f"{', '.join(k for k, s in DEFENSES.items() if s.bf16)}; the others run fp32)")
     ap.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -248,6 +249,8 @@ def run(args) -> dict:
                           "num_classes": args.num_classes, "eval_data": args.eval_data,
                           "eval_trigger": args.eval_trigger, "seed": args.seed,
                           "precision": args.precision},
+               "precision_used": "bf16" if DEFENSES[args.method].bf16 and uses_bf16(inputs["device"], args.precision)
+               else "fp32",
                "library_version": __version__, "git_commit": git_commit(),
                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     _write(args.out, defended, summary, args.force)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..defenses import DEFENSES, names
-from .claims import REACTIVATION_MARGIN
+from .claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
 from .reports import write_json_atomic
 
 COMPARED = [(k, DEFENSES[k].label) for k in names("ours", "baseline", "peer")]  # (plain ascent, a control, is left out)
@@ -25,7 +25,12 @@ TARGETS = {"mean_asr_reduction": 0.98, "mean_acc_drop_points": 2.0}  # issue #7'
 # issue #18: what BAERASER must still reach on every row while it erases for good (its re-tuned
 # ASR at most the clean reference's + REACTIVATION_MARGIN): ASR after the defense, accuracy lost
 # (points), and recovery + unlearning as a share of the victim's training time
-KEPT_BARS = {"asr": 0.02, "acc_drop_points": 2.0, "cost_ratio": 0.25}
+KEPT_BARS = {"asr": LOW_ASR, "acc_drop_points": float(KEPT_POINTS), "cost_ratio": COST_SHARE}
+
+
+def _known(v) -> bool:
+    """A measured number (not None, not NaN)."""
+    return isinstance(v, (int, float)) and v == v
 
 
 def data_source(dataset: str | None) -> str:
@@ -95,22 +100,20 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
             row["reference_reactivated_asr"] = reference["asr_after"]
             row["victim_reactivated_asr"] = methods["none"].get("reactivated_asr")
             erased = row["defenses"]["baeraser"].get("reactivated_asr")
-            if erased is not None:
+            if _known(erased) and _known(reference.get("asr_after")):
                 row["baeraser_stays_erased"] = erased <= reference["asr_after"] + REACTIVATION_MARGIN
         cost = report.get("cost_ratio")
-        row["cost_ratio"] = cost if isinstance(cost, (int, float)) and cost == cost else None  # NaN: unknown
+        row["cost_ratio"] = cost if _known(cost) else None  # NaN: unknown (an external model's training time)
         row["not_run"] = [k for k, _ in COMPARED if k not in methods]  # e.g. a run from before the peers joined
         for k, d in row["defenses"].items():  # a pool-based defense's cost includes recovering the pool (notebook 02)
             if "pool" in DEFENSES[k].needs and d["seconds"] is not None:
                 d["seconds"] += report.get("recovery_seconds") or 0.0
         for k, d in row["defenses"].items():
             d["asr_reduction"] = (before["asr"] - d["asr"]) / before["asr"] if before.get("asr") else None
-            d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"])
-        b = row["defenses"]["baeraser"]
-        row["baeraser_kept_bars"] = {"asr": b["asr"] <= KEPT_BARS["asr"],
-                                     "acc_drop_points": b["acc_drop_points"] <= KEPT_BARS["acc_drop_points"],
-                                     "cost_ratio": None if row["cost_ratio"] is None
-                                     else row["cost_ratio"] <= KEPT_BARS["cost_ratio"]}
+            d["acc_drop_points"] = 100 * (before["clean_acc"] - d["clean_acc"]) \
+                if _known(before.get("clean_acc")) and _known(d["clean_acc"]) else None
+        b = {**row["defenses"]["baeraser"], "cost_ratio": row["cost_ratio"]}
+        row["baeraser_kept_bars"] = {k: b[k] <= bar if _known(b.get(k)) else None for k, bar in KEPT_BARS.items()}
         base = [row["defenses"][k]["der"] for k in BASELINES if k in row["defenses"]]
         if base:
             row["best_baseline_der"] = max(base)
@@ -266,7 +269,8 @@ def grid_figures(rows: list[dict], fig_dir: Path) -> list[str]:
 
 def _every_row(done: list[dict], bar: str) -> dict:
     """One of BAERASER's kept bars (`KEPT_BARS`) over the finished rows: how many rows meet it."""
-    known = [r["baeraser_kept_bars"][bar] for r in done if r["baeraser_kept_bars"][bar] is not None]
+    marks = [r.get("baeraser_kept_bars", {}).get(bar) for r in done]  # absent: a grid.json of older code
+    known = [m for m in marks if m is not None]
     return {"target": f"<= {KEPT_BARS[bar]} on every row",
             "measured": f"{sum(known)} of {len(known)} rows" + (f" ({len(done) - len(known)} unknown)"
                                                               if len(known) < len(done) else ""),
@@ -274,7 +278,7 @@ def _every_row(done: list[dict], bar: str) -> dict:
 
 
 def _f(v, digits=4) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
+    return f"{v:.{digits}f}" if _known(v) else ""
 
 
 def _shown(rows: list[dict]) -> list[tuple[str, str]]:
@@ -446,7 +450,7 @@ def erasure_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Issue #18 per row (header, cells): BAERASER's kept bars, then every defense's ASR after
     re-tuning beside the never-backdoored reference's and the undefended victim's, and whether
     BAERASER's stays within the reference's + REACTIVATION_MARGIN."""
-    cols = [(k, label) for k, label in _shown(rows)]
+    cols = _shown(rows)
     head = ["run", f"BAERASER ASR (≤ {KEPT_BARS['asr']})", f"points lost (≤ {KEPT_BARS['acc_drop_points']:g})",
             f"cost ratio (≤ {KEPT_BARS['cost_ratio']})", "re-tuned: never backdoored", "undefended",
             *[label for _, label in cols], f"BAERASER stays erased (≤ reference + {REACTIVATION_MARGIN:g})"]
@@ -454,10 +458,10 @@ def erasure_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         if "defenses" not in r or "reference_reactivated_asr" not in r:
             continue
-        b, bars = r["defenses"]["baeraser"], r["baeraser_kept_bars"]
-        body.append([r["label"], f"{b['asr']:.4f} {_mark(bars['asr'])}",
-                     f"{b['acc_drop_points']:.2f} {_mark(bars['acc_drop_points'])}",
-                     f"{_f(r['cost_ratio'], 2)} {_mark(bars['cost_ratio'])}".strip(),
+        b, bars = r["defenses"]["baeraser"], r.get("baeraser_kept_bars", {})  # absent: a grid.json of older code
+        body.append([r["label"], f"{_f(b.get('asr'))} {_mark(bars.get('asr'))}".strip(),
+                     f"{_f(b.get('acc_drop_points'), 2)} {_mark(bars.get('acc_drop_points'))}".strip(),
+                     f"{_f(r.get('cost_ratio'), 2)} {_mark(bars.get('cost_ratio'))}".strip(),
                      _f(r["reference_reactivated_asr"]), _f(r.get("victim_reactivated_asr")),
                      *[_f((r["defenses"].get(k) or {}).get("reactivated_asr")) for k, _ in cols],
                      _mark(r.get("baeraser_stays_erased"))])

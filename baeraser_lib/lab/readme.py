@@ -7,16 +7,21 @@ A generated table sits between two HTML comments, invisible on GitHub:
     <!-- /generated: families-summary -->
 
 `baeraser report readme` rewrites every such block from `BLOCKS` (after a sweep row lands, say),
-and `--check` only says which are stale; a test holds that none is. A block name that `BLOCKS`
-does not know, or a block opened and never closed, is an error, so no table drifts unnoticed.
+and `--check` only says which are stale; a test holds that none is. Every problem is a
+ConfigError naming the block, before anything is written: a name `BLOCKS` does not know, a
+block opened and never closed (or nested, or there twice), a closing comment with no opening,
+a table whose JSON is missing or unreadable.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import atomic_open
 from ..errors import ConfigError
 
 
@@ -46,32 +51,71 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
 
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated: (?P=name) -->)", re.S)
 OPENING = re.compile(r"<!-- generated: ([\w-]+) -->")
+CLOSING = re.compile(r"<!-- /generated: ([\w-]+) -->")
+MARKER = re.compile(r"<!-- /?generated:")
+
+
+def _check_blocks(text: str, known) -> list[re.Match]:
+    """The blocks of `text`, each opened, closed, known and there once; else a ConfigError."""
+    matches = list(BLOCK.finditer(text))
+    names = [m.group("name") for m in matches]
+    twice = sorted(n for n, c in Counter(names).items() if c > 1)
+    if twice:
+        raise ConfigError(f"README blocks there more than once: {twice}")
+    nested = sorted(n for m in matches for n in OPENING.findall(m.group("body")) + CLOSING.findall(m.group("body")))
+    unclosed = sorted((Counter(OPENING.findall(text)) - Counter(names)).elements())
+    unopened = sorted((Counter(CLOSING.findall(text)) - Counter(names)).elements())
+    if nested or unclosed or unopened:
+        raise ConfigError(f"README blocks nested {nested}, opened but never closed {unclosed}, or closed but never "
+                          f"opened {unopened}: each block is one opening and one closing comment, in that order")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown generated README blocks {unknown}; known: {sorted(known)}")
+    return matches
+
+
+def _table(name: str, write: Callable[[Path], str], root: Path) -> str:
+    """One block's fresh text, or a ConfigError naming the block and why it could not be written."""
+    try:
+        text = write(root).rstrip("\n")
+    except ConfigError as err:
+        raise ConfigError(f"README block {name}: {err}") from None
+    except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"README block {name}: its JSON under {root / 'reports'} is missing or not what this "
+                          f"code reads ({type(err).__name__}: {err}); re-run what writes it, or re-index the grid")
+    if MARKER.search(text):
+        raise ConfigError(f"README block {name}: its generated text holds a block comment itself")
+    return text
 
 
 def render(text: str, root: Path) -> str:
-    """`text` (a README) with every generated block rewritten from the committed JSON under `root`."""
+    """`text` (a README, "\\n" line ends) with every generated block rewritten from the committed
+    JSON under `root`."""
     blocks = _blocks()
-    opened = OPENING.findall(text)
-    closed = [m.group("name") for m in BLOCK.finditer(text)]
-    if opened != closed:
-        raise ConfigError(f"README blocks opened but never closed: {sorted(set(opened) - set(closed))}")
-    unknown = [n for n in opened if n not in blocks]
-    if unknown:
-        raise ConfigError(f"unknown generated README blocks {unknown}; known: {sorted(blocks)}")
-    return BLOCK.sub(lambda m: m.group(1) + blocks[m.group("name")](root).rstrip("\n") + "\n" + m.group(4), text)
+    _check_blocks(text, blocks)
+    return BLOCK.sub(lambda m: m.group(1) + _table(m.group("name"), blocks[m.group("name")], root) + "\n"
+                     + m.group(4), text)
 
 
 def stale(text: str, root: Path) -> list[str]:
-    """Names of the blocks whose text differs from what `render` would write."""
-    now = {m.group("name"): m.group("body") for m in BLOCK.finditer(text)}
-    fresh = {m.group("name"): m.group("body") for m in BLOCK.finditer(render(text, root))}
-    return [n for n in now if now[n] != fresh[n]]
+    """Names of the blocks whose text differs from what `render` would write, in README order."""
+    now = [(m.group("name"), m.group("body")) for m in _check_blocks(text, _blocks())]
+    fresh = [m.group("body") for m in BLOCK.finditer(render(text, root))]
+    return [name for (name, body), new in zip(now, fresh) if body != new]
 
 
 def update(readme: Path, check: bool = False) -> list[str]:
-    """Rewrite `readme`'s generated blocks in place (or, with `check`, only list the stale ones)."""
-    text, root = readme.read_text(encoding="utf-8"), readme.resolve().parent
+    """Rewrite `readme`'s generated blocks in place, atomically, keeping its line ends (or, with
+    `check`, only list the stale ones)."""
+    try:
+        raw = readme.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {readme}: {err}") from None
+    crlf = "\r\n" in raw
+    text, root = raw.replace("\r\n", "\n"), readme.resolve().parent
     names = stale(text, root)
     if names and not check:
-        readme.write_text(render(text, root), encoding="utf-8")
+        new = render(text, root)
+        with atomic_open(readme, "w", encoding="utf-8", newline="") as f:
+            f.write(new.replace("\n", "\r\n") if crlf else new)
     return names

@@ -315,13 +315,17 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             names = update(args.readme, check=args.check)
-        except (ConfigError, OSError) as err:
+        except ConfigError as err:
             print(f"baeraser report readme: error: {err}", file=sys.stderr)
             return 2
         print(f"{'stale' if args.check else 'rewritten'}: {', '.join(names)}" if names else "every table is current")
         return 1 if names and args.check else 0
     if args.cmd == "verdicts":
-        print(verdict_markdown(args.out, args.report))
+        try:
+            print(verdict_markdown(args.out, args.report))
+        except ConfigError as err:
+            print(f"baeraser report verdicts: error: {err}", file=sys.stderr)
+            return 2
         return 0
     if args.cmd == "offline":
         from .html import make_offline

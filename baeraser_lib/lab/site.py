@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..defenses import DEFENSES, names
 from ..atomic import atomic_open
+from ..errors import ConfigError
 from .reports import REPORTS_DIR
 
 from .reports import NOTEBOOKS
@@ -140,7 +141,7 @@ def verdict_markdown(out_dir: Path = REPORTS_DIR, report: str = "04_ablations") 
     path = out_dir / f"{report}.json"
     verdicts = json.loads(path.read_text()).get("verdicts") if path.exists() else None
     if not verdicts:
-        raise SystemExit(f"{path} holds no verdicts: run notebook 04 first")
+        raise ConfigError(f"{path} holds no verdicts: run notebook 04 first")
     cell = lambda t: str(t).replace("|", "\\|")  # noqa: E731
     lines = ["| claim of the paper | reproduced | measured |", "|---|---|---|"]
     lines += [f"| {cell(v['claim'])} | {'yes' if v['reproduced'] else '**no**'} | {cell(v['evidence'])} |"
@@ -283,7 +284,9 @@ def example_markdown(path: Path = REPORTS_DIR / "examples" / "defend-badnets" / 
     """The README's lines on the committed `baeraser defend` example, from its defense.json."""
     d = json.loads(Path(path).read_text())
     b, a, s = d["before"], d["after"], d["seconds"]
-    lines = [f"Its output is committed in `{Path(path).parent.relative_to(REPORTS_DIR.parent)}/`, the weights "
+    folder = Path(path).parent
+    top = next((q.parent for q in folder.parents if q.name == "reports"), folder.parent)  # the repository
+    lines = [f"Its output is committed in `{folder.relative_to(top)}/`, the weights "
              f"excepted (git ignores `*.safetensors` under `reports/`). Measured here (2 CPU threads), on notebook "
              f"01's default BadNets victim:",
              "",
