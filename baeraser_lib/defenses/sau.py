@@ -12,7 +12,7 @@ share. Per batch of D_h:
    where L_sar, on the images that fool θ₀, pushes θ's probability of θ₀'s adversarial label
    down (−log(1 − p), clamped as the authors do).
 
-Defaults are BackdoorBench's SAU config (Adam lr 1e-4, batch 256; β₁ 0.01, β₂ 1; λ₁ 1, λ₂ 0,
+Defaults are BackdoorBench's SAU config (Adam lr 1e-4, batch 256; PGD weights β₁ 0.01, β₂ 1; λ₁ 1, λ₂ 0,
 λ₃ 1; both models in eval mode). The learning rate stays constant: the config names a cosine
 schedule, but the authors' loop never steps it. **Epochs: 5, not the paper's 100.** One epoch
 of SAU on 2,400 images costs about 40 s on our 2-core CPU (each batch runs 5 PGD steps through two
