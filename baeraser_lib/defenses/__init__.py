@@ -1,8 +1,9 @@
 """Defenses by name, TrojanZoo-style: `DEFENSES[name]` is a `DefenseSpec` (see `base`), and every
 one returns a `Defended`.
 
-    baeraser   MSA recovers triggers with no guess of them; bounded ascent with clean D_h and the
-               dynamic penalty unlearns them; a model judged clean is left alone   (Liu et al. 2022)
+    baeraser   MSA recovers triggers with no guess of them; bounded ascent with clean D_h, held by the
+               suspect's clean outputs (the paper's Fisher penalty: anchor="weights"), unlearns them;
+               a model judged clean is left alone                                  (Liu et al. 2022)
     vanilla    plain ascent on the recovered triggers: BAERASER without its penalty (a control of ours)
     finetune   fine-tuning on D_h                                                   (the paper's baseline)
     fineprune  prune the last conv layer's dormant channels, then fine-tune        (Liu et al. 2018)
@@ -49,7 +50,7 @@ def _repairing(name: str, fn):
 
 DEFENSES: dict[str, DefenseSpec] = {
     "baeraser": DefenseSpec(baeraser, BaeraserConfig, "BAERASER", ("holding", "pool"), "ours", bf16=True,
-                            summary="recover triggers (MSA), flag outliers, unlearn them with the dynamic penalty",
+                            summary="recover triggers (MSA), flag outliers, unlearn them by bounded ascent held by clean data",
                             cite="Liu et al., Backdoor Defense with Machine Unlearning, INFOCOM 2022"),
     "finetune": DefenseSpec(_repairing("finetune", finetune), FinetuneConfig, "fine-tuning", ("holding",),
                             "baseline", summary="fine-tune on D_h", cite="the paper's baseline"),

@@ -6,7 +6,8 @@
    (anomaly index ≥ 2) are flagged; each flagged label gets a trigger generator (MSA's staircase),
    and the pool keeps those that reach τ. No label flagged: the model is judged clean and returned
    as it came (a copy).
-2. `unlearn`: BAERASER's bounded ascent on the pool, with clean D_h and the dynamic penalty.
+2. `unlearn`: BAERASER's bounded ascent on the pool, held by clean D_h (since issue #18 an anchor on
+   the suspect's clean outputs and feature invariance; the paper's dynamic penalty is an option).
 3. Optional (`confirm=True`, off by default; see `detection`): the mask search runs again on the
    unlearned model; only pooled labels whose smallest mask grew by `confirm_ratio` stay flagged,
    and unlearning reruns on their triggers alone.
