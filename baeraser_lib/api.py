@@ -31,7 +31,7 @@ from .defenses import DEFENSES, Defended
 from .defenses.recovery import check_model_input
 from .errors import CheckpointError, ConfigError, DataError, DataNotFoundError
 from .models import MODELS, Normalize, build_model
-from .train import pick_device, uses_bf16
+from .train import check_precision as check_precision_name, pick_device
 
 TORCHVISION_PREFIX = "torchvision."
 
@@ -274,7 +274,7 @@ def check_precision(method: str, precision: str) -> None:
     """A ConfigError for an unknown precision, or for `bf16` with a method that has no bf16 path."""
     if method not in DEFENSES:
         raise ConfigError(f"unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
-    uses_bf16(torch.device("cpu"), precision)  # refuses an unknown name
+    check_precision_name(precision)
     if precision == "bf16" and not DEFENSES[method].bf16:
         raise ConfigError(f"{method} runs in fp32 only; precision 'bf16' applies to "
                           f"{[k for k, s in DEFENSES.items() if s.bf16]}")
@@ -286,15 +286,13 @@ def defend(model: nn.Module, holding: Dataset, num_classes: int, method: str = "
 
     `config` is the method's config (default: its defaults, `DEFENSES[method].config()`); `given`
     passes what another defense already computed from the same inputs (see `defenses.base`).
-    `device` is `resolve_device`'s. `precision` (auto | fp32 | bf16) is for methods with a bf16 path (BAERASER's unlearning):
-    `auto` runs bf16 autocast steps on CUDA and fp32 elsewhere, `fp32` switches it off; the
-    other methods run fp32 and refuse `bf16`. Every input is checked before any compute; `model`
-    itself is never changed."""
-    if method not in DEFENSES:
-        raise ConfigError(f"unknown defense {method!r}; choose one of {sorted(DEFENSES)}")
+    `device` is `resolve_device`'s. `precision` (auto | fp32 | bf16) is for methods with a bf16
+    path (BAERASER's unlearning): `auto` runs bf16 autocast steps on CUDA and fp32 elsewhere,
+    `fp32` switches it off; the other methods run fp32 and refuse `bf16`. Every input is checked
+    before any compute; `model` itself is never changed."""
+    check_precision(method, precision)  # an unknown method, too
     spec = DEFENSES[method]
     device = resolve_device(device)
-    check_precision(method, precision)
     if spec.bf16:
         given["precision"] = precision
     if not isinstance(model, nn.Module):

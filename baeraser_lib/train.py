@@ -95,11 +95,16 @@ def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
+def check_precision(precision: str) -> str:
+    """`precision` itself, or a ConfigError naming the choices (before any compute)."""
+    return _choice(precision, PRECISIONS, "precision")
+
+
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether training steps run under bf16 autocast: `auto` → on CUDA only (CPU results stay
     bit-identical to fp32 training), `bf16` → on any device (CPU too, so tests run the CUDA
     path's code), `fp32` → never."""
-    _choice(precision, PRECISIONS, "precision")
+    check_precision(precision)
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 

@@ -117,7 +117,8 @@ def test_defend_takes_a_precision_for_baeraser_and_refuses_what_a_method_cannot_
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(bae, "unlearn", spy)
-    monkeypatch.setattr(bae, "recover_triggers", lambda *a, **k: SimpleNamespace(per_label=[], flagged=[0], seconds=0.0))
+    found = SimpleNamespace(per_label=[], flagged=[0], seconds=0.0)  # recovery flagged label 0
+    monkeypatch.setattr(bae, "recover_triggers", lambda *a, **k: found)
     monkeypatch.setattr(bae, "TriggerPool", SimpleNamespace(from_result=lambda res: OnePool()))
     for precision in ("auto", "fp32", "bf16"):
         with pytest.raises(RuntimeError, match="stop here"):

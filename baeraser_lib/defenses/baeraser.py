@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..checks import rules, validate
 from ..errors import ConfigError
-from ..train import uses_bf16
+from ..train import check_precision
 from .base import Defended
 from .detection import DEFAULT_CONFIRM_RATIO, confirmed, mask_growth
 from .pool import TriggerPool
@@ -61,7 +60,7 @@ def baeraser(model: nn.Module, holding: Dataset, num_classes: int, cfg: Baeraser
     recovered before from the same D_h (with its `per_label` rows and `flagged` labels) skips
     recovery; `on_epoch`/`trace_every` go to unlearning (plotting only). `precision` is
     unlearning's (`train.autocast`: bf16 steps on CUDA under `auto`); recovery stays fp32."""
-    uses_bf16(torch.device("cpu"), precision)  # an unknown precision fails before recovery, not after it
+    check_precision(precision)  # an unknown precision fails before recovery, not after it
     if pool is not None:
         return repair(model, holding, num_classes, pool, per_label or [], cfg, device, progress, on_epoch=on_epoch,
                       trace_every=trace_every, flagged=flagged, precision=precision)
@@ -83,7 +82,7 @@ def repair(model: nn.Module, holding: Dataset, num_classes: int, pool: TriggerPo
     label whose generator missed τ has no trigger to unlearn, but still counts as flagged. An
     empty pool leaves the model alone. `on_epoch`/`trace_every` go to unlearning (plotting
     only); their time is reported as `seconds["overhead"]`, apart from the defense's own."""
-    uses_bf16(torch.device("cpu"), precision)  # refused even where an empty pool leaves nothing to unlearn
+    check_precision(precision)  # refused even where an empty pool leaves nothing to unlearn
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     flagged = list(pool.labels) if flagged is None else list(flagged)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..train import uses_bf16
+from ..train import check_precision
 from .base import Defended
 from .pool import TriggerPool
 from .recovery import RecoveryConfig, recover_triggers
@@ -34,7 +33,7 @@ def vanilla(model: nn.Module, holding: Dataset, num_classes: int, cfg: VanillaCo
             precision: str = "auto", **_unused) -> Defended:
     """Plain ascent on every pooled trigger (recovered here unless `pool` is given); `precision`
     is unlearning's."""
-    uses_bf16(torch.device("cpu"), precision)  # an unknown precision fails before recovery, not after it
+    check_precision(precision)  # an unknown precision fails before recovery, not after it
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     if pool is None:

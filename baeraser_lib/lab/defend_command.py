@@ -37,7 +37,7 @@ from ..defenses.common import split_defense
 from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from ..metrics import backdoor_metrics, clean_accuracy
 from ..targets import TargetRule
-from ..train import PRECISIONS, pick_device, uses_bf16
+from ..train import PRECISIONS, uses_bf16
 from ..triggers import stamp_mask, trigger_from_json
 
 HOLDING_VAL_FRACTION = 0.2  # the defenses' own validation share of D_h (UnlearnConfig, FinetuneConfig)
@@ -135,8 +135,8 @@ def prepare(args) -> dict:
     except ConfigError as err:
         raise UsageError(f"--precision {args.precision}: {err}") from None
     try:
-        device = pick_device(args.device)
-    except Exception as err:
+        device = api.resolve_device(args.device)
+    except ConfigError as err:
         raise UsageError(f"--device {args.device}: {err}") from None
     model = api.load_model(args.model, args.arch, args.num_classes, args.model_def, args.mean, args.std)
     holding = api.load_holding(args.data, args.data_root, args.holding_ratio, args.seed)

@@ -99,8 +99,8 @@ def render(text: str, root: Path) -> str:
 
 def stale(text: str, root: Path) -> list[str]:
     """Names of the blocks whose text differs from what `render` would write, in README order."""
-    now = [(m.group("name"), m.group("body")) for m in _check_blocks(text, _blocks())]
-    fresh = [m.group("body") for m in BLOCK.finditer(render(text, root))]
+    fresh = [m.group("body") for m in BLOCK.finditer(render(text, root))]  # render checks the blocks
+    now = [(m.group("name"), m.group("body")) for m in BLOCK.finditer(text)]
     return [name for (name, body), new in zip(now, fresh) if body != new]
 
 
