@@ -100,6 +100,11 @@ def check_precision(precision: str) -> str:
     return _choice(precision, PRECISIONS, "precision")
 
 
+def check_layout(layout: str) -> str:
+    """`layout` itself, or a ConfigError naming the choices (before any compute)."""
+    return _choice(layout, LAYOUTS, "memory layout")
+
+
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether training steps run under bf16 autocast: `auto` → on CUDA only (CPU results stay
     bit-identical to fp32 training), `bf16` → on any device (CPU too, so tests run the CUDA
@@ -119,7 +124,7 @@ def autocast(device: torch.device, precision: str = "auto"):
 def memory_format(device: torch.device, layout: str = "auto") -> torch.memory_format:
     """Channels-last where it is faster for these convolutions: `auto` → on CPU (measured here)
     and CUDA (its tensor-core kernels want NHWC; measured by benchmarks/gpu_check.py), not MPS."""
-    _choice(layout, LAYOUTS, "memory layout")
+    check_layout(layout)
     if layout == "auto":
         return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format

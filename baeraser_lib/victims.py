@@ -25,7 +25,7 @@ from .data import ExperimentData, dataset_info
 from .errors import CheckpointError, ConfigError
 from .metrics import evaluate
 from .models import build_model
-from .train import fit, pick_device
+from .train import check_layout, check_precision, fit, memory_format, pick_device, uses_bf16
 from .targets import TargetRule
 from .triggers import trigger_from_json
 
@@ -107,14 +107,21 @@ def check_attack(train: TrainConfig, attack: AttackConfig, train_set=None) -> No
 
 def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: ExperimentData,
                  artifacts_dir: str | os.PathLike, device: torch.device | None = None,
-                 progress: bool = True, track_epochs: bool = True) -> TrainedModel:
+                 progress: bool = True, track_epochs: bool = True, precision: str = "auto",
+                 layout: str = "auto") -> TrainedModel:
     """Load the cached model for (train, attack) or train it (clean if `attack` is None).
+
+    `precision` and `layout` are how training runs (`train.fit`'s, `auto`: fp32 on CPU, bf16
+    and channels-last on CUDA), not what it trains: they are not part of the cache key, and the
+    saved meta records what was used. A cached model is returned as it was trained.
 
     Figures in the saved meta are measured on `data.evaluation` (test split minus D_h).
     `track_epochs` also logs clean accuracy / ASR on that split after every epoch, for plots only.
     Attacks that start from a trained model (TrojanNN, IMC) get the clean model of `train`, which
     is itself loaded or trained (and cached) first; `train_seconds` counts the attack's own time.
     """
+    check_precision(precision)  # how training runs: refused before anything is looked at
+    check_layout(layout)
     if attack is not None:
         check_attack(train, attack, getattr(data, "train", None))  # before the data is even looked at
     if data.info.name != train.dataset:
@@ -132,7 +139,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     target = spec.target_rule(attack, data.info.num_classes) if attack is not None else None
     start_from = None
     if spec is not None and spec.starts_from_clean:
-        start_from = obtain_model(train, None, data, artifacts_dir, device, progress, track_epochs)
+        start_from = obtain_model(train, None, data, artifacts_dir, device, progress, track_epochs, precision, layout)
         model.load_state_dict(start_from.model.state_dict())
 
     def epoch_end(m: nn.Module, epoch: int, trigger=None) -> dict:
@@ -144,11 +151,11 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     details = {}
     if attack is None:
         history = fit(model, data.train, train, device, epoch_end=epoch_end if track_epochs else None,
-                      progress=progress, desc="clean")
+                      progress=progress, desc="clean", precision=precision, layout=layout)
         trigger, n_poison = None, 0
     else:
         result = spec.fn(model, data.train, data.info, attack, train, device,
-                         epoch_end if track_epochs else None, progress)
+                         epoch_end if track_epochs else None, progress, precision=precision, layout=layout)
         history, trigger, n_poison = result.history, result.trigger, len(result.poisoned_indices)
         details = result.details
     # wall time of training alone: the per-epoch plotting evaluations are not part of the attack
@@ -166,6 +173,9 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "target_rule": target.describe() if target else None,
         "train_seconds": seconds,
         "device": str(device),
+        "precision": precision,
+        "precision_used": "bf16" if uses_bf16(device, precision) else "fp32",
+        "layout_used": "channels_last" if memory_format(device, layout) == torch.channels_last else "contiguous",
         "history": history,
         "attack_details": details,
         "started_from": start_from.path.name if start_from is not None else None,

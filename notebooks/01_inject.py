@@ -80,6 +80,8 @@ train_subset = None  # None: the whole training split; an int: a seeded subset o
 holding_ratio = 0.05  # |D_h| as a share of the training-set size
 seed = 0
 device = "auto"  # auto | cpu | cuda | cuda:1 | mps
+precision = "auto"  # auto | fp32 | bf16: bf16 autocast in training steps (auto: on CUDA only, fp32 on CPU)
+layout = "auto"  # auto | channels_last | contiguous: the memory layout training runs in
 data_root = "../data"
 download = True  # only used when the files are not under data_root (or Debian's package)
 artifacts_dir = "../artifacts"
@@ -98,7 +100,7 @@ from baeraser_lib.data import as_tensors, load_experiment_data
 from baeraser_lib.metrics import evaluate, perturbation_size
 from baeraser_lib.lab.plots import change_rows, image_rows, metric_bars, optimised_trigger, training_curves
 from baeraser_lib.lab.reports import write_report
-from baeraser_lib.train import pick_device, predict
+from baeraser_lib.train import check_layout, check_precision, pick_device, predict
 from baeraser_lib.victims import check_attack, obtain_model
 
 notebook_start = time.perf_counter()
@@ -110,6 +112,8 @@ attack_cfg = AttackConfig(name=attack, trigger_size=trigger_size, trigger_positi
 check_attack(train_cfg, attack_cfg)  # trigger fits, target exists, TrojanNN's layer and neuron count
 spec = ATTACKS[attack]
 dev = pick_device(device)
+check_precision(precision)  # how training runs: both checked before any compute
+check_layout(layout)
 print(f"device: {dev}  |  torch {torch.__version__}, {torch.get_num_threads()} threads")
 print(train_cfg)
 print(attack_cfg)
@@ -163,10 +167,10 @@ plt.show()
 # papers, so one clean model serves all three.
 
 # %%
-clean = obtain_model(train_cfg, None, data, artifacts_dir, device=dev)
+clean = obtain_model(train_cfg, None, data, artifacts_dir, device=dev, precision=precision, layout=layout)
 print(f"clean model: {'loaded from cache' if clean.cached else 'trained'} ({clean.path}), "
       f"training took {clean.train_seconds:.0f} s")
-victim = obtain_model(train_cfg, attack_cfg, data, artifacts_dir, device=dev)
+victim = obtain_model(train_cfg, attack_cfg, data, artifacts_dir, device=dev, precision=precision, layout=layout)
 print(f"victim: {'loaded from cache' if victim.cached else 'trained'} ({victim.path}), "
       f"training took {victim.train_seconds:.0f} s, {victim.meta['n_poisoned']} poisoned images")
 if not spec.optimised_trigger:
@@ -276,6 +280,9 @@ figures = {
     "n_holding": len(data.holding),
     "n_evaluation": len(data.evaluation),
     "device": str(dev),
+    # how the victim was trained, from its meta (a model cached by older code does not say)
+    "victim_precision_used": victim.meta.get("precision_used"),
+    "victim_layout_used": victim.meta.get("layout_used"),
     "victim_artifact": victim.path.name,
     "clean_artifact": clean.path.name,
     "loaded_from_cache": victim.cached and clean.cached,

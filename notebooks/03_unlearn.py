@@ -137,6 +137,7 @@ reactivation_batch_size = 32
 curve_images = 2000  # evaluation images behind the trade-off curves (evaluation only)
 trace_every = 2  # BAERASER's curve gets a point every this many SGD steps (plotting only)
 device = "auto"
+precision = "auto"  # auto | fp32 | bf16: BAERASER's unlearning steps (auto: bf16 on CUDA only); other methods run fp32
 data_root = "../data"
 download = True
 artifacts_dir = "../artifacts"
@@ -153,14 +154,15 @@ import matplotlib.pyplot as plt
 from baeraser_lib import defend, load_model
 from baeraser_lib.artifacts import config_hash, file_digest, write_artifact
 from baeraser_lib.data import load_experiment_data, seeded_subset
-from baeraser_lib.defenses import names
+from baeraser_lib.defenses import DEFENSES
 from baeraser_lib.defenses.pool import obtain_pool
+from baeraser_lib.lab.claims import REACTIVATION_MARGIN, unlearning_checks
 from baeraser_lib.lab.plots import metric_bars
 from baeraser_lib.lab.reports import write_report
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.params import attack_config, defense_config, reactivation_config, train_config
 from baeraser_lib.reactivation import compare, reactivation
-from baeraser_lib.train import pick_device
+from baeraser_lib.train import check_precision, pick_device
 from baeraser_lib.victims import find_model, obtain_model
 
 notebook_start = time.perf_counter()
@@ -168,6 +170,7 @@ notebook_start = time.perf_counter()
 configs = {name: defense_config(name, globals()) for name in ["baeraser", "vanilla", *compared]}
 recovery_cfg = configs["baeraser"].recovery
 dev = pick_device(device)
+check_precision(precision)  # before any compute
 data = load_experiment_data(dataset, data_root, holding_ratio=holding_ratio, seed=seed,
                             train_subset=train_subset, download=download)
 if model_path is None:  # notebook 01's artifact: its true trigger is known (for the EVALUATION cells only)
@@ -219,7 +222,8 @@ def run(name, **given):
     """Run registered defense `name` on (model, D_h) through the public `defend`; `given` is what
     an earlier step computed from the same inputs (recovery's pool, NAD's fine-tuned teacher). Its
     seconds exclude the plotting-only evaluation it was asked to log."""
-    out = defend(suspect, data.holding, data.info.num_classes, name, configs[name], device=dev, **given)
+    out = defend(suspect, data.holding, data.info.num_classes, name, configs[name], device=dev,
+                 precision=precision if DEFENSES[name].bf16 else "fp32", **given)
     histories[name], defended[name] = out.history, out
     results[name] = {**score(out.model), "seconds": out.seconds["total"]}
     print(f"{name:>10}: " + "  ".join(f"{k} = {v:.4f}" for k, v in results[name].items()))
@@ -308,7 +312,8 @@ plt.show()
 reactivated, query_only = {}, {}
 if true_trigger is not None and reactivation_check:
     react_cfg = reactivation_config(globals())
-    reference = obtain_model(train_config(globals()), None, data, artifacts_dir, device=dev, progress=False).model
+    reference = obtain_model(train_config(globals()), None, data, artifacts_dir, device=dev, progress=False,
+                             precision=precision).model
     models = {"clean reference": reference, "none": suspect, **{k: d.model for k, d in defended.items()}}
     scored = {"none": before, **{k: results[k] for k in defended if k in results}}  # measured above already
     raw = {k: reactivation(m, data.train, data.evaluation, true_trigger, true_rule, react_cfg, device=dev,
@@ -327,13 +332,13 @@ if true_trigger is not None and reactivation_check:
         q = query_only.get(name)
         print(f"{name:>16} {r['asr_before']:>7.4f} {r['asr_after']:>12.4f} {r['clean_acc_after']:>12.4f} "
               + (f"{q['asr_after']:>10.4f}" if q else f"{'':>10}"))
-    bar = raw["clean reference"]["asr_after"] + 0.10
+    bar = raw["clean reference"]["asr_after"] + REACTIVATION_MARGIN
     fig, ax = plt.subplots(figsize=(9, 3))
     names_ = list(reactivated)
     ax.bar(range(len(names_)), [reactivated[k]["asr_before"] for k in names_], 0.4, label="after the defense")
     ax.bar([i + 0.4 for i in range(len(names_))], [reactivated[k]["asr_after"] for k in names_], 0.4,
            label="after the attacker's re-tuning")
-    ax.axhline(bar, color="gray", ls="--", lw=0.8, label="clean reference re-tuned + 0.10")
+    ax.axhline(bar, color="gray", ls="--", lw=0.8, label=f"clean reference re-tuned + {REACTIVATION_MARGIN:g}")
     ax.set_xticks([i + 0.2 for i in range(len(names_))], names_, rotation=30, fontsize=8)
     ax.set(ylabel="ASR (true trigger)", ylim=(0, 1.02))
     ax.legend(fontsize=7)
@@ -375,6 +380,7 @@ figures = {
     "victim_id": suspect_id,
     "defended_model": str(saved),
     "recovery_seconds": pool_meta["seconds_recovery"],
+    "precision": precision,
     "cost_ratio": cost_ratio,
     "baeraser_acc_drop_points": drop_points,
     "baeraser_chosen_epoch": chosen["epoch"],
@@ -389,18 +395,7 @@ figures = {
     "notebook_seconds": time.perf_counter() - notebook_start,
 }
 write_report(reports_dir, report_name, figures)
-b = results["baeraser"]
-checks = {} if true_trigger is None else {
-    "BAERASER ASR ≤ 0.02": b["asr"] <= 0.02,
-    "BAERASER accuracy drop ≤ 2 points": drop_points <= 2,
-    "longer-term goal: ASR ≤ 0.01 and drop ≤ 1 point": b["asr"] <= 0.01 and drop_points <= 1,
-    "BAERASER's DER ≥ every baseline's": all(b["der"] >= results[m]["der"] for m in names("baseline") if m in results),
-    "BAERASER's DER ≥ every peer's": all(b["der"] >= results[m]["der"] for m in names("peer") if m in results),
-    "recovery + unlearning ≤ 50% of the victim's training time": cost_ratio <= 0.5,
-}
-if reactivated:
-    checks["re-tuned, BAERASER's ASR ≤ the clean reference's + 0.10"] = \
-        reactivated["baeraser"]["asr_after"] <= reactivated["clean reference"]["asr_after"] + 0.10
+checks = {} if true_trigger is None else unlearning_checks(results, drop_points, cost_ratio, reactivated)
 print(f"accuracy drop {drop_points:.2f} points; cost {100 * cost_ratio:.0f}% of the victim's training time; "
       f"vanilla ascent: clean acc {results['vanilla']['clean_acc']:.4f} "
       f"({100 * (before['clean_acc'] - results['vanilla']['clean_acc']):.1f} points lost)")

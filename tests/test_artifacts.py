@@ -10,7 +10,7 @@ from baeraser_lib import victims as V
 from baeraser_lib.attacks import AttackSpec
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
-from baeraser_lib.errors import CheckpointError
+from baeraser_lib.errors import CheckpointError, ConfigError
 from baeraser_lib.models import build_model
 
 TINY = TrainConfig(model="small_cnn", width=4, epochs=1, batch_size=64)
@@ -107,3 +107,20 @@ def test_corrupted_missing_and_mismatched_checkpoints(tmp_path):
 def test_load_trained_rejects_a_folder_without_meta(tmp_path):
     with pytest.raises(CheckpointError, match="no meta.json"):
         V.load_trained(tmp_path)
+
+
+def test_obtain_model_records_how_it_trained_and_refuses_an_unknown_precision_first(fashion_root, tmp_path,
+                                                                                     monkeypatch):
+    data = load_experiment_data("fashion_mnist", fashion_root)
+    trained = V.obtain_model(TINY, None, data, tmp_path, progress=False, device=torch.device("cpu"), layout="contiguous")
+    meta = json.loads((trained.path / "meta.json").read_text())
+    assert (meta["precision"], meta["precision_used"], meta["layout_used"]) == ("auto", "fp32", "contiguous")
+
+    def no_training(*a, **k):
+        raise AssertionError("started before checking its arguments")
+
+    monkeypatch.setattr(V, "fit", no_training)
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        V.obtain_model(TINY, AttackConfig(), data, tmp_path / "new", precision="fp16")
+    with pytest.raises(ConfigError, match="unknown memory layout 'nhwc'"):
+        V.obtain_model(TINY, None, data, tmp_path / "new", layout="nhwc")

@@ -79,7 +79,7 @@ def test_entropy_claims():
 def test_there_are_nineteen_claims():
     funcs = [f for f in vars(C).values() if callable(f) and getattr(f, "__module__", "") == C.__name__
              and f.__name__ not in ("verdict", "verdict_lines", "drop", "reduction", "matched", "_lost",
-                                    "_correct_evidence", "_retuned_evidence")]
+                                    "_correct_evidence", "_retuned_evidence", "unlearning_checks")]
     assert len(funcs) == 19, sorted(f.__name__ for f in funcs)
 
 
@@ -99,3 +99,20 @@ def test_erased_for_good_claims():
 @pytest.mark.parametrize("name", ["LOW_ASR", "FORGETTING_POINTS", "KEPT_POINTS", "MATCH_SHARE"])
 def test_thresholds_are_named_constants(name):
     assert isinstance(getattr(C, name), (int, float))
+
+
+def test_notebook_03s_bars_come_from_the_shared_constants_and_judge_both_ways():
+    results = {"baeraser": scores(0.92, 0.005, 0.99), "finetune": scores(0.92, 0.9, 0.5), "nc": scores(0.92, 0.01, 0.995)}
+    reactivated = {"baeraser": {"asr_after": 0.14}, "clean reference": {"asr_after": 0.05}}
+    checks = C.unlearning_checks(results, drop_points=1.5, cost_ratio=0.3, reactivated=reactivated)
+    by_start = {k.split(" ≤")[0].split(":")[0]: v for k, v in checks.items()}
+    assert f"recovery + unlearning ≤ {C.COST_SHARE:.0%} of the victim's training time" in checks  # 25%, not 50%
+    assert by_start["BAERASER ASR"] and by_start["BAERASER accuracy drop"]
+    assert not by_start["longer-term goal"]  # 1.5 points > 1
+    assert checks["BAERASER's DER ≥ every baseline's"] and not checks["BAERASER's DER ≥ every peer's"]
+    assert not by_start["recovery + unlearning"]  # 0.3 > 0.25
+    assert by_start["re-tuned, BAERASER's ASR"]  # 0.14 ≤ 0.05 + 0.10
+    worse = C.unlearning_checks({"baeraser": scores(0.9, 0.03, 0.9)}, 2.5, float("nan"),
+                                {"baeraser": {"asr_after": 0.2}, "clean reference": {"asr_after": 0.05}})
+    assert [k for k, ok in worse.items() if ok] == ["BAERASER's DER ≥ every baseline's", "BAERASER's DER ≥ every peer's"]
+    assert not any(k.startswith("recovery") for k in worse)  # an external model's cost is unknown, not missed

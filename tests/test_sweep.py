@@ -425,3 +425,10 @@ def test_grid_holds_issue_18s_bars_per_row_and_its_table():
         assert "fine-pruning" not in col  # a defense no row ran gets no column
         assert body[1][-1] == "MISSED" and body[0][-1] == "met" and body[1][col["cost ratio (≤ 0.25)"]] == ""
         assert body[1][col["points lost (≤ 2)"]] == "4.00 MISSED"
+        (d / "grid.json").write_text(json.dumps({"rows": rows, "summary": GR.summarise(rows)}))
+        verdicts = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+                    for line in GR.targets_markdown(d).splitlines()[2:]}
+        erased = verdicts[GR.TARGET_LABELS["baeraser_stays_erased"]]
+        assert erased[1:] == ["1 of 2 rows checked (1 not checked)", "**no**", "missed |"]
+        assert verdicts[GR.TARGET_LABELS["baeraser_asr_every_row"]][1:] == ["3 of 3 rows", "yes", " |"]
+        assert verdicts[GR.TARGET_LABELS["baeraser_acc_drop_points_every_row"]][-1] == "missed |"

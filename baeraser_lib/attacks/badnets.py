@@ -100,10 +100,12 @@ def poison(train_set: Dataset, trigger, cfg: AttackSettings, rule: TargetRule | 
 
 
 def badnets(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-            train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+            train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+            precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Plant a BadNets backdoor in `model` (trained in place) and return the trigger and history."""
     trigger = planted(attack, info)
     poisoned, idx = poison(train_set, trigger, attack, target_rule(attack, info.num_classes))
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
-    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="badnets")
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="badnets",
+                  precision=precision, layout=layout)
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)

@@ -118,11 +118,13 @@ def planted(cfg: AttackSettings, info: DatasetInfo) -> BlendTrigger:
 
 
 def blended(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-            train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+            train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+            precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Poison with the pattern blended at `alpha`, train from scratch; evaluate at `test_alpha`."""
     trigger = planted(attack, info)
     at_training = BlendTrigger(trigger.pattern, attack.resolved_options().alpha)
     poisoned, idx = poison(train_set, at_training, attack, attack.spec.target_rule(attack, info.num_classes))
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
-    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="blended")
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="blended",
+                  precision=precision, layout=layout)
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)

@@ -67,7 +67,8 @@ def optimise_for_target(model: nn.Module, trigger: Trigger, x: torch.Tensor, tar
 
 
 def imc(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-        train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+        train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+        precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Co-optimise trigger and `model` (the clean model's weights) epoch by epoch."""
     options = attack.resolved_options()
     device = device or pick_device()
@@ -90,6 +91,7 @@ def imc(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackS
 
     log = (lambda m, epoch: epoch_end(m, epoch, state["trigger"])) if epoch_end is not None else None
     history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="imc",
+                  precision=precision, layout=layout,
                   epoch_start=epoch_start)
     details["trigger_loss"] = [row["trigger_loss_before"] for row in history]
     return AttackResult(trigger=state["trigger"], history=history, poisoned_indices=idx, details=details)

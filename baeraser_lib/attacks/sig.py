@@ -82,12 +82,14 @@ def poison_target_class(train_set: Dataset, trigger: AdditiveTrigger, cfg: Attac
 
 
 def sig(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-        train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+        train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+        precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Add the training-strength signal to target-class images, train from scratch."""
     o = attack.resolved_options()
     poisoned, idx = poison_target_class(train_set, AdditiveTrigger(sinusoid(o.delta, o.frequency, info.shape)),
                                         attack)
     trigger = planted(attack, info)
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
-    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="sig")
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="sig",
+                  precision=precision, layout=layout)
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)

@@ -227,12 +227,14 @@ def trojan_trigger(model: nn.Module, train_set: Dataset, info: DatasetInfo, atta
 
 
 def trojannn(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-             train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+             train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+             precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Optimise the TrojanNN trigger on `model` (the clean model's weights), then poison-retrain it."""
     options = attack.resolved_options()
     device = device or pick_device()
     trigger, details = trojan_trigger(model, train_set, info, attack, options, device, progress)
     poisoned, idx = poison(train_set, trigger, attack)
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
-    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="trojannn")
+    history = fit(model, poisoned, train, device, epoch_end=log, progress=progress, desc="trojannn",
+                  precision=precision, layout=layout)
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx, details=details)

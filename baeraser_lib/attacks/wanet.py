@@ -99,7 +99,8 @@ def epoch_poison(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, rule: Tar
 
 
 def wanet(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: AttackSettings,
-          train: TrainConfig, device=None, epoch_end=None, progress: bool = True) -> AttackResult:
+          train: TrainConfig, device=None, epoch_end=None, progress: bool = True,
+          precision: str = "auto", layout: str = "auto") -> AttackResult:
     """Train `model` from scratch, each epoch on freshly warped poison and noise-mode images."""
     check_info(attack, info)
     options = attack.resolved_options()
@@ -116,5 +117,6 @@ def wanet(model: nn.Module, train_set: Dataset, info: DatasetInfo, attack: Attac
 
     log = (lambda m, epoch: epoch_end(m, epoch, trigger)) if epoch_end is not None else None
     history = fit(model, first, train, device, epoch_end=log, progress=progress, desc="wanet",
+                  precision=precision, layout=layout,
                   epoch_start=epoch_start)
     return AttackResult(trigger=trigger, history=history, poisoned_indices=idx)

@@ -22,6 +22,7 @@ import math
 from ..defenses import names
 
 BASELINES = names("baseline")
+PEERS = names("peer")
 
 LOW_ASR = 0.02  # "the backdoor is erased": ASR at most 2%
 FORGETTING_POINTS = 10  # "catastrophic": more than 10 points of accuracy lost
@@ -56,6 +57,33 @@ def drop(after: dict, before: dict) -> float:
 def reduction(after: dict, before: dict) -> float:
     """Relative ASR reduction (NaN when there was no ASR to reduce)."""
     return (before["asr"] - after["asr"]) / before["asr"] if before["asr"] > 0 else float("nan")
+
+
+# -- 0 · notebook 03's bars on one victim ----------------------------------------------------
+
+GOAL_ASR, GOAL_POINTS = 0.01, 1  # the longer-term goal: ASR at most 1%, at most 1 point lost
+
+
+def unlearning_checks(results: dict, drop_points: float, cost_ratio: float, reactivated: dict | None = None) -> dict:
+    """Notebook 03's bars for BAERASER on one victim, claim → met, from the same constants as the
+    grid and notebook 04: `results` maps each defense to its scores ("asr", "der"),
+    `reactivated` each model to its re-tuned "asr_after" (the clean reference's included). The
+    cost bar is left out when the victim's training time is unknown (`cost_ratio` NaN)."""
+    b = results["baeraser"]
+    checks = {
+        f"BAERASER ASR ≤ {LOW_ASR:g}": b["asr"] <= LOW_ASR,
+        f"BAERASER accuracy drop ≤ {KEPT_POINTS:g} points": drop_points <= KEPT_POINTS,
+        f"longer-term goal: ASR ≤ {GOAL_ASR:g} and drop ≤ {GOAL_POINTS:g} point":
+            b["asr"] <= GOAL_ASR and drop_points <= GOAL_POINTS,
+        "BAERASER's DER ≥ every baseline's": all(b["der"] >= results[m]["der"] for m in BASELINES if m in results),
+        "BAERASER's DER ≥ every peer's": all(b["der"] >= results[m]["der"] for m in PEERS if m in results),
+    }
+    if math.isfinite(cost_ratio):  # NaN: an external model, whose training time is unknown
+        checks[f"recovery + unlearning ≤ {COST_SHARE:.0%} of the victim's training time"] = cost_ratio <= COST_SHARE
+    if reactivated:
+        checks[f"re-tuned, BAERASER's ASR ≤ the clean reference's + {REACTIVATION_MARGIN:g}"] = \
+            reactivated["baeraser"]["asr_after"] <= reactivated["clean reference"]["asr_after"] + REACTIVATION_MARGIN
+    return checks
 
 
 # -- 1 · β/α --------------------------------------------------------------------------------

@@ -475,3 +475,38 @@ def erasure_markdown(grid_dir: Path) -> str:
         return "No row of this grid's index ran the reactivation check (issue #18) yet."
     return "\n".join(["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
                      + ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body])
+
+
+TARGET_LABELS = {  # summary["targets"] key → what it asks, in the issues' words
+    "baeraser_der_ge_best_peer": "#16: BAERASER's DER ≥ the best peer's",
+    "baeraser_der_ge_best_baseline": "BAERASER's DER ≥ the best baseline's",
+    "baeraser_stays_erased": "#18: re-tuned, BAERASER's ASR ≤ the never-backdoored model's + "
+                             f"{REACTIVATION_MARGIN:g}",
+    "baeraser_asr_every_row": f"#18: BAERASER's ASR after the defense ≤ {KEPT_BARS['asr']}",
+    "baeraser_acc_drop_points_every_row": f"#18: ≤ {KEPT_BARS['acc_drop_points']:g} points of accuracy lost",
+    "baeraser_cost_ratio_every_row": f"#18: recovery + unlearning ≤ {KEPT_BARS['cost_ratio']:.0%} of the victim's "
+                                     "training time",
+    "mean_asr_reduction": "#7: mean ASR reduction across rows",
+    "mean_acc_drop_points": "#7: mean accuracy lost across rows (points)",
+}
+
+
+def targets_markdown(grid_dir: Path) -> str:
+    """The grid's targets (`summarise`'s `targets`) as Markdown, each as measured beside its bar,
+    and the rows that miss each per-row bar: the README's verdicts, never typed by hand."""
+    doc = json.loads((grid_dir / "grid.json").read_text())
+    rows = [r for r in doc["rows"] if "defenses" in r]
+    missed_by = {"baeraser_der_ge_best_peer": lambda r: r.get("baeraser_der_ge_best_peer") is False,
+                 "baeraser_der_ge_best_baseline": lambda r: r.get("baeraser_der_ge_best_baseline") is False,
+                 "baeraser_stays_erased": lambda r: r.get("baeraser_stays_erased") is False,
+                 **{f"baeraser_{k}_every_row": (lambda k: lambda r: r.get("baeraser_kept_bars", {}).get(k) is False)(k)
+                    for k in KEPT_BARS}}
+    lines = ["| figure | target | measured | met | rows that miss |", "|---|---|---|---|---|"]
+    targets = doc["summary"]["targets"]
+    for key in sorted(targets, key=lambda k: list(TARGET_LABELS).index(k) if k in TARGET_LABELS else len(TARGET_LABELS)):
+        t = targets[key]
+        measured = _f(t["measured"], 3) if isinstance(t["measured"], float) else str(t["measured"])
+        misses = ", ".join(r["run_id"] for r in rows if key in missed_by and missed_by[key](r))
+        lines.append(f"| {TARGET_LABELS.get(key, key)} | {t['target']} | {measured} | {'yes' if t['met'] else '**no**'} "
+                     f"| {misses} |")
+    return "\n".join(lines)
