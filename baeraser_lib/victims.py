@@ -111,9 +111,10 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
                  layout: str = "auto") -> TrainedModel:
     """Load the cached model for (train, attack) or train it (clean if `attack` is None).
 
-    `precision` and `layout` are how training runs (`train.fit`'s, `auto`: fp32 on CPU, bf16
-    and channels-last on CUDA), not what it trains: they are not part of the cache key, and the
-    saved meta records what was used. A cached model is returned as it was trained.
+    `precision` and `layout` are how `train.fit` runs (`auto`: bf16 autocast on CUDA only, so CPU
+    training stays fp32; channels-last on CPU and CUDA), not what it trains: they are not part of
+    the cache key, the saved meta records them, and a cached model is returned as it was trained.
+    TrojanNN's and IMC's trigger optimisation runs in fp32 whatever `precision` says.
 
     Figures in the saved meta are measured on `data.evaluation` (test split minus D_h).
     `track_epochs` also logs clean accuracy / ASR on that split after every epoch, for plots only.
@@ -174,6 +175,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "train_seconds": seconds,
         "device": str(device),
         "precision": precision,
+        "layout": layout,
         "precision_used": "bf16" if uses_bf16(device, precision) else "fp32",
         "layout_used": "channels_last" if memory_format(device, layout) == torch.channels_last else "contiguous",
         "history": history,

@@ -137,7 +137,7 @@ reactivation_batch_size = 32
 curve_images = 2000  # evaluation images behind the trade-off curves (evaluation only)
 trace_every = 2  # BAERASER's curve gets a point every this many SGD steps (plotting only)
 device = "auto"
-precision = "auto"  # auto | fp32 | bf16: BAERASER's unlearning steps (auto: bf16 on CUDA only); other methods run fp32
+precision = "auto"  # auto | fp32 | bf16: unlearning steps of BAERASER and plain ascent (auto: bf16 on CUDA only); the others run fp32
 data_root = "../data"
 download = True
 artifacts_dir = "../artifacts"
@@ -312,8 +312,9 @@ plt.show()
 reactivated, query_only = {}, {}
 if true_trigger is not None and reactivation_check:
     react_cfg = reactivation_config(globals())
+    how = {k: victim.meta.get(k, "auto") for k in ("precision", "layout")}  # trained as the victim was
     reference = obtain_model(train_config(globals()), None, data, artifacts_dir, device=dev, progress=False,
-                             precision=precision).model
+                             **how).model
     models = {"clean reference": reference, "none": suspect, **{k: d.model for k, d in defended.items()}}
     scored = {"none": before, **{k: results[k] for k in defended if k in results}}  # measured above already
     raw = {k: reactivation(m, data.train, data.evaluation, true_trigger, true_rule, react_cfg, device=dev,

@@ -231,10 +231,12 @@ def test_attack_command_plants_a_victim_that_defend_can_score(fashion_root, tmp_
     common = ["--artifacts", str(tmp_path / "artifacts"), "--data-root", str(fashion_root), "--no-progress"]
     params = ["-p", "model", "small_cnn", "-p", "width", "8", "-p", "epochs", "2", "-p", "train_subset", "300",
               "-p", "poison_rate", "0.1"]
-    code, out, err = run_cli(["attack", *params, *common], capsys)
+    code, out, err = run_cli(["attack", *params, *common, "--precision", "fp32", "--layout", "contiguous"], capsys)
     assert code == 0, err
     victim = Path(out.split("victim ")[1].split(" (")[0])
     assert (victim / "weights.safetensors").is_file() and (victim / "meta.json").is_file()
+    meta = json.loads((victim / "meta.json").read_text())
+    assert (meta["precision"], meta["layout"], meta["layout_used"]) == ("fp32", "contiguous", "contiguous")
     code, out2, _ = run_cli(["attack", *params, *common], capsys)
     assert code == 0 and out2.startswith("found")  # the cache: trained once
     code, _, err = run_cli(["defend", "--model", str(victim / "weights.safetensors"), "--arch", "small_cnn",
@@ -249,3 +251,6 @@ def test_attack_command_plants_a_victim_that_defend_can_score(fashion_root, tmp_
 def test_attack_command_refuses_unknown_parameters_before_loading(tmp_path, capsys):
     code, _, err = run_cli(["attack", "-p", "poison_ratio", "0.1", "--data-root", str(tmp_path / "none")], capsys)
     assert code == 2 and "unknown parameter(s) ['poison_ratio']" in err
+    with pytest.raises(SystemExit):  # argparse names the choices
+        run_cli(["attack", "--precision", "fp16", "--data-root", str(tmp_path / "none")], capsys)
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err

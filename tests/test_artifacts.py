@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import pickle
@@ -109,18 +110,38 @@ def test_load_trained_rejects_a_folder_without_meta(tmp_path):
         V.load_trained(tmp_path)
 
 
-def test_obtain_model_records_how_it_trained_and_refuses_an_unknown_precision_first(fashion_root, tmp_path,
-                                                                                     monkeypatch):
+def test_obtain_model_passes_how_it_trains_on_records_it_and_refuses_an_unknown_choice_first(fashion_root, tmp_path,
+                                                                                          monkeypatch):
     data = load_experiment_data("fashion_mnist", fashion_root)
-    trained = V.obtain_model(TINY, None, data, tmp_path, progress=False, device=torch.device("cpu"), layout="contiguous")
-    meta = json.loads((trained.path / "meta.json").read_text())
-    assert (meta["precision"], meta["precision_used"], meta["layout_used"]) == ("auto", "fp32", "contiguous")
+    real_fit, seen = V.fit, []
+
+    def spy_fit(*a, **k):
+        seen.append(("fit", k["precision"], k["layout"]))
+        return real_fit(*a, **k)
+
+    trojannn = V.ATTACKS["trojannn"]  # it starts from the clean model: obtain_model trains that first
+
+    def spy_attack(*a, **k):  # the attack's own training gets the same choices
+        seen.append(("attack", k["precision"], k["layout"]))
+        return trojannn.fn(*a, **k)
+
+    monkeypatch.setattr(V, "fit", spy_fit)
+    monkeypatch.setitem(V.ATTACKS, "trojannn", dataclasses.replace(trojannn, fn=spy_attack))
+    victim = V.obtain_model(TINY, AttackConfig(name="trojannn"), data, tmp_path, progress=False,
+                            device=torch.device("cpu"), precision="fp32", layout="contiguous")
+    assert seen == [("fit", "fp32", "contiguous"), ("attack", "fp32", "contiguous")]  # the clean start, then the attack
+    for path in (victim.path, tmp_path / "clean" / victim.meta["started_from"]):
+        meta = json.loads((path / "meta.json").read_text())
+        assert (meta["precision"], meta["layout"], meta["precision_used"], meta["layout_used"]) == \
+            ("fp32", "contiguous", "fp32", "contiguous")
 
     def no_training(*a, **k):
         raise AssertionError("started before checking its arguments")
 
     monkeypatch.setattr(V, "fit", no_training)
+    monkeypatch.setitem(V.ATTACKS, "badnets", AttackSpec(no_training, V.ATTACKS["badnets"].planted))
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         V.obtain_model(TINY, AttackConfig(), data, tmp_path / "new", precision="fp16")
     with pytest.raises(ConfigError, match="unknown memory layout 'nhwc'"):
         V.obtain_model(TINY, None, data, tmp_path / "new", layout="nhwc")
+    assert not (tmp_path / "new").exists()

@@ -114,5 +114,6 @@ def test_notebook_03s_bars_come_from_the_shared_constants_and_judge_both_ways():
     assert by_start["re-tuned, BAERASER's ASR"]  # 0.14 ≤ 0.05 + 0.10
     worse = C.unlearning_checks({"baeraser": scores(0.9, 0.03, 0.9)}, 2.5, float("nan"),
                                 {"baeraser": {"asr_after": 0.2}, "clean reference": {"asr_after": 0.05}})
-    assert [k for k, ok in worse.items() if ok] == ["BAERASER's DER ≥ every baseline's", "BAERASER's DER ≥ every peer's"]
+    assert not any(worse.values())
     assert not any(k.startswith("recovery") for k in worse)  # an external model's cost is unknown, not missed
+    assert not any(k.startswith("BAERASER's DER") for k in worse)  # nothing compared: nothing judged

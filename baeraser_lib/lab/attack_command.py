@@ -19,7 +19,7 @@ import yaml
 from ..data import load_experiment_data
 from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from ..params import ATTACK, TRAIN, attack_config, train_config
-from ..train import pick_device
+from ..train import LAYOUTS, PRECISIONS, pick_device
 from ..victims import check_attack, obtain_model
 
 
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--holding-ratio", type=float, default=0.05)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                    help="bf16 autocast in training steps (auto: on CUDA only; CPU training stays fp32)")
+    ap.add_argument("--layout", default="auto", choices=list(LAYOUTS), help="the memory layout training runs in")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     params = {k: yaml.safe_load(v) for k, v in args.param}
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_experiment_data(train.dataset, args.data_root, args.holding_ratio, train.seed, train.train_subset)
         check_attack(train, attack, data.train)
         victim = obtain_model(train, attack, data, args.artifacts, pick_device(args.device),
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, precision=args.precision, layout=args.layout)
     except (ConfigError, CheckpointError, DataNotFoundError) as err:
         print(f"baeraser attack: error: {err}", file=sys.stderr)
         return 2

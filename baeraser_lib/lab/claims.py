@@ -68,16 +68,19 @@ def unlearning_checks(results: dict, drop_points: float, cost_ratio: float, reac
     """Notebook 03's bars for BAERASER on one victim, claim → met, from the same constants as the
     grid and notebook 04: `results` maps each defense to its scores ("asr", "der"),
     `reactivated` each model to its re-tuned "asr_after" (the clean reference's included). The
-    cost bar is left out when the victim's training time is unknown (`cost_ratio` NaN)."""
+    cost bar is left out when the victim's training time is unknown (`cost_ratio` NaN), and a DER
+    bar when no baseline (or peer) ran. Unlike the claims below it returns bools, not verdicts."""
     b = results["baeraser"]
     checks = {
         f"BAERASER ASR ≤ {LOW_ASR:g}": b["asr"] <= LOW_ASR,
         f"BAERASER accuracy drop ≤ {KEPT_POINTS:g} points": drop_points <= KEPT_POINTS,
         f"longer-term goal: ASR ≤ {GOAL_ASR:g} and drop ≤ {GOAL_POINTS:g} point":
             b["asr"] <= GOAL_ASR and drop_points <= GOAL_POINTS,
-        "BAERASER's DER ≥ every baseline's": all(b["der"] >= results[m]["der"] for m in BASELINES if m in results),
-        "BAERASER's DER ≥ every peer's": all(b["der"] >= results[m]["der"] for m in PEERS if m in results),
     }
+    for kind, group in (("baseline", BASELINES), ("peer", PEERS)):
+        ran = [m for m in group if m in results]
+        if ran:  # none compared: nothing to judge
+            checks[f"BAERASER's DER ≥ every {kind}'s"] = all(b["der"] >= results[m]["der"] for m in ran)
     if math.isfinite(cost_ratio):  # NaN: an external model, whose training time is unknown
         checks[f"recovery + unlearning ≤ {COST_SHARE:.0%} of the victim's training time"] = cost_ratio <= COST_SHARE
     if reactivated:

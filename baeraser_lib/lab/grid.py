@@ -232,6 +232,12 @@ def _check_configs(p: dict, notebooks: tuple[str, ...]) -> None:
             torch.device(p["device"])
         except (RuntimeError, TypeError, ValueError):
             raise ConfigError(f"unknown device {p['device']!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    from ..train import check_layout, check_precision
+
+    if "precision" in p:
+        check_precision(p["precision"])
+    if "layout" in p:
+        check_layout(p["layout"])
     if "dataset" not in p:
         return
     train = train_config(p)

@@ -505,7 +505,8 @@ def targets_markdown(grid_dir: Path) -> str:
     targets = doc["summary"]["targets"]
     for key in sorted(targets, key=lambda k: list(TARGET_LABELS).index(k) if k in TARGET_LABELS else len(TARGET_LABELS)):
         t = targets[key]
-        measured = _f(t["measured"], 3) if isinstance(t["measured"], float) else str(t["measured"])
+        m = t["measured"]
+        measured = _f(m, 3) if isinstance(m, float) else "not measured" if m is None else str(m).replace("|", "/")
         misses = ", ".join(r["run_id"] for r in rows if key in missed_by and missed_by[key](r))
         lines.append(f"| {TARGET_LABELS.get(key, key)} | {t['target']} | {measured} | {'yes' if t['met'] else '**no**'} "
                      f"| {misses} |")
