@@ -276,3 +276,30 @@ def test_readme_command_rewrites_stale_tables_and_refuses_unknown_ones(tmp_path,
         assert report_main(["readme", "--readme", str(readme)]) == 2
         err = capsys.readouterr().err
         assert f"README block {name}" in err and len(err.strip().splitlines()) == 1 and readme.read_text() == missing
+
+
+def test_reactivation_and_persistence_tables_judge_each_row_against_the_reference(tmp_path):
+    from baeraser_lib.lab.site import persistence_markdown, reactivation_markdown
+
+    def model(before, after, acc=0.9):
+        return {"asr_before": before, "asr_after": after, "clean_acc_before": acc}
+
+    (tmp_path / "03.json").write_text(json.dumps({"reactivation": {
+        "models": {"clean reference": model(0.01, 0.05), "none": model(1.0, 0.99), "baeraser": model(0.0, 0.15),
+                   "nc": model(0.02, 0.16)},
+        "query_only": {"baeraser": {"asr_after": 0.07}}}}))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in reactivation_markdown(tmp_path / "03.json").splitlines()}
+    assert "stays erased (≤ 0.1500)" in rows["model"]
+    assert rows["BAERASER"].endswith("| 0.1500 | 0.0700 | met |") and rows["Neural Cleanse"].endswith("| MISSED |")
+    assert list(rows)[2:] == ["never backdoored (reference)", "undefended victim", "BAERASER", "Neural Cleanse"]
+
+    row = {"asr": 0.001, "acc_drop_points": 1.0, "chosen_epoch": 3, "seconds": 9.6}
+    (tmp_path / "p.json").write_text(json.dumps({
+        "reference": {"asr_after": [0.04, 0.06], "mean_asr_after": 0.05}, "undefended": {"mean_asr_after": 0.99},
+        "margin": 0.1, "seeds": [0, 1],
+        "rows": {"kept": {**row, "mean_asr_after": 0.1, "stays_erased": True, "bars_met": True},
+                 "back": {**row, "mean_asr_after": 0.9, "stays_erased": False, "bars_met": True}}}))
+    text = persistence_markdown(tmp_path / "p.json")
+    assert "so the bar is 0.1500" in text
+    assert [line.split(" | ")[0] for line in text.splitlines()[4:]] == ["| back", "| kept"]  # most re-learned first
+    assert text.splitlines()[-1] == "| kept | 0.0010 | 1.00 | 3 | 0.1000 | met | met | 10 |"

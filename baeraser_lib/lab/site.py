@@ -330,3 +330,49 @@ def peer_sanity_markdown(path: Path = REPORTS_DIR / "benchmarks" / "peer_sanity.
         lines.append(f"| {x['label']} · {name.split(' · ', 1)[-1]} | `benchmarks/peer_sanity.py` | {x['asr']:.4f} | "
                      f"{x['acc_drop_points']:.2f} | {x['seconds']:.0f} | {'met' if x['bar_met'] else 'MISSED'} |")
     return "\n".join(lines)
+
+
+def persistence_markdown(path: Path = REPORTS_DIR / "benchmarks" / "persistence.json") -> str:
+    """benchmarks/persistence.py's table (the README's copy): each unlearning setting's figures
+    after the defense and its ASR after the attacker's re-tuning (mean over the seeds), against
+    the never-backdoored reference's + the margin; the settings in order of that re-tuned ASR."""
+    from .claims import KEPT_POINTS, LOW_ASR
+
+    doc = json.loads(Path(path).read_text())
+    ref, margin = doc["reference"], doc["margin"]
+    seeds = ", ".join(f"{v:.4f}" for v in ref["asr_after"])
+    lines = [f"Never-backdoored reference, re-tuned: mean ASR {ref['mean_asr_after']:.4f} (seeds: {seeds}), so the "
+             f"bar is {ref['mean_asr_after'] + margin:.4f}. Undefended victim, re-tuned: "
+             f"{doc['undefended']['mean_asr_after']:.4f}.", "",
+             f"| unlearning setting | ASR after the defense | accuracy lost (points) | epoch returned | ASR re-tuned "
+             f"(mean of {len(doc['seeds'])}) | stays erased (≤ reference + {margin:g}) | ASR ≤ {LOW_ASR:g} and ≤ {KEPT_POINTS:g} "
+             f"points | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(doc["rows"].items(), key=lambda kv: -kv[1]["mean_asr_after"]):
+        lines.append(f"| {name} | {r['asr']:.4f} | {r['acc_drop_points']:.2f} | {r['chosen_epoch']} | "
+                     f"{r['mean_asr_after']:.4f} | {'met' if r['stays_erased'] else 'MISSED'} | "
+                     f"{'met' if r['bars_met'] else 'MISSED'} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def reactivation_markdown(path: Path = REPORTS_DIR / "03_unlearn.json", margin: float | None = None) -> str:
+    """Notebook 03's reactivation check (the README's copy): every model's ASR and accuracy after
+    its defense, its ASR after the attacker's re-tuning (and the query-only attacker's, where it
+    ran), and whether it stays within the never-backdoored reference's + the margin."""
+    from .claims import REACTIVATION_MARGIN
+
+    margin = REACTIVATION_MARGIN if margin is None else margin
+    doc = json.loads(Path(path).read_text())
+    models, query = doc["reactivation"]["models"], doc["reactivation"].get("query_only") or {}
+    bar = models["clean reference"]["asr_after"] + margin
+    label = {"clean reference": "never backdoored (reference)", "none": "undefended victim",
+             **{k: DEFENSES[k].label for k in DEFENSES}}
+    lines = ["| model | ASR after the defense | accuracy after | ASR re-tuned | ASR re-tuned, query-only | "
+             f"stays erased (≤ {bar:.4f}) |", "|---|---|---|---|---|---|"]
+    first = ["clean reference", "none", "baeraser", "vanilla"]
+    order = [k for k in first if k in models] + [k for k in DEFENSES if k in models and k not in first]
+    for k in order:
+        r, q = models[k], query.get(k)
+        mark = "" if k == "clean reference" else "met" if r["asr_after"] <= bar else "MISSED"
+        lines.append(f"| {label.get(k, k)} | {r['asr_before']:.4f} | {r['clean_acc_before']:.4f} | {r['asr_after']:.4f} "
+                     f"| {'' if q is None else format(q['asr_after'], '.4f')} | {mark} |")
+    return "\n".join(lines)
