@@ -334,7 +334,7 @@ def test_real_notebooks_grid_through_a_dask_local_cluster(fashion_root, tmp_path
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         records = S.sweep(grid, out, art, fashion_root, scheduler=cluster.scheduler_address, log=lambda *_: None)
         assert [r["status"] for r in records] == ["ok", "failed"], records
-        assert records[0]["host"] and records[1]["failed_notebook"] == "01_inject"
+        assert records[0]["host"] and records[0]["commit"] and records[1]["failed_notebook"] == "01_inject"
         assert "cifar10 (train split) not found" in records[1]["steps"][0]["error"]
         doc = json.loads((out / "tiny" / "grid.json").read_text())
         row, bad = doc["rows"]

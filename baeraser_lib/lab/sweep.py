@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..artifacts import git_commit
 from ..errors import ConfigError
 from ..safepath import child
 from .grid import Grid, Run, load_grid, validate
@@ -142,7 +143,7 @@ def execute_run(task: dict) -> dict:
               "notebooks": list(run.notebooks), "status": "failed" if failed else "ok",
               "failed_notebook": failed, "steps": rows, "seconds": round(time.perf_counter() - start, 1),
               "fingerprint": task["fingerprint"], "data_root": task["data_root"],
-              "threads": threads, "host": socket.gethostname(),
+              "threads": threads, "host": socket.gethostname(), "commit": git_commit(),
               "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     write_json_atomic(run_dir / RUN_FILE, record)
     return record
