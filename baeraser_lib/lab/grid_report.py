@@ -76,6 +76,7 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
                "attack": report.get("attack") or inject.get("attack") or params.get("attack"),
                "status": rec["status"], "seconds": rec.get("seconds"), "data": data_source(dataset),
                "data_root": rec.get("data_root"), "notebooks": rec.get("notebooks", []),
+               "finished_at": rec.get("finished_at"), "commit": rec.get("commit"),  # older records lack the commit
                **{k: inject[k] for k in ("n_train", "n_holding", "n_evaluation") if k in inject}}
         if rec["status"] != "ok":
             nb, err, page = _step_error(rec)
