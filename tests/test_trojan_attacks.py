@@ -183,7 +183,8 @@ def test_imc_trains_every_epoch_on_poison_stamped_with_that_epochs_trigger(setti
     data, clean = setting
     seen = []
 
-    def fake_fit(model, train_set, cfg, device=None, epoch_end=None, progress=True, desc="", epoch_start=None):
+    def fake_fit(model, train_set, cfg, device=None, epoch_end=None, progress=True, desc="", epoch_start=None,
+                 precision="auto", layout="auto"):
         history = []
         for epoch in (1, 2):
             ds, figs = epoch_start(model, epoch)
