@@ -113,6 +113,11 @@ def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def precision_used(device: torch.device, precision: str = "auto") -> str:
+    """What `precision` resolves to on `device`: "bf16" or "fp32" (for the records)."""
+    return "bf16" if uses_bf16(device, precision) else "fp32"
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     """The context a forward pass runs in: bf16 autocast where `uses_bf16`, else nothing. The
     weights, gradients and optimiser state stay fp32 (bf16 has fp32's range: no loss scaling)."""

@@ -25,7 +25,7 @@ from .data import ExperimentData, dataset_info
 from .errors import CheckpointError, ConfigError
 from .metrics import evaluate
 from .models import build_model
-from .train import check_layout, check_precision, fit, memory_format, pick_device, uses_bf16
+from .train import check_layout, check_precision, fit, memory_format, pick_device, precision_used
 from .targets import TargetRule
 from .triggers import trigger_from_json
 
@@ -176,7 +176,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
         "device": str(device),
         "precision": precision,
         "layout": layout,
-        "precision_used": "bf16" if uses_bf16(device, precision) else "fp32",
+        "precision_used": precision_used(device, precision),
         "layout_used": "channels_last" if memory_format(device, layout) == torch.channels_last else "contiguous",
         "history": history,
         "attack_details": details,

@@ -37,7 +37,7 @@ from ..defenses.common import split_defense
 from ..errors import CheckpointError, ConfigError, DataNotFoundError
 from ..metrics import backdoor_metrics, clean_accuracy
 from ..targets import TargetRule
-from ..train import PRECISIONS, uses_bf16
+from ..train import PRECISIONS, precision_used
 from ..triggers import stamp_mask, trigger_from_json
 
 HOLDING_VAL_FRACTION = 0.2  # the defenses' own validation share of D_h (UnlearnConfig, FinetuneConfig)
@@ -249,7 +249,7 @@ def run(args) -> dict:
                           "num_classes": args.num_classes, "eval_data": args.eval_data,
                           "eval_trigger": args.eval_trigger, "seed": args.seed,
                           "precision": args.precision},
-               "precision_used": "bf16" if DEFENSES[args.method].bf16 and uses_bf16(inputs["device"], args.precision)
+               "precision_used": precision_used(inputs["device"], args.precision) if DEFENSES[args.method].bf16
                else "fp32",
                "library_version": __version__, "git_commit": git_commit(),
                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -222,6 +222,7 @@ def check_parameters(params: dict, every: dict, notebooks) -> None:
 def _check_configs(p: dict, notebooks: tuple[str, ...]) -> None:
     from ..data import dataset_info
     from ..params import DEFENSE_CONFIGS, attack_config, recovery_config, train_config
+    from ..train import check_layout, check_precision
     from ..triggers import check_fits
     from ..victims import check_attack
 
@@ -232,8 +233,6 @@ def _check_configs(p: dict, notebooks: tuple[str, ...]) -> None:
             torch.device(p["device"])
         except (RuntimeError, TypeError, ValueError):
             raise ConfigError(f"unknown device {p['device']!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    from ..train import check_layout, check_precision
-
     if "precision" in p:
         check_precision(p["precision"])
     if "layout" in p:
