@@ -199,6 +199,22 @@ def test_the_returned_model_is_the_epoch_with_the_best_defender_side_der(repaire
                                                   chosen["val_recovered_asr"]))
 
 
+def test_best_epoch_names_the_epoch_unlearn_returns_and_a_shorter_budget_its_prefix(repaired_setup):
+    """One run of E epochs answers every budget up to E: the same seed draws the same batches, so
+    a run of 2 epochs is the first 2 epochs of a run of 3, and best_epoch picks what it returns."""
+    model, data, pool = repaired_setup
+    cfg = U.UnlearnConfig(epochs=3, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0)
+    long_model, long_history = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    assert U.best_epoch(long_history) == next(h["epoch"] for h in long_history if h["chosen"])
+    short_model, short_history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(
+        epochs=2, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0), progress=False)
+    assert [h["val_acc"] for h in short_history] == [h["val_acc"] for h in long_history[:3]]
+    assert U.best_epoch(long_history, last=2) == next(h["epoch"] for h in short_history if h["chosen"])
+    assert U.best_epoch(long_history, last=0) == 0
+    with pytest.raises(ValueError, match="epoch 0"):
+        U.best_epoch(long_history[1:])
+
+
 def test_a_student_whose_outputs_diverge_ends_at_the_best_epoch_before_it(repaired_setup, monkeypatch):
     """Scoring refuses NaN outputs (never class 0): an epoch that diverges counts as collapsed,
     unlearning stops there and returns the best epoch before it; with no choice to make, it fails."""

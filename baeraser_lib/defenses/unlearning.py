@@ -294,7 +294,8 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     def val_der(h: dict) -> float:
         return der(base_acc, h["val_acc"], base_asr, h["val_recovered_asr"])
 
-    best = (val_der(history[0]), copy.deepcopy(student.state_dict()), 0)
+    history[0]["val_der"] = val_der(history[0])
+    best = (history[0]["val_der"], copy.deepcopy(student.state_dict()), 0)
     steps = -(-len(xtr) // cfg.batch_size)
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))
@@ -355,6 +356,22 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if seconds is not None:
         seconds["overhead"] = seconds.get("overhead", 0.0) + overhead[0]
     return student.eval(), history
+
+
+def best_epoch(history: list[dict], last: float | None = None) -> int:
+    """The epoch `unlearn` returns under `select="best_val_der"` had it stopped after epoch `last`
+    (default: where the history ends): the first epoch with the highest validation DER, epoch 0
+    (the suspect itself) included. Traces and diverged epochs never win. For budget studies: one
+    run of E epochs answers every budget up to E, as the same seed draws the same batches."""
+    rows = [h for h in history if not h.get("trace") and not h.get("diverged") and "val_der" in h
+            and (last is None or h["epoch"] <= last)]
+    if not rows or rows[0]["epoch"] != 0:
+        raise ValueError("best_epoch needs unlearn's history, starting at epoch 0 with its val_der")
+    best = rows[0]
+    for h in rows[1:]:
+        if h["val_der"] > best["val_der"]:
+            best = h
+    return int(best["epoch"])
 
 
 def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None, cfg: UnlearnConfig = UnlearnConfig(),

@@ -1,0 +1,172 @@
+"""How many unlearning epochs does BAERASER need? Its cost against its figures, per families victim (issue #18).
+
+    .venv/bin/python benchmarks/unlearning_budget.py                    # after `make sweep GRID=grids/families.yaml`
+    .venv/bin/python benchmarks/unlearning_budget.py --only wanet imc   # some rows only (rows are merged)
+
+Issue #18 asks BAERASER to keep its figures (ASR ≤ 0.02, ≤ 2 points lost, recovery + unlearning
+≤ 25% of the victim's training time) while erasing for good. Its default runs all 10 epochs and
+returns the one with the best validation DER; on the families grid that costs 0.29–0.48 of the
+victims' training time. This measures what a shorter budget would give, without changing the default.
+
+For every row of the families grid (`reports/families/<row>/run.json`), with the row's cached
+victim and pool (notebooks 01 and 02) and the same D_h: one run of the default unlearning, 10
+epochs. The same seed draws the same batches whatever the epoch count, so the first k epochs of
+that run *are* a k-epoch run, and `unlearning.best_epoch(history, last=k)` names the model a
+k-epoch budget returns. Each such model is scored on the evaluation split with the true trigger,
+and re-tuned by the attacker of `baeraser_lib.reactivation` (its defaults, notebook 03's). The
+row's never-backdoored reference figure (the re-tuned reference's ASR) and the recovery seconds
+come from the row's committed notebook JSON (`03_unlearn.json`, `02_recover_triggers.json`): the
+same configs and seeds, not re-run here.
+
+Cost ratio for budget k = (the row's recovery seconds + the defense's own seconds for k epochs,
+measured here, alone on the same 2-core machine) / the victim's training seconds. The run at
+k = 10 must reproduce the grid's BAERASER figures (checked and recorded per row).
+
+Nothing here changes a default, and nothing in it reaches a defense: the true trigger is read for
+scoring only, after unlearning has run.
+
+Writes reports/benchmarks/unlearning_budget.json (merged by row, so runs can be split and resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+from baeraser_lib.data import load_experiment_data
+from baeraser_lib.defenses.pool import obtain_pool
+from baeraser_lib.defenses.unlearning import UnlearnConfig, best_epoch, unlearn
+from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
+from baeraser_lib.lab.reports import REPO, write_json_atomic
+from baeraser_lib.metrics import evaluate
+from baeraser_lib.params import attack_config, recovery_config, train_config
+from baeraser_lib.reactivation import ReactivationConfig, reactivation
+from baeraser_lib.victims import find_model
+
+FAMILIES = REPO / "reports" / "families"
+OUT = REPO / "reports" / "benchmarks" / "unlearning_budget.json"
+BARS = {"asr": LOW_ASR, "acc_drop_points": float(KEPT_POINTS), "cost_ratio": COST_SHARE,
+        "reactivation_margin": REACTIVATION_MARGIN}
+
+
+def grid_rows() -> dict[str, dict]:
+    """{row label: its notebook 03 parameters}, for every finished row of the families grid."""
+    out = {}
+    for run in sorted(FAMILIES.glob("*/run.json")):
+        r = json.loads(run.read_text())
+        if r.get("status") == "ok":
+            out[r["run_id"]] = next(s["parameters"] for s in r["steps"] if s["notebook"] == "03_unlearn")
+    return out
+
+
+def budget_rows(history: list[dict], spent: dict[int, float], score) -> dict[str, dict]:
+    """Per budget k (1 … the epochs run): the epoch a k-epoch run returns, its seconds, and
+    `score(epoch)`'s figures (called once per distinct epoch)."""
+    last = max(int(h["epoch"]) for h in history if not h.get("trace"))
+    return {str(k): {"chosen_epoch": (e := best_epoch(history, last=k)), "unlearn_seconds": spent[k], **score(e)}
+            for k in range(1, last + 1)}
+
+
+def run_row(name: str, params: dict, data, artifacts: str) -> dict:
+    victim = find_model(artifacts, train_config(params), attack_config(params))
+    holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
+                   "n": len(data.holding)}
+    pool, meta, pool_path, cached = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
+                                                recovery_config(params), artifacts, holding_key, progress=False)
+    nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
+    recovery_seconds = json.loads((FAMILIES / name / "02_recover_triggers.json").read_text())["seconds_recovery"]
+    reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
+    before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
+    row = {"victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
+           "pool_was_cached": cached, "train_seconds": victim.train_seconds, "recovery_seconds": recovery_seconds,
+           "before": before, "reference_reactivated_asr": reference,
+           "grid_baeraser": nb03["methods"]["baeraser"], "budgets": {}}
+    if len(pool) == 0:  # nothing to unlearn: every budget returns the suspect, at the cost of recovery
+        row["note"] = "empty pool: the model is judged clean and left alone, whatever the budget"
+        return row
+
+    states, stamps, mine = {}, {}, [0.0]
+
+    def keep(model, epoch):  # snapshot each epoch; the time it takes is unlearn's "overhead", not the defense's
+        t = time.perf_counter()
+        stamps[int(epoch)] = t - start - mine[0]
+        states[int(epoch)] = copy.deepcopy(model.state_dict())
+        mine[0] += time.perf_counter() - t
+
+    start = time.perf_counter()
+    student, history = unlearn(victim.model, data.holding, pool, UnlearnConfig(), device="cpu", progress=False,
+                               on_epoch=keep)
+    scored: dict[int, dict] = {}
+
+    def score(epoch: int) -> dict:
+        if epoch not in scored:
+            m = copy.deepcopy(victim.model)
+            m.load_state_dict(states[epoch])
+            m.eval()
+            ev = evaluate(m, data.evaluation, victim.trigger, victim.rule)
+            re = reactivation(m, data.train, data.evaluation, victim.trigger, victim.rule, ReactivationConfig(),
+                              device="cpu", before=ev)
+            drop = 100 * (before["clean_acc"] - ev["clean_acc"])
+            scored[epoch] = {"asr": ev["asr"], "clean_acc": ev["clean_acc"], "acc_drop_points": drop,
+                             "reactivated_asr": re["asr_after"]}
+        return scored[epoch]
+
+    spent = {k: stamps[k] for k in stamps if k > 0}
+    row["budgets"] = budget_rows(history, spent, score)
+    for b in row["budgets"].values():
+        b["cost_ratio"] = (recovery_seconds + b["unlearn_seconds"]) / victim.train_seconds
+        b["bars"] = {"asr": b["asr"] <= LOW_ASR, "acc_drop_points": b["acc_drop_points"] <= KEPT_POINTS,
+                     "cost_ratio": b["cost_ratio"] <= COST_SHARE,
+                     "stays_erased": b["reactivated_asr"] <= reference + REACTIVATION_MARGIN}
+    full = row["budgets"][str(UnlearnConfig().epochs)]
+    row["reproduces_grid"] = {k: abs(full[k] - nb03["methods"]["baeraser"][k]) < 1e-6 for k in ("asr", "clean_acc")}
+    row["val_history"] = [{k: h[k] for k in ("epoch", "val_acc", "val_recovered_asr", "val_der") if k in h}
+                          for h in history if not h.get("trace")]
+    return row
+
+
+def summary(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per budget: how many backdoored rows (those with something unlearned) meet each bar."""
+    ks = sorted({int(k) for r in rows.values() for k in r["budgets"]})
+    out = {}
+    for k in ks:
+        got = [r["budgets"][str(k)] for r in rows.values() if str(k) in r["budgets"]]
+        out[str(k)] = {"rows": len(got), **{bar: sum(b["bars"][bar] for b in got) for bar in got[0]["bars"]},
+                       "all_bars": sum(all(b["bars"].values()) for b in got),
+                       "mean_cost_ratio": sum(b["cost_ratio"] for b in got) / len(got)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(REPO / "data"))
+    ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    ap.add_argument("--only", nargs="*", default=None, help="row names to run")
+    args = ap.parse_args(argv)
+    todo = grid_rows()
+    if args.only is not None:
+        unknown = sorted(set(args.only) - set(todo))
+        if unknown:
+            raise SystemExit(f"unknown rows {unknown}; the families grid has {sorted(todo)}")
+        todo = {k: v for k, v in todo.items() if k in args.only}
+    first = next(iter(todo.values()))
+    data = load_experiment_data(first["dataset"], args.data, holding_ratio=first["holding_ratio"], seed=first["seed"],
+                                train_subset=first.get("train_subset"))
+    old = json.loads(OUT.read_text()) if OUT.exists() else {}
+    rows = old.get("rows", {})
+    for name, params in todo.items():
+        t0 = time.perf_counter()
+        rows[name] = {**run_row(name, params, data, args.artifacts), "wall_seconds": time.perf_counter() - t0}
+        b = rows[name]["budgets"]
+        print(name, json.dumps({k: {m: round(v[m], 4) for m in ("asr", "acc_drop_points", "reactivated_asr",
+                                                                "cost_ratio")} for k, v in b.items()}), flush=True)
+        write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(UnlearnConfig()),
+                                "reactivation_config": repr(ReactivationConfig()), "rows": rows,
+                                "summary": summary({k: r for k, r in rows.items() if r["budgets"]})})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
