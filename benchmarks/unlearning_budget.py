@@ -40,6 +40,7 @@ from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import UnlearnConfig, best_epoch, unlearn
 from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
 from baeraser_lib.lab.reports import REPO, write_json_atomic
+from baeraser_lib.lab.site import budget_summary
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.params import attack_config, recovery_config, train_config
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
@@ -127,18 +128,6 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     return row
 
 
-def summary(rows: dict[str, dict]) -> dict[str, dict]:
-    """Per budget: how many backdoored rows (those with something unlearned) meet each bar."""
-    ks = sorted({int(k) for r in rows.values() for k in r["budgets"]})
-    out = {}
-    for k in ks:
-        got = [r["budgets"][str(k)] for r in rows.values() if str(k) in r["budgets"]]
-        out[str(k)] = {"rows": len(got), **{bar: sum(b["bars"][bar] for b in got) for bar in got[0]["bars"]},
-                       "all_bars": sum(all(b["bars"].values()) for b in got),
-                       "mean_cost_ratio": sum(b["cost_ratio"] for b in got) / len(got)}
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(REPO / "data"))
@@ -164,7 +153,7 @@ def main(argv=None) -> int:
                                                                 "cost_ratio")} for k, v in b.items()}), flush=True)
         write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(UnlearnConfig()),
                                 "reactivation_config": repr(ReactivationConfig()), "rows": rows,
-                                "summary": summary({k: r for k, r in rows.items() if r["budgets"]})})
+                                "summary": budget_summary(rows)})
     return 0
 
 

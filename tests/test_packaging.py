@@ -303,3 +303,33 @@ def test_reactivation_and_persistence_tables_judge_each_row_against_the_referenc
     assert "so the bar is 0.1500" in text
     assert [line.split(" | ")[0] for line in text.splitlines()[4:]] == ["| back", "| kept"]  # most re-learned first
     assert text.splitlines()[-1] == "| kept | 0.0010 | 1.00 | 3 | 0.1000 | met | met | 10 |"
+
+
+def test_budget_tables_count_each_bar_per_budget_and_name_the_largest_budget_within_the_cost_bar(tmp_path):
+    from baeraser_lib.lab.site import budget_markdown, budget_summary
+
+    def budget(asr, drop, react, cost, ref=0.05):
+        return {"asr": asr, "acc_drop_points": drop, "reactivated_asr": react, "cost_ratio": cost,
+                "bars": {"asr": asr <= 0.02, "acc_drop_points": drop <= 2, "cost_ratio": cost <= 0.25,
+                         "stays_erased": react <= ref + 0.1}}
+
+    rows = {"a": {"train_seconds": 300.0, "recovery_seconds": 40.0, "reference_reactivated_asr": 0.05,
+                  "budgets": {"1": budget(0.03, 1.0, 0.5, 0.2), "2": budget(0.01, 1.5, 0.1, 0.24),
+                              "3": budget(0.01, 1.2, 0.1, 0.3)}},
+            "b": {"train_seconds": 200.0, "recovery_seconds": 60.0, "reference_reactivated_asr": 0.05,
+                  "budgets": {"1": budget(0.01, 3.0, 0.1, 0.4), "2": budget(0.01, 3.0, 0.1, 0.45),
+                              "3": budget(0.01, 2.5, 0.1, 0.5)}},
+            "clean": {"train_seconds": 200.0, "recovery_seconds": 30.0, "reference_reactivated_asr": 0.9,
+                      "budgets": {}}}
+    summary = budget_summary(rows)
+    assert summary["2"] == {"rows": 2, "asr": 2, "acc_drop_points": 1, "cost_ratio": 1, "stays_erased": 2,
+                            "all_bars": 1, "mean_cost_ratio": pytest.approx(0.345)}
+    (tmp_path / "b.json").write_text(json.dumps({"bars": {"asr": 0.02, "acc_drop_points": 2.0, "cost_ratio": 0.25,
+                                                          "reactivation_margin": 0.1}, "rows": rows}))
+    lines = budget_markdown(tmp_path / "b.json").splitlines()
+    assert lines[3] == "| 2 | 2 | 2 | 1 | 1 | 2 | 1 | 0.345 |"
+    by_row = {line.split(" | ")[0]: line for line in lines if line.startswith("| a ") or line.startswith("| b ")
+              or line.startswith("| clean ")}
+    assert by_row["| a"].endswith("| 2 | 0.0100 / 1.50 / 0.1000 / 0.24 |")  # budget 3 is over the cost bar
+    assert "0.0100 / 1.20 / 0.1000 / 0.30" in by_row["| a"]  # the longest budget run, beside it
+    assert by_row["| b"].endswith("| none |  |") and "empty pool" in by_row["| clean"]

@@ -354,6 +354,52 @@ def persistence_markdown(path: Path = REPORTS_DIR / "benchmarks" / "persistence.
     return "\n".join(lines)
 
 
+def budget_summary(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per unlearning budget k (benchmarks/unlearning_budget.py): over the rows where something was
+    unlearned, how many meet each bar, all of them, and the mean cost ratio."""
+    rows = {n: r for n, r in rows.items() if r.get("budgets")}
+    ks = sorted({int(k) for r in rows.values() for k in r["budgets"]})
+    out = {}
+    for k in ks:
+        got = [r["budgets"][str(k)] for r in rows.values() if str(k) in r["budgets"]]
+        out[str(k)] = {"rows": len(got), **{bar: sum(b["bars"][bar] for b in got) for bar in got[0]["bars"]},
+                       "all_bars": sum(all(b["bars"].values()) for b in got),
+                       "mean_cost_ratio": sum(b["cost_ratio"] for b in got) / len(got)}
+    return out
+
+
+def budget_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_budget.json") -> str:
+    """benchmarks/unlearning_budget.py's tables (the README's copy): per budget of unlearning epochs,
+    how many families rows meet each of BAERASER's bars; then per row, the largest budget within
+    the cost bar and its figures beside the 10-epoch default's."""
+    doc = json.loads(Path(path).read_text())
+    bars, rows = doc["bars"], doc["rows"]
+    lines = [f"| epochs of unlearning | rows | ASR ≤ {bars['asr']:g} | ≤ {bars['acc_drop_points']:g} points lost | "
+             f"cost ≤ {bars['cost_ratio']:g} | stays erased (≤ reference + {bars['reactivation_margin']:g}) | all four | "
+             f"mean cost ratio |", "|---|---|---|---|---|---|---|---|"]
+    for k, s in budget_summary(rows).items():
+        lines.append(f"| {k} | {s['rows']} | {s['asr']} | {s['acc_drop_points']} | {s['cost_ratio']} | "
+                     f"{s['stays_erased']} | {s['all_bars']} | {s['mean_cost_ratio']:.3f} |")
+
+    def figs(b: dict) -> str:
+        return f"{b['asr']:.4f} / {b['acc_drop_points']:.2f} / {b['reactivated_asr']:.4f} / {b['cost_ratio']:.2f}"
+
+    lines += ["", "| row | victim trained (s) | recovery (s) | re-tuned reference | 10 epochs: ASR / points / re-tuned / "
+                  "cost | largest budget within the cost bar | there: ASR / points / re-tuned / cost |",
+              "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        head = f"| {name} | {r['train_seconds']:.0f} | {r['recovery_seconds']:.0f} | {r['reference_reactivated_asr']:.4f} |"
+        if not r.get("budgets"):
+            lines.append(f"{head} nothing unlearned (empty pool) | | |")
+            continue
+        b = r["budgets"]
+        fits = [int(k) for k, v in b.items() if v["bars"]["cost_ratio"]]
+        full = b[str(max(int(k) for k in b))]
+        there = f"{max(fits)} | {figs(b[str(max(fits))])}" if fits else "none | "
+        lines.append(f"{head} {figs(full)} | {there} |")
+    return "\n".join(lines)
+
+
 def reactivation_markdown(path: Path = REPORTS_DIR / "03_unlearn.json", margin: float | None = None) -> str:
     """Notebook 03's reactivation check (the README's copy): every model's ASR and accuracy after
     its defense, its ASR after the attacker's re-tuning (and the query-only attacker's, where it
