@@ -37,13 +37,13 @@ import time
 
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.pool import obtain_pool
-from baeraser_lib.defenses.unlearning import UnlearnConfig, best_epoch, unlearn
+from baeraser_lib.defenses.unlearning import best_epoch, unlearn
 from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.site import budget_summary
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.params import attack_config, recovery_config, train_config
-from baeraser_lib.reactivation import ReactivationConfig, reactivation
+from baeraser_lib.params import attack_config, reactivation_config, recovery_config, train_config, unlearn_config
+from baeraser_lib.reactivation import reactivation
 from baeraser_lib.victims import find_model
 
 FAMILIES = REPO / "reports" / "families"
@@ -62,12 +62,19 @@ def grid_rows() -> dict[str, dict]:
     return out
 
 
-def budget_rows(history: list[dict], spent: dict[int, float], score) -> dict[str, dict]:
-    """Per budget k (1 … the epochs run): the epoch a k-epoch run returns, its seconds, and
-    `score(epoch)`'s figures (called once per distinct epoch)."""
-    last = max(int(h["epoch"]) for h in history if not h.get("trace"))
-    return {str(k): {"chosen_epoch": (e := best_epoch(history, last=k)), "unlearn_seconds": spent[k], **score(e)}
-            for k in range(1, last + 1)}
+def budget_rows(history: list[dict], epochs: int, spent: dict[int, float], total: float, score) -> dict[str, dict]:
+    """Per budget k (1 … `epochs`): the epoch a k-epoch run returns, its seconds, and `score(epoch)`'s
+    figures (called once per distinct epoch). A run that stopped early (an epoch diverged) stops
+    there under every longer budget too: those budgets cost `total`."""
+    return {str(k): {"chosen_epoch": (e := best_epoch(history, last=k)), "unlearn_seconds": spent.get(k, total),
+                     **score(e)} for k in range(1, epochs + 1)}
+
+
+def judged(b: dict, reference: float) -> dict:
+    """The budget's figures with its four bars (issue #18's)."""
+    return {**b, "bars": {"asr": b["asr"] <= LOW_ASR, "acc_drop_points": b["acc_drop_points"] <= KEPT_POINTS,
+                          "cost_ratio": b["cost_ratio"] <= COST_SHARE,
+                          "stays_erased": b["reactivated_asr"] <= reference + REACTIVATION_MARGIN}}
 
 
 def run_row(name: str, params: dict, data, artifacts: str) -> dict:
@@ -77,15 +84,20 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     pool, meta, pool_path, cached = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
                                                 recovery_config(params), artifacts, holding_key, progress=False)
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
-    recovery_seconds = json.loads((FAMILIES / name / "02_recover_triggers.json").read_text())["seconds_recovery"]
+    recovery_seconds = meta["seconds_recovery"]  # the sweep's own recovery when cached (notebook 02's figure)
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
+    cfg, react_cfg = unlearn_config(params), reactivation_config(params)
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
     row = {"victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
            "pool_was_cached": cached, "train_seconds": victim.train_seconds, "recovery_seconds": recovery_seconds,
            "before": before, "reference_reactivated_asr": reference,
            "grid_baeraser": nb03["methods"]["baeraser"], "budgets": {}}
-    if len(pool) == 0:  # nothing to unlearn: every budget returns the suspect, at the cost of recovery
+    if len(pool) == 0:  # nothing to unlearn: every budget returns the suspect, at the cost of recovery only
         row["note"] = "empty pool: the model is judged clean and left alone, whatever the budget"
+        same = {"chosen_epoch": 0, "unlearn_seconds": 0.0, "asr": before["asr"], "clean_acc": before["clean_acc"],
+                "acc_drop_points": 0.0, "reactivated_asr": nb03["reactivation"]["models"]["none"]["asr_after"],
+                "cost_ratio": recovery_seconds / victim.train_seconds}
+        row["budgets"] = {str(k): judged(same, reference) for k in range(1, cfg.epochs + 1)}
         return row
 
     states, stamps, mine = {}, {}, [0.0]
@@ -97,8 +109,8 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
         mine[0] += time.perf_counter() - t
 
     start = time.perf_counter()
-    student, history = unlearn(victim.model, data.holding, pool, UnlearnConfig(), device="cpu", progress=False,
-                               on_epoch=keep)
+    student, history = unlearn(victim.model, data.holding, pool, cfg, device="cpu", progress=False, on_epoch=keep)
+    total = time.perf_counter() - start - mine[0]
     scored: dict[int, dict] = {}
 
     def score(epoch: int) -> dict:
@@ -107,22 +119,23 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
             m.load_state_dict(states[epoch])
             m.eval()
             ev = evaluate(m, data.evaluation, victim.trigger, victim.rule)
-            re = reactivation(m, data.train, data.evaluation, victim.trigger, victim.rule, ReactivationConfig(),
-                              device="cpu", before=ev)
+            re = reactivation(m, data.train, data.evaluation, victim.trigger, victim.rule, react_cfg, device="cpu",
+                              before=ev)
             drop = 100 * (before["clean_acc"] - ev["clean_acc"])
             scored[epoch] = {"asr": ev["asr"], "clean_acc": ev["clean_acc"], "acc_drop_points": drop,
                              "reactivated_asr": re["asr_after"]}
         return scored[epoch]
 
     spent = {k: stamps[k] for k in stamps if k > 0}
-    row["budgets"] = budget_rows(history, spent, score)
-    for b in row["budgets"].values():
-        b["cost_ratio"] = (recovery_seconds + b["unlearn_seconds"]) / victim.train_seconds
-        b["bars"] = {"asr": b["asr"] <= LOW_ASR, "acc_drop_points": b["acc_drop_points"] <= KEPT_POINTS,
-                     "cost_ratio": b["cost_ratio"] <= COST_SHARE,
-                     "stays_erased": b["reactivated_asr"] <= reference + REACTIVATION_MARGIN}
-    full = row["budgets"][str(UnlearnConfig().epochs)]
-    row["reproduces_grid"] = {k: abs(full[k] - nb03["methods"]["baeraser"][k]) < 1e-6 for k in ("asr", "clean_acc")}
+    budgets = budget_rows(history, cfg.epochs, spent, total, score)
+    row["budgets"] = {k: judged({**b, "cost_ratio": (recovery_seconds + b["unlearn_seconds"]) / victim.train_seconds},
+                                reference) for k, b in budgets.items()}
+    full, grid = row["budgets"][str(cfg.epochs)], nb03["methods"]["baeraser"]
+    row["reproduces_grid"] = {  # the full budget is the default the grid ran: the same model, or something changed
+        **{k: abs(full[k] - grid[k]) < 1e-6 for k in ("asr", "clean_acc", "reactivated_asr")},
+        "chosen_epoch": full["chosen_epoch"] == nb03.get("baeraser_chosen_epoch")
+        == next(h["epoch"] for h in history if h.get("chosen")),
+        "seconds_ratio": full["unlearn_seconds"] / grid["seconds"]}  # notebook 03's: unlearning alone
     row["val_history"] = [{k: h[k] for k in ("epoch", "val_acc", "val_recovered_asr", "val_der") if k in h}
                           for h in history if not h.get("trace")]
     return row
@@ -151,8 +164,8 @@ def main(argv=None) -> int:
         b = rows[name]["budgets"]
         print(name, json.dumps({k: {m: round(v[m], 4) for m in ("asr", "acc_drop_points", "reactivated_asr",
                                                                 "cost_ratio")} for k, v in b.items()}), flush=True)
-        write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(UnlearnConfig()),
-                                "reactivation_config": repr(ReactivationConfig()), "rows": rows,
+        write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(unlearn_config(params)),
+                                "reactivation_config": repr(reactivation_config(params)), "rows": rows,
                                 "summary": budget_summary(rows)})
     return 0
 

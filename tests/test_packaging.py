@@ -320,16 +320,16 @@ def test_budget_tables_count_each_bar_per_budget_and_name_the_largest_budget_wit
                   "budgets": {"1": budget(0.01, 3.0, 0.1, 0.4), "2": budget(0.01, 3.0, 0.1, 0.45),
                               "3": budget(0.01, 2.5, 0.1, 0.5)}},
             "clean": {"train_seconds": 200.0, "recovery_seconds": 30.0, "reference_reactivated_asr": 0.9,
-                      "budgets": {}}}
+                      "note": "empty pool", "budgets": {k: budget(0.8, 0.0, 0.95, 0.15, ref=0.9) for k in "123"}}}
     summary = budget_summary(rows)
-    assert summary["2"] == {"rows": 2, "asr": 2, "acc_drop_points": 1, "cost_ratio": 1, "stays_erased": 2,
-                            "all_bars": 1, "mean_cost_ratio": pytest.approx(0.345)}
+    assert summary["2"] == {"rows": 3, "asr": 2, "acc_drop_points": 2, "cost_ratio": 2, "stays_erased": 3,
+                            "all_bars": 1, "mean_cost_ratio": pytest.approx(0.28)}  # the untouched row counts too
     (tmp_path / "b.json").write_text(json.dumps({"bars": {"asr": 0.02, "acc_drop_points": 2.0, "cost_ratio": 0.25,
                                                           "reactivation_margin": 0.1}, "rows": rows}))
     lines = budget_markdown(tmp_path / "b.json").splitlines()
-    assert lines[3] == "| 2 | 2 | 2 | 1 | 1 | 2 | 1 | 0.345 |"
-    by_row = {line.split(" | ")[0]: line for line in lines if line.startswith("| a ") or line.startswith("| b ")
-              or line.startswith("| clean ")}
+    assert lines[3] == "| 2 | 3 | 2 | 2 | 2 | 3 | 1 | 0.280 |"
+    by_row = {line.split(" | ")[0]: line for line in lines[7:]}
     assert by_row["| a"].endswith("| 2 | 0.0100 / 1.50 / 0.1000 / 0.24 |")  # budget 3 is over the cost bar
     assert "0.0100 / 1.20 / 0.1000 / 0.30" in by_row["| a"]  # the longest budget run, beside it
-    assert by_row["| b"].endswith("| none |  |") and "empty pool" in by_row["| clean"]
+    assert by_row["| b"].endswith("| none |  |")
+    assert by_row["| clean (nothing unlearned)"].endswith("| 3 | 0.8000 / 0.00 / 0.9500 / 0.15 |")

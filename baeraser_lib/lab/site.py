@@ -355,13 +355,13 @@ def persistence_markdown(path: Path = REPORTS_DIR / "benchmarks" / "persistence.
 
 
 def budget_summary(rows: dict[str, dict]) -> dict[str, dict]:
-    """Per unlearning budget k (benchmarks/unlearning_budget.py): over the rows where something was
-    unlearned, how many meet each bar, all of them, and the mean cost ratio."""
-    rows = {n: r for n, r in rows.items() if r.get("budgets")}
-    ks = sorted({int(k) for r in rows.values() for k in r["budgets"]})
+    """Per unlearning budget k (benchmarks/unlearning_budget.py): over every row (those where nothing
+    was unlearned included, at their unchanged figures), how many meet each bar, all of them, and
+    the mean cost ratio."""
+    ks = sorted({int(k) for r in rows.values() for k in r.get("budgets", {})})
     out = {}
     for k in ks:
-        got = [r["budgets"][str(k)] for r in rows.values() if str(k) in r["budgets"]]
+        got = [r["budgets"][str(k)] for r in rows.values() if str(k) in r.get("budgets", {})]
         out[str(k)] = {"rows": len(got), **{bar: sum(b["bars"][bar] for b in got) for bar in got[0]["bars"]},
                        "all_bars": sum(all(b["bars"].values()) for b in got),
                        "mean_cost_ratio": sum(b["cost_ratio"] for b in got) / len(got)}
@@ -371,7 +371,7 @@ def budget_summary(rows: dict[str, dict]) -> dict[str, dict]:
 def budget_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_budget.json") -> str:
     """benchmarks/unlearning_budget.py's tables (the README's copy): per budget of unlearning epochs,
     how many families rows meet each of BAERASER's bars; then per row, the largest budget within
-    the cost bar and its figures beside the 10-epoch default's."""
+    the cost bar and its figures beside the longest budget's (the default's)."""
     doc = json.loads(Path(path).read_text())
     bars, rows = doc["bars"], doc["rows"]
     lines = [f"| epochs of unlearning | rows | ASR ≤ {bars['asr']:g} | ≤ {bars['acc_drop_points']:g} points lost | "
@@ -384,15 +384,16 @@ def budget_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_budget
     def figs(b: dict) -> str:
         return f"{b['asr']:.4f} / {b['acc_drop_points']:.2f} / {b['reactivated_asr']:.4f} / {b['cost_ratio']:.2f}"
 
-    lines += ["", "| row | victim trained (s) | recovery (s) | re-tuned reference | 10 epochs: ASR / points / re-tuned / "
-                  "cost | largest budget within the cost bar | there: ASR / points / re-tuned / cost |",
+    lines += ["", "| row | victim trained (s) | recovery (s) | re-tuned reference | longest budget: ASR / points / "
+                  "re-tuned / cost | largest budget within the cost bar | there: ASR / points / re-tuned / cost |",
               "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        head = f"| {name} | {r['train_seconds']:.0f} | {r['recovery_seconds']:.0f} | {r['reference_reactivated_asr']:.4f} |"
-        if not r.get("budgets"):
-            lines.append(f"{head} nothing unlearned (empty pool) | | |")
+        label = f"{name} (nothing unlearned)" if r.get("note") else name
+        head = f"| {label} | {r['train_seconds']:.0f} | {r['recovery_seconds']:.0f} | {r['reference_reactivated_asr']:.4f} |"
+        b = r.get("budgets") or {}
+        if not b:
+            lines.append(f"{head} not run | | |")
             continue
-        b = r["budgets"]
         fits = [int(k) for k, v in b.items() if v["bars"]["cost_ratio"]]
         full = b[str(max(int(k) for k in b))]
         there = f"{max(fits)} | {figs(b[str(max(fits))])}" if fits else "none | "
