@@ -18,9 +18,14 @@ row's never-backdoored reference figure (the re-tuned reference's ASR) and the r
 come from the row's committed notebook JSON (`03_unlearn.json`, `02_recover_triggers.json`): the
 same configs and seeds, not re-run here.
 
-Cost ratio for budget k = (the row's recovery seconds + the defense's own seconds for k epochs,
-measured here, alone on the same 2-core machine) / the victim's training seconds. The run at
-k = 10 must reproduce the grid's BAERASER figures (checked and recorded per row).
+Cost ratio for budget k = (recovery seconds + unlearning seconds for k epochs) / the victim's
+training seconds, all three in the sweep's own timing: the row's recovery and training seconds,
+and its 10-epoch unlearning seconds (notebook 03) times the share of the 10 epochs' time that the
+first k took here (timed alone on the same 2-core machine, whose speed drifts between runs:
+`reproduces_grid.seconds_ratio` records this run's 10 epochs over the sweep's, and
+`cost_ratio_here` the unscaled cost). At k = 10 the cost is the
+grid's own. The run at k = 10 must reproduce the grid's BAERASER figures (checked per row).
+`--rescore` recomputes costs and bars from the JSON without running anything.
 
 Nothing here changes a default, and nothing in it reaches a defense: the true trigger is read for
 scoring only, after unlearning has run.
@@ -77,6 +82,20 @@ def judged(b: dict, reference: float) -> dict:
                           "stays_erased": b["reactivated_asr"] <= reference + REACTIVATION_MARGIN}}
 
 
+def costed(row: dict) -> dict:
+    """The row with each budget's cost ratios (see the module text) and its four bars."""
+    budgets, longest = row["budgets"], str(max(int(k) for k in row["budgets"]))
+    here = budgets[longest]["unlearn_seconds"]
+    scale = row["grid_baeraser"]["seconds"] / here if here > 0 else 1.0  # the sweep's seconds per second here
+    out = {}
+    for k, b in budgets.items():
+        b = {key: v for key, v in b.items() if key != "bars"}
+        b["cost_ratio_here"] = (row["recovery_seconds"] + b["unlearn_seconds"]) / row["train_seconds"]
+        b["cost_ratio"] = (row["recovery_seconds"] + scale * b["unlearn_seconds"]) / row["train_seconds"]
+        out[k] = judged(b, row["reference_reactivated_asr"])
+    return {**row, "budgets": out}
+
+
 def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     victim = find_model(artifacts, train_config(params), attack_config(params))
     holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
@@ -95,10 +114,9 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     if len(pool) == 0:  # nothing to unlearn: every budget returns the suspect, at the cost of recovery only
         row["note"] = "empty pool: the model is judged clean and left alone, whatever the budget"
         same = {"chosen_epoch": 0, "unlearn_seconds": 0.0, "asr": before["asr"], "clean_acc": before["clean_acc"],
-                "acc_drop_points": 0.0, "reactivated_asr": nb03["reactivation"]["models"]["none"]["asr_after"],
-                "cost_ratio": recovery_seconds / victim.train_seconds}
-        row["budgets"] = {str(k): judged(same, reference) for k in range(1, cfg.epochs + 1)}
-        return row
+                "acc_drop_points": 0.0, "reactivated_asr": nb03["reactivation"]["models"]["none"]["asr_after"]}
+        row["budgets"] = {str(k): same for k in range(1, cfg.epochs + 1)}
+        return costed(row)
 
     states, stamps, mine = {}, {}, [0.0]
 
@@ -127,9 +145,7 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
         return scored[epoch]
 
     spent = {k: stamps[k] for k in stamps if k > 0}
-    budgets = budget_rows(history, cfg.epochs, spent, total, score)
-    row["budgets"] = {k: judged({**b, "cost_ratio": (recovery_seconds + b["unlearn_seconds"]) / victim.train_seconds},
-                                reference) for k, b in budgets.items()}
+    row = costed({**row, "budgets": budget_rows(history, cfg.epochs, spent, total, score)})
     full, grid = row["budgets"][str(cfg.epochs)], nb03["methods"]["baeraser"]
     row["reproduces_grid"] = {  # the full budget is the default the grid ran: the same model, or something changed
         **{k: abs(full[k] - grid[k]) < 1e-6 for k in ("asr", "clean_acc", "reactivated_asr")},
@@ -146,7 +162,13 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(REPO / "data"))
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
     ap.add_argument("--only", nargs="*", default=None, help="row names to run")
+    ap.add_argument("--rescore", action="store_true", help="recompute costs and bars from the JSON, run nothing")
     args = ap.parse_args(argv)
+    if args.rescore:
+        doc = json.loads(OUT.read_text())
+        doc["rows"] = {k: costed(r) for k, r in doc["rows"].items()}
+        write_json_atomic(OUT, {**doc, "bars": BARS, "summary": budget_summary(doc["rows"])})
+        return 0
     todo = grid_rows()
     if args.only is not None:
         unknown = sorted(set(args.only) - set(todo))
