@@ -8,8 +8,9 @@ Issue #18 asks BAERASER to keep its figures (ASR ≤ 0.02, ≤ 2 points lost, re
 returns the one with the best validation DER; on the families grid that costs 0.29–0.48 of the
 victims' training time. This measures what a shorter budget would give, without changing the default.
 
-For every row of the families grid (`reports/families/<row>/run.json`), with the row's cached
-victim and pool (notebooks 01 and 02) and the same D_h: one run of the default unlearning, 10
+For every row of the families grid (`reports/families/<row>/run.json`), with the row's victim and
+pool (notebooks 01 and 02: cached, or trained and recovered again with the same configs and seeds
+where the cache lost them, which the row records) and the same D_h: one run of the default unlearning, 10
 epochs. The same seed draws the same batches whatever the epoch count, so the first k epochs of
 that run *are* a k-epoch run, and `unlearning.best_epoch(history, last=k)` names the model a
 k-epoch budget returns. Each such model is scored on the evaluation split with the true trigger,
@@ -49,7 +50,7 @@ from baeraser_lib.lab.site import budget_summary
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.params import attack_config, reactivation_config, recovery_config, train_config, unlearn_config
 from baeraser_lib.reactivation import reactivation
-from baeraser_lib.victims import find_model
+from baeraser_lib.victims import model_path, obtain_model
 
 FAMILIES = REPO / "reports" / "families"
 OUT = REPO / "reports" / "benchmarks" / "unlearning_budget.json"
@@ -97,7 +98,8 @@ def costed(row: dict) -> dict:
 
 
 def run_row(name: str, params: dict, data, artifacts: str) -> dict:
-    victim = find_model(artifacts, train_config(params), attack_config(params))
+    cached_victim = model_path(artifacts, train_config(params), attack_config(params)).exists()
+    victim = obtain_model(train_config(params), attack_config(params), data, artifacts, device="cpu", progress=False)
     holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
                    "n": len(data.holding)}
     pool, meta, pool_path, cached = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
@@ -107,7 +109,7 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
     cfg, react_cfg = unlearn_config(params), reactivation_config(params)
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
-    row = {"victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
+    row = {"victim": victim.path.name, "victim_was_cached": cached_victim, "pool": pool_path.name, "pool_labels": list(pool.labels),
            "pool_was_cached": cached, "train_seconds": victim.train_seconds, "recovery_seconds": recovery_seconds,
            "before": before, "reference_reactivated_asr": reference,
            "grid_baeraser": nb03["methods"]["baeraser"], "budgets": {}}
