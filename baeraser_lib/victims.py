@@ -134,7 +134,7 @@ def obtain_model(train: TrainConfig, attack: AttackConfig | None, data: Experime
     if is_complete(path):
         return load_trained(path)
 
-    device = device or pick_device()
+    device = pick_device() if device is None else torch.device(device)  # "cpu" or "cuda:0" work too
     model = new_model(train)
     spec = ATTACKS[attack.name] if attack is not None else None
     target = spec.target_rule(attack, data.info.num_classes) if attack is not None else None

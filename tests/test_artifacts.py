@@ -41,7 +41,7 @@ def test_interrupted_write_leaves_no_artifact(tmp_path, monkeypatch):
 def test_obtain_model_trains_once_then_loads_from_cache(fashion_root, tmp_path, monkeypatch):
     data = load_experiment_data("fashion_mnist", fashion_root)
     attack = AttackConfig()
-    first = V.obtain_model(TINY, attack, data, tmp_path, progress=False)
+    first = V.obtain_model(TINY, attack, data, tmp_path, device="cpu", progress=False)  # a device name works too
     assert not first.cached and first.path.parent.name == "victims"
     meta = json.loads((first.path / "meta.json").read_text())
     assert meta["train_config"]["width"] == 4 and meta["attack_config"]["name"] == "badnets"
