@@ -5,8 +5,9 @@
 
 Issue #18 asks BAERASER to keep its figures (ASR ≤ 0.02, ≤ 2 points lost, recovery + unlearning
 ≤ 25% of the victim's training time) while erasing for good. Its default runs all 10 epochs and
-returns the one with the best validation DER; on the families grid that costs 0.29–0.48 of the
-victims' training time. This measures what a shorter budget would give, without changing the default.
+returns the one with the best validation DER; on the families grid that costs more than 25% on
+every row where it unlearned (the grid's `cost_ratio`). This measures what a shorter budget would
+give, without changing the default.
 
 For every row of the families grid (`reports/families/<row>/run.json`), with the row's victim and
 pool (notebooks 01 and 02: cached, or trained and recovered again with the same configs and seeds
@@ -15,9 +16,9 @@ epochs. The same seed draws the same batches whatever the epoch count, so the fi
 that run *are* a k-epoch run, and `unlearning.best_epoch(history, last=k)` names the model a
 k-epoch budget returns. Each such model is scored on the evaluation split with the true trigger,
 and re-tuned by the attacker of `baeraser_lib.reactivation` (its defaults, notebook 03's). The
-row's never-backdoored reference figure (the re-tuned reference's ASR) and the recovery seconds
-come from the row's committed notebook JSON (`03_unlearn.json`, `02_recover_triggers.json`): the
-same configs and seeds, not re-run here.
+row's never-backdoored reference figure (the re-tuned reference's ASR) comes from the row's
+committed `03_unlearn.json` (the same configs and seeds, not re-run here), and the recovery
+seconds from the pool's own record (notebook 02's figure when the pool was cached).
 
 Cost ratio for budget k = (recovery seconds + unlearning seconds for k epochs) / the victim's
 training seconds, all three in the sweep's own timing: the row's recovery and training seconds,
@@ -112,9 +113,9 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
     cfg, react_cfg = unlearn_config(params), reactivation_config(params)
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
-    row = {"victim": victim.path.name, "victim_was_cached": cached_victim, "pool": pool_path.name, "pool_labels": list(pool.labels),
-           "pool_was_cached": cached, "train_seconds": victim.train_seconds, "recovery_seconds": recovery_seconds,
-           "before": before, "reference_reactivated_asr": reference,
+    row = {"victim": victim.path.name, "victim_was_cached": cached_victim, "pool": pool_path.name,
+           "pool_labels": list(pool.labels), "pool_was_cached": cached, "train_seconds": victim.train_seconds,
+           "recovery_seconds": recovery_seconds, "before": before, "reference_reactivated_asr": reference,
            "grid_baeraser": nb03["methods"]["baeraser"], "budgets": {}}
     if len(pool) == 0:  # nothing to unlearn: every budget returns the suspect, at the cost of recovery only
         row["note"] = "empty pool: the model is judged clean and left alone, whatever the budget"
@@ -132,7 +133,7 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
         mine[0] += time.perf_counter() - t
 
     start = time.perf_counter()
-    student, history = unlearn(victim.model, data.holding, pool, cfg, device="cpu", progress=False, on_epoch=keep)
+    _, history = unlearn(victim.model, data.holding, pool, cfg, device="cpu", progress=False, on_epoch=keep)
     total = time.perf_counter() - start - mine[0]
     scored: dict[int, dict] = {}
 

@@ -328,6 +328,7 @@ def test_budget_tables_count_each_bar_per_budget_and_name_the_largest_budget_wit
                                                           "reactivation_margin": 0.1}, "rows": rows}))
     lines = budget_markdown(tmp_path / "b.json").splitlines()
     assert lines[3] == "| 2 | 3 | 2 | 2 | 2 | 3 | 1 | 0.280 |"
+    assert "The shortest budget (1 epoch(s)) loses 1.0 to 3.0 points of accuracy on the 2 rows that unlearned." in lines
     by_row = {line.split(" | ")[0]: line for line in lines[7:]}
     assert by_row["| a"].endswith("| 2 | 0.0100 / 1.50 / 0.1000 / 0.24 |")  # budget 3 is over the cost bar
     assert "0.0100 / 1.20 / 0.1000 / 0.30" in by_row["| a"]  # the longest budget run, beside it

@@ -342,7 +342,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         if cfg.vanilla or cfg.select == "last":  # no choice, no stopping: the raw effect of the settings
             best = (h["val_der"], None, epoch)
             continue
-        if h["val_der"] > best[0]:
+        if best_epoch(history) == epoch:  # the one selection rule, shared with budget studies
             best = (h["val_der"], copy.deepcopy(student.state_dict()), epoch)
         if cfg.early_stop and h["val_acc"] >= base_acc - cfg.acc_tolerance and h["val_recovered_asr"] <= cfg.stop_asr:
             break

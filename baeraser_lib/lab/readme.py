@@ -28,8 +28,8 @@ from ..errors import ConfigError
 def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
     from .grid_report import erasure_markdown, grid_markdown, summary_markdown, targets_markdown
-    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_sanity_markdown, persistence_markdown,
-                       reactivation_markdown, trigger_agnostic_markdown, verdict_markdown)
+    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_sanity_markdown,
+                       persistence_markdown, reactivation_markdown, trigger_agnostic_markdown, verdict_markdown)
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
     return {

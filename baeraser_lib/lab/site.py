@@ -377,9 +377,16 @@ def budget_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_budget
     lines = [f"| epochs of unlearning | rows | ASR ≤ {bars['asr']:g} | ≤ {bars['acc_drop_points']:g} points lost | "
              f"cost ≤ {bars['cost_ratio']:g} | stays erased (≤ reference + {bars['reactivation_margin']:g}) | all four | "
              f"mean cost ratio |", "|---|---|---|---|---|---|---|---|"]
-    for k, s in budget_summary(rows).items():
+    summary = budget_summary(rows)
+    for k, s in summary.items():
         lines.append(f"| {k} | {s['rows']} | {s['asr']} | {s['acc_drop_points']} | {s['cost_ratio']} | "
                      f"{s['stays_erased']} | {s['all_bars']} | {s['mean_cost_ratio']:.3f} |")
+    shortest = min(summary, key=int) if summary else None
+    drops = [r["budgets"][shortest]["acc_drop_points"] for r in rows.values()
+             if not r.get("note") and shortest in r.get("budgets", {})]  # rows where something was unlearned
+    if drops:
+        lines += ["", f"The shortest budget ({shortest} epoch(s)) loses {min(drops):.1f} to {max(drops):.1f} points "
+                      f"of accuracy on the {len(drops)} rows that unlearned."]
 
     def figs(b: dict) -> str:
         return f"{b['asr']:.4f} / {b['acc_drop_points']:.2f} / {b['reactivated_asr']:.4f} / {b['cost_ratio']:.2f}"
