@@ -36,7 +36,8 @@ FINEPRUNE = {"fineprune_acc_drop": "acc_drop", "seed": "seed"}
 NAD = {"nad_beta": "beta", "nad_epochs": "student.epochs", "seed": "seed"}
 NC = {"nc_scale": "scale"}
 IBAU = {"ibau_lr": "lr", "ibau_rounds": "rounds", "ibau_batch_size": "batch_size", "seed": "seed"}
-SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_batch_size": "batch_size", "sau_eps": "eps", "seed": "seed"}
+SAU = {"sau_lr": "lr", "sau_epochs": "epochs", "sau_batch_size": "batch_size", "sau_eps": "eps",
+       "sau_train_mode": "train_mode", "seed": "seed"}
 ANP = {"anp_eps": "eps", "anp_iterations": "iterations", "anp_threshold": "threshold", "anp_select": "select",
        "seed": "seed"}
 REACTIVATION = {"reactivation_images": "n_images", "reactivation_poisoned": "n_poisoned", "reactivation_lr": "lr",

@@ -20,6 +20,16 @@ Added after those missed (so not named in advance; the README says so):
 - sau, the paper's number of Adam steps (≈ 1,000) in fewer passes: batch 32 for 13 epochs on
   D_h's 2,400 training images, where the paper takes 100 epochs of batch 256 on ≈ 2,500.
 
+After SAU was brought closer to the authors' code (Adam with AMSGrad; 1 − p summed from the
+other classes), the SAU rows measured before that change are kept in the JSON under their names
+with " (before the fidelity fix)" and a `superseded` note. Named before the fixed code ran:
+- sau, published and 20 epochs again, with the fixed code;
+- sau, `train_mode=True`: the authors' own switch (BatchNorm in train mode for the unlearning
+  step), which their code documents as giving lower ASR than the default at some accuracy.
+Added after that missed by 0.013 ASR (so not named in advance): the same switch at 10 epochs
+(twice our CPU budget). It met the bar, and a 20-epoch run that had started beside it was stopped
+to give the families grid's column the time (`benchmarks/peer_column.py`).
+
 Writes reports/benchmarks/peer_sanity.json (merged by row name, so runs can be split).
 """
 
@@ -32,31 +42,12 @@ import time
 from baeraser_lib import defend
 from baeraser_lib.config import AttackConfig, TrainConfig
 from baeraser_lib.data import load_experiment_data
-from baeraser_lib.defenses import DEFENSES, ANPConfig, IBAUConfig, NCConfig, SAUConfig
+from baeraser_lib.defenses import DEFENSES
+from baeraser_lib.lab.peer_settings import BAR, SETTINGS
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.victims import find_model
 
-BAR = {"asr_after": 0.10, "acc_drop_points": 5.0}
-SETTINGS = {  # row name → (defense, config, why)
-    "nc · published": ("nc", NCConfig(), "the paper's settings (the registry's default)"),
-    "nc · log-scale MAD": ("nc", NCConfig(scale="log"), "norms compared by ratios, as BAERASER's detector"),
-    "ibau · published": ("ibau", IBAUConfig(), "BackdoorBench's config (the registry's default)"),
-    "ibau · authors' repository": ("ibau", IBAUConfig(lr=1e-3, batch_size=100),
-                                   "the authors' defense.py: Adam lr 1e-3, batch 100"),
-    "sau · published": ("sau", SAUConfig(), "BackdoorBench's config, 5 epochs (the registry's default)"),
-    "sau · 20 epochs": ("sau", SAUConfig(epochs=20), "four times our CPU budget (the paper: 100)"),
-    "sau · 100 epochs": ("sau", SAUConfig(epochs=100), "the paper's epoch count (about 70 minutes on this CPU)"),
-    "sau · the paper's step count": ("sau", SAUConfig(epochs=13, batch_size=32),
-                                     "batch 32, 13 epochs: ≈ 975 Adam steps on D_h's 2,400 training images, the "
-                                     "paper's ≈ 1,000 (100 epochs of batch 256 on ≈ 2,500), in an eighth of its "
-                                     "passes (added after 20 epochs missed)"),
-    "anp · published": ("anp", ANPConfig(), "the paper's settings, 300 iterations (the registry's default)"),
-    "anp · 2,000 iterations": ("anp", ANPConfig(iterations=2000), "the paper's iteration count"),
-    "anp · cut chosen on validation": ("anp", ANPConfig(select="validation"),
-                                       "BackdoorBench's sweep of cuts, the largest within 5 points on D_h "
-                                       "validation (added after the two above missed)"),
-}
 OUT = REPO / "reports" / "benchmarks" / "peer_sanity.json"
 
 

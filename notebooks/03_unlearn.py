@@ -122,6 +122,7 @@ sau_lr = 0.0001
 sau_epochs = 5
 sau_batch_size = 256
 sau_eps = 0.2
+sau_train_mode = False  # True: BatchNorm in train mode in SAU's unlearning step (the authors' switch)
 anp_eps = 0.4
 anp_iterations = 300
 anp_threshold = 0.2
@@ -415,8 +416,10 @@ for claim, ok in checks.items():
 #   No label flagged: the model is returned unchanged.
 # * **i-BAU** (`ibau`): BackdoorBench's config (Adam lr 1e-4, 5 rounds, K = 5, batch 256); the
 #   outer step uses the implicit hypergradient through K fixed-point iterations.
-# * **SAU** (`sau`): BackdoorBench's config (Adam lr 1e-4, L∞ 0.2, PGD 5 steps of 0.2), **5 epochs**
-#   instead of the paper's 100.
+# * **SAU** (`sau`): BackdoorBench's config (Adam with AMSGrad, lr 1e-4, L∞ 0.2, PGD 5 steps of
+#   0.2, both models in eval mode), **5 epochs** instead of the paper's 100. `sau_train_mode = True`
+#   is the authors' own switch: BatchNorm in train mode for the unlearning step, which they note
+#   lowers the ASR at some accuracy.
 # * **ANP** (`anp`): every BatchNorm layer wrapped with masks and ±0.4 neuron perturbations,
 #   α 0.2, mask lr 0.2, prune below 0.2; **300 iterations** instead of the paper's 2,000.
 #

@@ -334,3 +334,26 @@ def test_budget_tables_count_each_bar_per_budget_and_name_the_largest_budget_wit
     assert "0.0100 / 1.20 / 0.1000 / 0.30" in by_row["| a"]  # the longest budget run, beside it
     assert by_row["| b"].endswith("| none |  |")
     assert by_row["| clean (nothing unlearned)"].endswith("| 3 | 0.8000 / 0.00 / 0.9500 / 0.15 |")
+
+
+def test_the_peer_column_table_compares_each_row_with_the_grid_and_summarises_it(tmp_path):
+    from baeraser_lib.lab.site import peer_column_markdown
+
+    def row(asr, drop, d, ours, grid_sau):
+        return {"asr": asr, "acc_drop_points": drop, "der": d, "seconds": 150.0, "reactivated_asr": 0.5,
+                "grid": {"baeraser": {"asr": 0.01, "der": ours}, "sau": grid_sau}}
+
+    doc = {"settings": {"sau · BatchNorm in train mode": {"defense": "sau", "setting": "the authors' switch", "rows": {
+        "a": row(0.05, 2.0, 0.96, 0.97, {"asr": 0.4, "der": 0.78}),
+        "b": row(0.30, 1.0, 0.80, 0.75, None)}}}}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    lines = peer_column_markdown(tmp_path / "c.json").splitlines()
+    assert lines[0] == "**SAU · BatchNorm in train mode**, 2 rows. The setting: the authors' switch."
+    assert lines[4] == "| a | 0.0500 / 2.00 / 0.960 / 150 | 0.5000 | 0.4000 / 0.780 | 0.0100 / 0.970 | yes |"
+    assert lines[5] == "| b | 0.3000 / 1.00 / 0.800 / 150 | 0.5000 | not run | 0.0100 / 0.750 | no |"
+    assert lines[7] == ("Over these 2 rows: SAU mean DER 0.880, worst-case ASR 0.3000, mean 150 s; BAERASER (the "
+                        "grid's) mean DER 0.860, worst-case ASR 0.0100; BAERASER's DER ≥ SAU's on 1 of 2.")
+    doc["settings"]["sau · BatchNorm in train mode"]["rows"]["b"]["same_victim_as_grid"] = False
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    assert peer_column_markdown(tmp_path / "c.json").splitlines()[5].startswith(
+        "| b (victim trained again: not the grid's) | 0.3000")  # its comparison with the grid is across victims

@@ -98,6 +98,7 @@ def test_the_peers_are_registered_with_their_papers_settings():
     assert (i.lr, i.rounds, i.K) == (1e-4, 5, 5)  # BackdoorBench's i-BAU
     assert (s.lr, s.eps, s.pgd_lr, s.pgd_steps, s.beta_adv, s.beta_share) == (1e-4, 0.2, 0.2, 5, 0.01, 1.0)
     assert (a.eps, a.steps, a.alpha, a.mask_lr, a.threshold) == (0.4, 1, 0.2, 0.2, 0.2)  # the ANP paper's
+    assert (s.amsgrad, s.train_mode) == (True, False)  # BackdoorBench builds Adam with AMSGrad; BN in eval mode
 
 
 @pytest.mark.parametrize("bad", [
@@ -182,3 +183,60 @@ def test_anp_can_choose_its_cut_on_the_validation_part_of_d_h(bn_victim, tiny_da
     assert 0.2 <= last["cut"] <= 0.9 and round(last["cut"] / 0.05, 6).is_integer()
     paper = defend(model, tiny_data.holding, 10, "anp", SMOKE["anp"], progress=False).history[-1]
     assert last["pruned"] >= paper["pruned"] and paper["cut"] == 0.2
+
+
+def test_sau_shared_risk_counts_only_the_images_that_fool_the_reference():
+    """L_sar = −½[log(1e-6 + (1 − p)) + log(1 + 1e-6 − p)] summed over the images whose perturbed
+    label under θ₀ is neither the true nor θ₀'s clean label (p: θ's probability of that label),
+    divided by the batch; the clean term is off here (λ₁ = 0)."""
+    from baeraser_lib.defenses.sau import sau_loss
+
+    class Table(torch.nn.Module):  # logits read from the input's first pixel: a lookup table
+        def __init__(self, rows):
+            super().__init__()
+            self.rows = rows
+
+        def forward(self, x):
+            return self.rows[x.flatten(1)[:, 0].round().long()]
+
+    rows = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    model = Table(rows)
+    x = torch.zeros(3, 1, 2, 2)
+    pert = torch.tensor([1.0, 2.0, 1.0])[:, None, None, None].expand_as(x).clone()
+    y, own_ref = torch.tensor([1, 2, 0]), torch.tensor([2, 2, 2])
+    # perturbed labels under θ₀ (= θ here): 0, 1, 0; fooled (≠ y and ≠ θ₀'s clean label): images 0 and 1
+    loss = sau_loss(model, model, x, y, pert, own_ref, SAUConfig(lambda_clean=0.0))
+    p = torch.softmax(rows.double(), 1)
+    p0, p1 = p[1, 0], p[2, 1]
+    want = sum(-(torch.log(1e-6 + (1 - q).clamp(max=0.999)) + torch.log(1 + 1e-6 - q.clamp(min=0.001))) / 2
+               for q in (p0, p1)) / 3
+    assert abs(loss.item() - want.item()) < 1e-5
+
+
+def test_sau_train_mode_lets_the_unlearning_step_move_batchnorm_statistics(bn_victim, tiny_data):  # noqa: F811
+    model, _ = bn_victim
+    stats = [k for k in model.state_dict() if k.endswith("running_mean")]
+    cfg = dataclasses.replace(SMOKE["sau"], epochs=1)
+    kept = defend(model, tiny_data.holding, 10, "sau", cfg, progress=False).model.state_dict()
+    moved = defend(model, tiny_data.holding, 10, "sau", dataclasses.replace(cfg, train_mode=True),
+                   progress=False).model.state_dict()
+    assert all(torch.equal(kept[k], model.state_dict()[k]) for k in stats)  # eval mode (the default): untouched
+    assert any(not torch.equal(moved[k], model.state_dict()[k]) for k in stats)
+
+
+def test_the_named_peer_settings_are_peers_configs_and_the_sanity_json_keeps_only_them_or_superseded_rows():
+    import json
+    import re
+    from pathlib import Path
+
+    from baeraser_lib.lab.peer_settings import SETTINGS
+
+    for name, (method, cfg, why) in SETTINGS.items():
+        assert method in names("peer") and name.startswith(f"{method} · ") and why, name
+        assert isinstance(cfg, DEFENSES[method].config), name
+    doc = json.loads((Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "peer_sanity.json").read_text())
+    for name, row in doc["rows"].items():
+        assert name in SETTINGS or row.get("superseded"), name  # a row no setting names says why it stays
+        if name in SETTINGS:  # measured with today's config (a field added since, at its default, may be missing)
+            fields = lambda text: set(re.findall(r"(\w+)=([^,()]+)", text))  # noqa: E731
+            assert fields(row["config"]) <= fields(repr(SETTINGS[name][1])), name

@@ -28,8 +28,9 @@ from ..errors import ConfigError
 def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
     from .grid_report import erasure_markdown, grid_markdown, summary_markdown, targets_markdown
-    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_sanity_markdown,
-                       persistence_markdown, reactivation_markdown, trigger_agnostic_markdown, verdict_markdown)
+    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_column_markdown,
+                       peer_sanity_markdown, persistence_markdown, reactivation_markdown, trigger_agnostic_markdown,
+                       verdict_markdown)
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
     return {
@@ -46,6 +47,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                                                                    / "trigger_agnostic.json"),
         "peer-sanity": lambda root: peer_sanity_markdown(root / "reports" / "benchmarks" / "peer_sanity.json",
                                                          root / "reports" / "03_unlearn.json"),
+        "peer-column": lambda root: peer_column_markdown(root / "reports" / "benchmarks" / "peer_column.json"),
         "persistence": lambda root: persistence_markdown(root / "reports" / "benchmarks" / "persistence.json"),
         "reactivation": lambda root: reactivation_markdown(root / "reports" / "03_unlearn.json"),
         "unlearning-budget": lambda root: budget_markdown(root / "reports" / "benchmarks" / "unlearning_budget.json"),

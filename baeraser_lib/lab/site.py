@@ -307,7 +307,7 @@ def peer_sanity_markdown(path: Path = REPORTS_DIR / "benchmarks" / "peer_sanity.
                          main: Path = REPORTS_DIR / "03_unlearn.json") -> str:
     """The peers' sanity on the default victim as a Markdown table (the README's copy): each peer
     at its published settings (notebook 03's main report, which runs them at their defaults),
-    then the other settings the benchmark ran; ASR, accuracy lost, seconds, and whether the bar
+    then every setting the benchmark ran (a published one again where the code changed since); ASR, accuracy lost, seconds, and whether the bar
     is met. (The families grid runs the peers at the settings that met the bar, so its row on
     this victim is not the published one.)"""
     doc = json.loads(Path(path).read_text()) if Path(path).exists() else {"rows": {}, "bar": {}}
@@ -324,9 +324,7 @@ def peer_sanity_markdown(path: Path = REPORTS_DIR / "benchmarks" / "peer_sanity.
         met = d["asr"] <= bar["asr_after"] and drop <= bar["acc_drop_points"]
         lines.append(f"| {DEFENSES[k].label} · published | notebook 03 (`reports/03_unlearn.json`) | {d['asr']:.4f} | "
                      f"{drop:.2f} | {d['seconds']:.0f} | {'met' if met else 'MISSED'} |")
-    for name, x in doc["rows"].items():
-        if name.endswith("· published"):
-            continue  # notebook 03's figure is the published setting's
+    for name, x in doc["rows"].items():  # a benchmark's "published" row re-measures that setting
         lines.append(f"| {x['label']} · {name.split(' · ', 1)[-1]} | `benchmarks/peer_sanity.py` | {x['asr']:.4f} | "
                      f"{x['acc_drop_points']:.2f} | {x['seconds']:.0f} | {'met' if x['bar_met'] else 'MISSED'} |")
     return "\n".join(lines)
@@ -406,6 +404,39 @@ def budget_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_budget
         there = f"{max(fits)} | {figs(b[str(max(fits))])}" if fits else "none | "
         lines.append(f"{head} {figs(full)} | {there} |")
     return "\n".join(lines)
+
+
+def peer_column_markdown(path: Path = REPORTS_DIR / "benchmarks" / "peer_column.json") -> str:
+    """benchmarks/peer_column.py's tables (the README's copy): per named setting, each families row's
+    figures for that peer beside the grid's figures for the same peer (its grid setting) and for
+    BAERASER, then the mean DER, worst-case ASR and mean seconds over the rows run."""
+    doc = json.loads(Path(path).read_text())
+    lines = []
+    for setting, entry in doc["settings"].items():
+        method, rows = entry["defense"], entry["rows"]
+        label = DEFENSES[method].label
+        lines += [f"**{label} · {setting.split(' · ', 1)[-1]}**, {len(rows)} rows. The setting: {entry['setting']}.", "",
+                  f"| row | {label} ASR / points lost / DER / seconds | re-tuned ASR | {label} in the grid: ASR / DER | "
+                  f"BAERASER: ASR / DER | BAERASER DER ≥ this |", "|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            grid, ours = r["grid"].get(method), r["grid"]["baeraser"]
+            in_grid = f"{grid['asr']:.4f} / {grid['der']:.3f}" if grid else "not run"
+            name = name if r.get("same_victim_as_grid", True) else f"{name} (victim trained again: not the grid's)"
+            lines.append(f"| {name} | {r['asr']:.4f} / {r['acc_drop_points']:.2f} / {r['der']:.3f} / {r['seconds']:.0f} | "
+                         f"{r['reactivated_asr']:.4f} | {in_grid} | {ours['asr']:.4f} / {ours['der']:.3f} | "
+                         f"{'yes' if ours['der'] >= r['der'] else 'no'} |")
+        if rows:
+            n = len(rows)
+            mean = lambda xs: sum(xs) / n  # noqa: E731
+            peer = list(rows.values())
+            ours = [r["grid"]["baeraser"] for r in rows.values()]
+            lines += ["", f"Over these {n} rows: {label} mean DER {mean([r['der'] for r in peer]):.3f}, worst-case "
+                          f"ASR {max(r['asr'] for r in peer):.4f}, mean {mean([r['seconds'] for r in peer]):.0f} s; "
+                          f"BAERASER (the grid's) mean DER {mean([r['der'] for r in ours]):.3f}, worst-case ASR "
+                          f"{max(r['asr'] for r in ours):.4f}; BAERASER's DER ≥ {label}'s on "
+                          f"{sum(o['der'] >= r['der'] for o, r in zip(ours, peer))} of {n}."]
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def reactivation_markdown(path: Path = REPORTS_DIR / "03_unlearn.json", margin: float | None = None) -> str:
