@@ -22,8 +22,9 @@ Added after those missed (so not named in advance; the README says so):
 
 After SAU was brought closer to the authors' code (Adam with AMSGrad; 1 − p summed from the
 other classes), the SAU rows measured before that change are kept in the JSON under their names
-with " (before the fidelity fix)" and a `superseded` note. Named before the fixed code ran:
-- sau, published and 20 epochs again, with the fixed code;
+with " (before the fidelity fix)" and a `superseded` note (the 20-epoch, 100-epoch and step-count
+settings were not run again). Named before the fixed code ran:
+- sau, published, again with the fixed code;
 - sau, `train_mode=True`: the authors' own switch (BatchNorm in train mode for the unlearning
   step), which their code documents as giving lower ASR than the default at some accuracy.
 Added after that missed by 0.013 ASR (so not named in advance): the same switch at 10 epochs
