@@ -28,26 +28,15 @@ import json
 import time
 
 from baeraser_lib import defend
-from baeraser_lib.data import load_experiment_data
 from baeraser_lib.lab.peer_settings import SETTINGS
+from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, rows_data
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.params import attack_config, reactivation_config, train_config
 from baeraser_lib.reactivation import reactivation
 from baeraser_lib.victims import model_path, obtain_model
 
-FAMILIES = REPO / "reports" / "families"
 OUT = REPO / "reports" / "benchmarks" / "peer_column.json"
-
-
-def grid_rows() -> dict[str, dict]:
-    """{row label: its notebook 03 parameters}, for every finished row of the families grid."""
-    out = {}
-    for run in sorted(FAMILIES.glob("*/run.json")):
-        r = json.loads(run.read_text())
-        if r.get("status") == "ok":
-            out[r["run_id"]] = next(s["parameters"] for s in r["steps"] if s["notebook"] == "03_unlearn")
-    return out
 
 
 def beside(name: str, method: str, before: dict) -> dict:
@@ -93,15 +82,8 @@ def main(argv=None) -> int:
             row.update(beside(name, method, row["before"]))
         write_json_atomic(OUT, doc)
         return 0
-    todo = grid_rows()
-    if args.only is not None:
-        unknown = sorted(set(args.only) - set(todo))
-        if unknown:
-            raise SystemExit(f"unknown rows {unknown}; the families grid has {sorted(todo)}")
-        todo = {k: v for k, v in todo.items() if k in args.only}
-    first = next(iter(todo.values()))
-    data = load_experiment_data(first["dataset"], args.data, holding_ratio=first["holding_ratio"], seed=first["seed"],
-                                train_subset=first.get("train_subset"))
+    todo = finished_rows(args.only)
+    data = rows_data(todo, args.data)
     doc = json.loads(OUT.read_text()) if OUT.exists() else {"settings": {}}
     entry = doc["settings"].setdefault(args.setting, {"defense": method, "setting": why, "rows": {}})
     for name, params in todo.items():

@@ -44,10 +44,10 @@ import copy
 import json
 import time
 
-from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch, unlearn
 from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
+from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, rows_data
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.site import budget_summary
 from baeraser_lib.metrics import evaluate
@@ -55,20 +55,9 @@ from baeraser_lib.params import attack_config, reactivation_config, recovery_con
 from baeraser_lib.reactivation import reactivation
 from baeraser_lib.victims import model_path, obtain_model
 
-FAMILIES = REPO / "reports" / "families"
 OUT = REPO / "reports" / "benchmarks" / "unlearning_budget.json"
 BARS = {"asr": LOW_ASR, "acc_drop_points": float(KEPT_POINTS), "cost_ratio": COST_SHARE,
         "reactivation_margin": REACTIVATION_MARGIN}
-
-
-def grid_rows() -> dict[str, dict]:
-    """{row label: its notebook 03 parameters}, for every finished row of the families grid."""
-    out = {}
-    for run in sorted(FAMILIES.glob("*/run.json")):
-        r = json.loads(run.read_text())
-        if r.get("status") == "ok":
-            out[r["run_id"]] = next(s["parameters"] for s in r["steps"] if s["notebook"] == "03_unlearn")
-    return out
 
 
 def budget_rows(history: list[dict], epochs: int, spent: dict[int, float], total: float, score) -> dict[str, dict]:
@@ -175,15 +164,8 @@ def main(argv=None) -> int:
         doc["rows"] = {k: costed(r) for k, r in doc["rows"].items()}
         write_json_atomic(OUT, {**doc, "bars": BARS, "summary": budget_summary(doc["rows"])})
         return 0
-    todo = grid_rows()
-    if args.only is not None:
-        unknown = sorted(set(args.only) - set(todo))
-        if unknown:
-            raise SystemExit(f"unknown rows {unknown}; the families grid has {sorted(todo)}")
-        todo = {k: v for k, v in todo.items() if k in args.only}
-    first = next(iter(todo.values()))
-    data = load_experiment_data(first["dataset"], args.data, holding_ratio=first["holding_ratio"], seed=first["seed"],
-                                train_subset=first.get("train_subset"))
+    todo = finished_rows(args.only)
+    data = rows_data(todo, args.data)
     old = json.loads(OUT.read_text()) if OUT.exists() else {}
     rows = old.get("rows", {})
     for name, params in todo.items():
