@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 
@@ -100,7 +101,9 @@ def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
     recovery_seconds = meta["seconds_recovery"]  # the sweep's own recovery when cached (notebook 02's figure)
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
-    cfg, react_cfg = unlearn_config(params), reactivation_config(params)
+    # the constant schedule the grid ran: only then is a run's first k epochs a k-epoch run
+    cfg = dataclasses.replace(unlearn_config(params), schedule="constant")
+    react_cfg = reactivation_config(params)
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
     row = {"victim": victim.path.name, "victim_was_cached": cached_victim, "pool": pool_path.name,
            "pool_labels": list(pool.labels), "pool_was_cached": cached, "train_seconds": victim.train_seconds,
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
         b = rows[name]["budgets"]
         print(name, json.dumps({k: {m: round(v[m], 4) for m in ("asr", "acc_drop_points", "reactivated_asr",
                                                                 "cost_ratio")} for k, v in b.items()}), flush=True)
-        write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(unlearn_config(params)),
+        write_json_atomic(OUT, {"bars": BARS, "unlearn_config": repr(dataclasses.replace(unlearn_config(params), schedule="constant")),
                                 "reactivation_config": repr(reactivation_config(params)), "rows": rows,
                                 "summary": budget_summary(rows)})
     return 0

@@ -44,10 +44,11 @@
 #            + γ · ‖φ_θ(x ⊕ Δ) − φ_θ(x)‖² / ‖φ_θ(x)‖²
 #
 # where φ is the penultimate feature vector (the input of the last linear layer) and the clean
-# features φ_θ(x) are held fixed in that term. All 10 epochs run and the best validation DER is
-# returned. `unlearn_anchor = "weights"`, `unlearn_invariance = 0` and `unlearn_early_stop = True`
-# give back the paper's reading (`PAPER_UNLEARNING` in the library). "Choices of ours" says how
-# this default was found and what it costs.
+# features φ_θ(x) are held fixed in that term. Every epoch runs (3, with the learning rate decayed
+# along a cosine to 0) and the best validation DER is returned. `unlearn_anchor = "weights"`,
+# `unlearn_invariance = 0`, `unlearn_early_stop = True`, `unlearn_epochs = 10` and
+# `unlearn_schedule = "constant"` give back the paper's reading (`PAPER_UNLEARNING` in the
+# library). "Choices of ours" says how this default was found and what it costs.
 #
 # **Honest control.** D_h is split into a defense-train and a defense-validation part. Stopping
 # and the choice of the returned model use only that validation part and the recovered triggers.
@@ -97,13 +98,14 @@ max_candidates = 3
 alpha = 1.0
 beta = 1.0  # so β/α is 1 (see "Choices of ours")
 unlearn_lr = 0.01
-unlearn_epochs = 10
+unlearn_epochs = 3  # with the cosine schedule (the paper's reading: 10 at a constant lr)
 unlearn_batch_size = 128
 unlearn_loss = "ce"  # ce: bounded CE ascent (the paper); complement: −log(1 − p), for saturated victims
 bound = 4.605  # cap of the ce loss (−log 0.01)
 unlearn_anchor = "outputs"  # outputs: KL to the suspect on clean D_h; weights: the Fisher penalty towards θ0 (the paper)
 unlearn_invariance = 1.0  # γ: stamped images' penultimate features pulled onto the clean ones (0: off, the paper)
 unlearn_early_stop = False  # True: stop at the first epoch that meets the targets (the paper's runs)
+unlearn_schedule = "cosine"  # cosine: lr decayed to 0 over the run; constant: lr at every step (the paper's)
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines
@@ -442,8 +444,8 @@ for claim, ok in checks.items():
 #   gradient on a saturated backdoor (p(y_p) ≈ 1); `unlearn_loss = "complement"` (minimise
 #   −log(1 − p(y_p))) is the option for such victims. On this default victim it erased the
 #   recovered triggers faster but generalised less to the true one, so `ce` stays the default.
-# * **Defaults**: β/α = 1, SGD lr 0.01 with momentum 0.9, batch 128, at most 10 epochs. The
-#   paper's β/α scale does not carry over: our ω is normalised to mean 1 and applied by a proximal
+# * **Defaults**: β/α = 1, SGD lr 0.01 with momentum 0.9, batch 128, at most 10 epochs (3 with a
+#   cosine decay since the schedule study, below). The paper's β/α scale does not carry over: our ω is normalised to mean 1 and applied by a proximal
 #   step. In our development sweep of β ∈ {1, 3, 10, 100} on the default victim, β = 1 gave the
 #   best DER and β = 100 left much of the backdoor in place; notebook 04 sweeps β/α properly. The
 #   authors' lr 1e-4 barely moves the model within 10 epochs here.
@@ -470,7 +472,19 @@ for claim, ok in checks.items():
 #   defaults, unchanged; early stopping is off because the first epochs that meet the ASR target
 #   have lost the most accuracy (the clean task comes back over the following epochs).
 #   On the default victim, three attacker seeds: re-tuned ASR 0.038 against the reference's
-#   0.051 (the bar 0.151), ASR 0.0011, 1.33 points lost. **The cost**: all 10 epochs run, about
-#   105 s instead of about 23 s, so BAERASER's share of the victim's training time rises above
-#   the 25% target (the key figures below say by how much). The default was fixed on the
-#   default victim only; the families grid measures it on every other attack.
+#   0.051 (the bar 0.151), ASR 0.0011, 1.33 points lost. **The cost**: all 10 epochs ran, about
+#   105 s instead of about 23 s, so BAERASER's share of the victim's training time rose above
+#   the 25% target. The design was fixed on the default victim only; the families grid measures
+#   it on every other attack.
+# * **3 epochs with a cosine decay of the lr: the schedule since issue #18's cost study** (ours).
+#   Cutting the 10 constant-lr epochs to fit the cost bar loses accuracy: the first epoch's ascent
+#   costs 3 to 19 points and the later epochs win them back (`benchmarks/unlearning_budget.py`).
+#   Decaying the same lr (0.01 → 0, cosine, the textbook schedule for a short run) lets a short
+#   run settle. We chose the length on development victims that no families row uses (BadNets
+#   4×4, TrojanNN 4×4 and IMC 4×4 at new places, targets and seeds; a blended one was judged
+#   clean by recovery and had nothing to unlearn), among candidates fixed in advance (cosine over
+#   2, 3, 4, 5 epochs; constant over 10), by a rule fixed in advance: the fewest epochs meeting
+#   every bar on every victim, else the most bars met, ties to fewer epochs. No candidate met all
+#   four bars everywhere; 3 and 5 epochs tied at 10 of 12 and 3 won the tie. The families rows,
+#   where it is scored, took no part (`benchmarks/unlearning_schedule.py`; the README has its
+#   tables).

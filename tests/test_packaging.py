@@ -357,3 +357,29 @@ def test_the_peer_column_table_compares_each_row_with_the_grid_and_summarises_it
     (tmp_path / "c.json").write_text(json.dumps(doc))
     assert peer_column_markdown(tmp_path / "c.json").splitlines()[5].startswith(
         "| b (victim trained again: not the grid's) | 0.3000")  # its comparison with the grid is across victims
+
+
+def test_the_schedule_tables_show_each_candidate_the_choice_and_the_rows_before_and_after(tmp_path):
+    from baeraser_lib.lab.schedule_study import bars
+    from baeraser_lib.lab.site import schedule_markdown
+
+    def fig(asr, drop, react, cost, ref):
+        f = {"asr": asr, "acc_drop_points": drop, "reactivated_asr": react, "cost_ratio": cost}
+        return {**f, "bars": bars(f, ref)}
+
+    dev = {"v": {"reference_reactivated_asr": 0.05,
+                 "candidates": {"constant_10": fig(0.01, 1.5, 0.1, 0.4, 0.05), "cosine_3": fig(0.01, 2.5, 0.1, 0.2, 0.05)}},
+           "clean_one": {"reference_reactivated_asr": 0.9, "candidates": {}}}
+    chosen = fig(0.01, 1.0, 0.1, 0.2, 0.05)
+    families = {"r": {"reference_reactivated_asr": 0.05, "grid_default": {k: v for k, v in fig(0.01, 1.0, 0.1, 0.4, 0.05)
+                                                                           .items() if k != "bars"},
+                      "chosen": {k: v for k, v in chosen.items() if k != "bars"}, "bars": chosen["bars"]}}
+    (tmp_path / "s.json").write_text(json.dumps({"candidates": {"constant_10": "…", "cosine_3": "…"},
+                                                 "development": dev, "chosen": "cosine_3", "families": families}))
+    lines = schedule_markdown(tmp_path / "s.json").splitlines()
+    assert lines[0] == "| development victim | re-tuned reference | constant_10 | cosine_3 |"
+    assert lines[2] == "| v | 0.0500 | 0.0100 / 1.50 / 0.1000 / 0.40 (3/4) | 0.0100 / 2.50 / 0.1000 / 0.20 (3/4) |"
+    assert lines[3] == "| clean_one | 0.9000 | empty pool: judged clean, nothing ran |  |"
+    assert "Chosen by the rule: **cosine_3**." in lines[5]
+    assert "| r | 0.0500 | 0.0100 / 1.00 / 0.1000 / 0.40 | 0.0100 / 1.00 / 0.1000 / 0.20 | 3 → 4 |" in lines
+    assert lines[-2:] == ["| grid default | 1 | 1 | 0 | 1 | 0 |", "| cosine_3 | 1 | 1 | 1 | 1 | 1 |"]

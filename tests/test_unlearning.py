@@ -70,7 +70,7 @@ def test_weights_are_recomputed_every_epoch(repaired_setup, monkeypatch):
     calls = []
     real = U.fisher_weights
     monkeypatch.setattr(U, "fisher_weights", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cfg = U.UnlearnConfig(**{**U.PAPER_UNLEARNING, "early_stop": False}, epochs=3)
+    cfg = U.UnlearnConfig(**{**U.PAPER_UNLEARNING, "early_stop": False, "epochs": 3})
     U.unlearn(model, data.holding, pool, cfg, progress=False)
     assert len(calls) == 3
 
@@ -81,8 +81,10 @@ def test_baeraser_lowers_asr_and_keeps_accuracy_on_a_tiny_backdoor(repaired_setu
     before = evaluate(model, data.evaluation, trig, 3)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     # This tiny victim is saturated (CE ≈ 0.001 on triggered images), where CE ascent has no
-    # gradient to start from; the complement loss is the option made for that case.
-    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement")
+    # gradient to start from; the complement loss is the option made for that case. The constant
+    # schedule is the one this test's bars were set with: on this 100-image toy (20 validation
+    # images) a 5-epoch cosine run keeps the first epoch's loss of accuracy (0.92 here).
+    cfg = U.UnlearnConfig(epochs=5, batch_size=32, lr=0.05, loss="complement", schedule="constant")
     repaired, history = U.unlearn(model, data.holding, pool, cfg, progress=False)
     after = evaluate(repaired, data.evaluation, trig, 3)
     assert before["asr"] > 0.9 and after["asr"] < 0.2, (before, after)
@@ -200,14 +202,15 @@ def test_the_returned_model_is_the_epoch_with_the_best_defender_side_der(repaire
 
 
 def test_best_epoch_names_the_epoch_unlearn_returns_and_a_shorter_budget_its_prefix(repaired_setup):
-    """One run of E epochs answers every budget up to E: the same seed draws the same batches, so
-    a run of 2 epochs is the first 2 epochs of a run of 3, and best_epoch picks what it returns."""
+    """One run of E epochs at a constant lr answers every budget up to E: the same seed draws the
+    same batches, so a run of 2 epochs is the first 2 epochs of a run of 3, and best_epoch picks
+    what it returns. (A cosine run's lr depends on its length: it has no such prefix.)"""
     model, data, pool = repaired_setup
-    cfg = U.UnlearnConfig(epochs=3, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0)
+    cfg = U.UnlearnConfig(epochs=3, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0, schedule="constant")
     long_model, long_history = U.unlearn(model, data.holding, pool, cfg, progress=False)
     assert U.best_epoch(long_history) == next(h["epoch"] for h in long_history if h["chosen"])
     short_model, short_history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(
-        epochs=2, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0), progress=False)
+        epochs=2, batch_size=32, lr=0.05, loss="complement", stop_asr=0.0, schedule="constant"), progress=False)
     assert [h["val_acc"] for h in short_history] == [h["val_acc"] for h in long_history[:3]]
     assert U.best_epoch(long_history, last=2) == next(h["epoch"] for h in short_history if h["chosen"])
     assert U.best_epoch(long_history, last=0) == 0
@@ -332,3 +335,30 @@ def test_the_default_unlearning_runs_its_bf16_steps_on_the_cpu(repaired_setup):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in repaired.parameters())
     assert history[-1]["val_recovered_asr"] <= history[0]["val_recovered_asr"]
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_cosine_schedule_decays_the_lr_towards_zero_and_constant_keeps_it():
+    cos, const = U.UnlearnConfig(schedule="cosine", lr=0.01), U.UnlearnConfig(schedule="constant", lr=0.01)
+    lrs = [U.step_lr(cos, t, 40) for t in range(40)]
+    assert lrs[0] == 0.01 and lrs[20] == pytest.approx(0.005) and 0 < lrs[-1] < 1e-4
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert {U.step_lr(const, t, 40) for t in range(40)} == {0.01}
+    with pytest.raises(ConfigError, match="unknown unlearning schedule 'linear'"):
+        U.UnlearnConfig(schedule="linear")
+
+
+def test_unlearning_steps_at_the_schedules_lr(repaired_setup, monkeypatch):
+    """Every SGD step runs at step_lr's rate for its place in the run (3 epochs here)."""
+    model, data, pool = repaired_setup
+    seen, real = [], torch.optim.SGD.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    cfg = U.UnlearnConfig(epochs=3, batch_size=32, lr=0.05, schedule="cosine")
+    before = [p.detach().clone() for p in model.parameters()]
+    U.unlearn(model, data.holding, pool, cfg, progress=False)
+    assert len(seen) > 3 and seen == [U.step_lr(cfg, t, len(seen)) for t in range(len(seen))]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the input model is untouched

@@ -461,3 +461,46 @@ def reactivation_markdown(path: Path = REPORTS_DIR / "03_unlearn.json", margin: 
         lines.append(f"| {label.get(k, k)} | {r['asr_before']:.4f} | {r['clean_acc_before']:.4f} | {r['asr_after']:.4f} "
                      f"| {'' if q is None else format(q['asr_after'], '.4f')} | {mark} |")
     return "\n".join(lines)
+
+
+def schedule_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_schedule.json") -> str:
+    """benchmarks/unlearning_schedule.py's tables (the README's copy): each candidate on each
+    development victim with the bars it met and the choice; then the chosen setting on every
+    families row beside the grid's default, and how many rows meet each bar under each."""
+    from .schedule_study import BARS
+
+    doc = json.loads(Path(path).read_text())
+    dev = doc.get("development", {})
+
+    def figs(f: dict) -> str:
+        return f"{f['asr']:.4f} / {f['acc_drop_points']:.2f} / {f['reactivated_asr']:.4f} / {f['cost_ratio']:.2f}"
+
+    lines = ["| development victim | re-tuned reference | " + " | ".join(doc.get("candidates", {})) + " |",
+             "|---|---|" + "---|" * len(doc.get("candidates", {}))]
+    for name, v in dev.items():
+        cells = [f"{figs(c)} ({sum(c['bars'].values())}/{len(BARS)})" for c in v["candidates"].values()] or \
+            ["empty pool: judged clean, nothing ran"] + [""] * (len(doc.get("candidates", {})) - 1)
+        lines.append(f"| {name} | {v['reference_reactivated_asr']:.4f} | " + " | ".join(cells) + " |")
+    lines += ["", "Each cell: ASR / points lost / re-tuned ASR / cost ratio (bars met of 4)."
+                  + (f" Chosen by the rule: **{doc['chosen']}**." if doc.get("chosen") else "")]
+    rows = doc.get("families", {})
+    if rows:
+        lines += ["", f"| families row | re-tuned reference | grid default (constant, 10 epochs) | {doc['chosen']} | "
+                      "bars met: grid default → chosen |", "|---|---|---|---|---|"]
+        count = {"grid default": dict.fromkeys(BARS, 0), doc["chosen"]: dict.fromkeys(BARS, 0)}
+        from .schedule_study import bars as judge
+        for name, r in rows.items():
+            old = judge(r["grid_default"], r["reference_reactivated_asr"])
+            for b in BARS:
+                count["grid default"][b] += old[b]
+                count[doc["chosen"]][b] += r["bars"][b]
+            label = f"{name} (nothing unlearned)" if r.get("note") else name
+            lines.append(f"| {label} | {r['reference_reactivated_asr']:.4f} | {figs(r['grid_default'])} | "
+                         f"{figs(r['chosen'])} | {sum(old.values())} → {sum(r['bars'].values())} |")
+        lines += ["", f"| rows meeting the bar (of {len(rows)}) | ASR ≤ 0.02 | ≤ 2 points lost | cost ≤ 0.25 | "
+                      "stays erased | all four |", "|---|---|---|---|---|---|"]
+        for who, c in count.items():
+            every = sum(all((judge(r["grid_default"], r["reference_reactivated_asr"]) if who == "grid default"
+                             else r["bars"]).values()) for r in rows.values())
+            lines.append(f"| {who} | " + " | ".join(str(c[b]) for b in BARS) + f" | {every} |")
+    return "\n".join(lines)
