@@ -45,16 +45,15 @@ import dataclasses
 import json
 import time
 
-from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch, unlearn
 from baeraser_lib.lab.claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
-from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, rows_data
+from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.site import budget_summary
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.params import attack_config, reactivation_config, recovery_config, train_config, unlearn_config
+from baeraser_lib.params import attack_config, reactivation_config, train_config, unlearn_config
 from baeraser_lib.reactivation import reactivation
-from baeraser_lib.victims import model_path, obtain_model
+from baeraser_lib.victims import model_path
 
 OUT = REPO / "reports" / "benchmarks" / "unlearning_budget.json"
 BARS = {"asr": LOW_ASR, "acc_drop_points": float(KEPT_POINTS), "cost_ratio": COST_SHARE,
@@ -93,11 +92,7 @@ def costed(row: dict) -> dict:
 
 def run_row(name: str, params: dict, data, artifacts: str) -> dict:
     cached_victim = model_path(artifacts, train_config(params), attack_config(params)).exists()
-    victim = obtain_model(train_config(params), attack_config(params), data, artifacts, device="cpu", progress=False)
-    holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
-                   "n": len(data.holding)}
-    pool, meta, pool_path, cached = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
-                                                recovery_config(params), artifacts, holding_key, progress=False)
+    victim, pool, meta, pool_path, cached = row_victim_and_pool(params, data, artifacts)
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
     recovery_seconds = meta["seconds_recovery"]  # the sweep's own recovery when cached (notebook 02's figure)
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]

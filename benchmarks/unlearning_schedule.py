@@ -1,37 +1,38 @@
 """A cheaper unlearning schedule for BAERASER, chosen on development victims outside the families grid (issue #18).
 
-    .venv/bin/python benchmarks/unlearning_schedule.py develop            # the study on the development victims
-    .venv/bin/python benchmarks/unlearning_schedule.py families [--only wanet imc]   # the chosen default on every row
+    .venv/bin/python benchmarks/unlearning_schedule.py develop                    # the study: writes the choice
+    .venv/bin/python benchmarks/unlearning_schedule.py families [--only wanet]    # the choice on every families row
 
 Issue #18's bars: ASR ≤ 0.02, ≤ 2 points of clean accuracy lost, recovery + unlearning ≤ 25% of the
 victim's training time, and the backdoor stays erased (re-tuned ASR ≤ the never-backdoored model's
-+ 0.10). The default since #18 runs 10 epochs at a constant lr and misses the cost bar wherever it
-unlearned (`unlearning_budget.py`); cutting its epochs loses accuracy, because the first epoch's
++ 0.10). #18's first default ran 10 epochs at a constant lr and missed the cost bar wherever it
+unlearned (`unlearning_budget.py`); cutting its epochs lost accuracy, because the first epoch's
 ascent costs 3 to 19 points and the later ones win them back.
 
 **The question.** Does a cosine decay of the same lr (0.01 → 0 over the run) settle the accuracy
 within fewer epochs? Cosine annealing is the textbook schedule for a short run; nothing else changes.
 
-**Development victims, fixed before any candidate ran** (`DEV_VICTIMS`): the families recipe
-(Fashion-MNIST, ResNet-18 width 16, 4 epochs, the same D_h) with triggers, places, target labels and
-attack seeds that no families row has. The families rows, where the default is scored, take no part
-in the choice. Each victim's pool is recovered with the default recovery (cached like notebook 02's).
+Fixed before any candidate ran (`baeraser_lib/lab/schedule_study.py`):
+* **Development victims** (`DEV_VICTIMS`): the families recipe (Fashion-MNIST, ResNet-18 width
+  16, 4 epochs, the same D_h) with triggers, places, target labels and attack seeds that no
+  families row has. The families rows, where the default is scored, take no part in the choice.
+  Each victim's pool is recovered with the default recovery (cached like notebook 02's). A victim
+  whose pool is empty (judged clean) has no say.
+* **Candidates** (`CANDIDATES`): cosine over 2, 3, 4 and 5 epochs, and #18's 10 constant-lr epochs.
+  The constant schedule cut after k epochs is scored too, from the same 10-epoch run (its first
+  k epochs are a k-epoch run), for comparison only.
+* **The rule** (`choose`): the fewest epochs that meet all four bars on every development victim;
+  if none does, the most (victim, bar) pairs met, ties going to fewer epochs. Cost ratios here are
+  timed on this machine, alone: the victim's training, the recovery and the unlearning (not the
+  scoring, which is evaluation).
 
-**Candidates, fixed in advance** (`CANDIDATES`): cosine over 2, 3, 4 and 5 epochs, and today's
-default (constant, 10 epochs). The constant schedule cut after k epochs is scored too, from the same
-10-epoch run (the first k epochs of it are a k-epoch run), for comparison only.
-
-**The rule, fixed in advance** (`choose`): the candidate with the fewest epochs that meets all four
-bars on every development victim; if none does, the one that meets the most (victim, bar) pairs,
-ties going to fewer epochs. Cost ratios here are timed on this machine, alone: the victim's
-training, the recovery and the unlearning (without the scoring, which is evaluation).
+The study chose cosine over 3 epochs, the default since (`UnlearnConfig`).
 
 `families` then runs the chosen setting on every families row (its cached victim and pool, the
-same D_h), scores it as `unlearning_budget.py` does, and puts the grid's default beside it. Its cost
-ratio is in the sweep's own timing: the cosine run does the same work per epoch as the constant
-one, so E epochs cost what the first E epochs of the 10-epoch run cost there
-(`unlearning_budget.json`'s `cost_ratio` at budget E); `cost_ratio_here` is this run's timing over the
-sweep's training seconds.
+same D_h), scores it as `unlearning_budget.py` does, and puts the grid's default beside it. Its
+cost ratio is in the sweep's own timing: a cosine epoch does the same work as a constant one, so E
+epochs cost what the first E epochs of the 10-epoch run cost there (`unlearning_budget.json`'s
+`cost_ratio` at budget E); `cost_ratio_here` is this run's timing over the sweep's training seconds.
 
 The true trigger is read for scoring only, after unlearning has run. Writes
 reports/benchmarks/unlearning_schedule.json (merged per victim and row, so runs resume).
@@ -52,11 +53,11 @@ from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses import RecoveryConfig, UnlearnConfig
 from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch, unlearn
-from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, rows_data
+from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.schedule_study import CANDIDATES, DEV_VICTIMS, bars, choose
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.params import attack_config, reactivation_config, recovery_config, train_config, unlearn_config
+from baeraser_lib.params import reactivation_config, unlearn_config
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
 from baeraser_lib.victims import obtain_model
 
@@ -133,11 +134,7 @@ def develop(name: str, data, artifacts: str) -> dict:
 
 
 def families_row(name: str, params: dict, data, artifacts: str, cfg: UnlearnConfig, budget: dict) -> dict:
-    victim = obtain_model(train_config(params), attack_config(params), data, artifacts, device="cpu", progress=False)
-    holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
-                   "n": len(data.holding)}
-    pool, meta, _, _ = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
-                                   recovery_config(params), artifacts, holding_key, progress=False)
+    victim, pool, meta, _, _ = row_victim_and_pool(params, data, artifacts)
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
     grid = {k: nb03["methods"]["baeraser"][k] for k in ("asr", "clean_acc", "reactivated_asr")}

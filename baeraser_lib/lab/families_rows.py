@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from ..data import load_experiment_data
+from ..defenses.pool import obtain_pool
+from ..params import attack_config, recovery_config, train_config
+from ..victims import obtain_model
 from .reports import REPO
 from .sweep import RUN_FILE
 
@@ -34,3 +37,15 @@ def rows_data(rows: dict[str, dict], data_root: str):
     first = next(iter(rows.values()))
     return load_experiment_data(first["dataset"], data_root, holding_ratio=first["holding_ratio"], seed=first["seed"],
                                 train_subset=first.get("train_subset"))
+
+
+def row_victim_and_pool(params: dict, data, artifacts: str):
+    """A row's victim (notebook 01's: cached, else trained again) and its recovered pool (notebook
+    02's: cached, else recovered again) on `data`'s D_h, on the CPU, as (victim, pool, meta, pool
+    path, pool was cached)."""
+    victim = obtain_model(train_config(params), attack_config(params), data, artifacts, device="cpu", progress=False)
+    holding_key = {"dataset": params["dataset"], "holding_ratio": params["holding_ratio"], "seed": params["seed"],
+                   "n": len(data.holding)}
+    pool, meta, pool_path, cached = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
+                                                recovery_config(params), artifacts, holding_key, progress=False)
+    return victim, pool, meta, pool_path, cached
