@@ -137,6 +137,7 @@ def complement_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 UNLEARNING_LOSSES = ("ce", "complement")
 UNLEARNING_SCHEDULES = ("constant", "cosine")
+ANCHORS = ("weights", "outputs")
 
 
 def step_lr(cfg: "UnlearnConfig", step: int, total: int) -> float:
@@ -146,7 +147,6 @@ def step_lr(cfg: "UnlearnConfig", step: int, total: int) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-ANCHORS = ("weights", "outputs")
 
 
 def output_anchor(logits: torch.Tensor, reference_probs: torch.Tensor) -> torch.Tensor:
