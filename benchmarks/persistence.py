@@ -41,6 +41,7 @@ from baeraser_lib.defenses.recovery import RecoveryConfig
 from baeraser_lib.defenses.unlearning import PAPER_UNLEARNING, UnlearnConfig, unlearn
 from baeraser_lib.lab.claims import KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN as MARGIN
 from baeraser_lib.lab.reports import REPO, write_json_atomic
+from baeraser_lib.lab.schedule_study import SCHEDULE_BEFORE
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
 from baeraser_lib.victims import find_model
@@ -54,8 +55,7 @@ SETTINGS = {
     "outputs anchor, no early stop": dataclasses.replace(PAPER, anchor="outputs", acc_tolerance=0.0),
     # issue #18's default as it was measured here: 10 epochs at a constant lr (the default since the
     # schedule study, 3 cosine epochs, is measured in benchmarks/unlearning_schedule.py)
-    "outputs anchor + feature invariance (#18's default, 10 constant-lr epochs)": UnlearnConfig(epochs=10,
-                                                                                                schedule="constant"),
+    "outputs anchor + feature invariance (#18's default, 10 constant-lr epochs)": UnlearnConfig(**SCHEDULE_BEFORE),
 }
 OUT = REPO / "reports" / "benchmarks" / "persistence.json"
 

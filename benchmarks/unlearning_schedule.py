@@ -20,7 +20,7 @@ Fixed before any candidate ran (`baeraser_lib/lab/schedule_study.py`):
   whose pool is empty (judged clean) has no say.
 * **Candidates** (`CANDIDATES`): cosine over 2, 3, 4 and 5 epochs, and #18's 10 constant-lr epochs.
   The constant schedule cut after k epochs is scored too, from the same 10-epoch run (its first
-  k epochs are a k-epoch run), for comparison only.
+  k epochs are a k-epoch run; its seconds prorated), for comparison only.
 * **The rule** (`choose`): the fewest epochs that meet all four bars on every development victim;
   if none does, the most (victim, bar) pairs met, ties going to fewer epochs. Cost ratios here are
   timed on this machine, alone: the victim's training, the recovery and the unlearning (not the
@@ -55,7 +55,7 @@ from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch, unlearn
 from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
 from baeraser_lib.lab.reports import REPO, write_json_atomic
-from baeraser_lib.lab.schedule_study import CANDIDATES, DEV_VICTIMS, bars, choose
+from baeraser_lib.lab.schedule_study import BASE, CANDIDATES, DEV_VICTIMS, bars, choose
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.params import reactivation_config, unlearn_config
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
@@ -120,11 +120,11 @@ def develop(name: str, data, artifacts: str) -> dict:
 
     for cname, cfg in CANDIDATES.items():
         model, history, seconds, states = timed_unlearn(victim.model, data.holding, pool, cfg,
-                                                        keep_epochs=cname == "constant_10")
+                                                        keep_epochs=cfg == BASE)
         row["candidates"][cname] = {**figures(model, seconds), "chosen_epoch": best_epoch(history)}
         print(name, cname, json.dumps({k: round(v, 4) for k, v in row["candidates"][cname].items()
                                        if isinstance(v, float)}), flush=True)
-        if cname == "constant_10":  # the constant schedule cut after k epochs (comparison only)
+        if cfg == BASE:  # the constant schedule cut after k epochs (comparison only; seconds prorated)
             for k in (2, 3, 4, 5):
                 e = best_epoch(history, last=k)
                 m = copy.deepcopy(victim.model)

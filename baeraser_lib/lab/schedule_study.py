@@ -22,7 +22,10 @@ DEV_VICTIMS = {
     # schedule runs on it, so it tells nothing about one)
     "dev_imc_4x4": AttackConfig(name="imc", trigger_size=4, trigger_position=(8, 2), target_label=1, seed=1),
 }
-BASE = UnlearnConfig(schedule="constant", epochs=10)  # the default before this study
+# #18's first schedule, the default before this study (the families grid and the persistence and
+# budget benchmarks ran it): 10 epochs at a constant lr
+SCHEDULE_BEFORE = {"epochs": 10, "schedule": "constant"}
+BASE = UnlearnConfig(**SCHEDULE_BEFORE)
 CANDIDATES = {"constant_10": BASE, **{f"cosine_{e}": dataclasses.replace(BASE, schedule="cosine", epochs=e)
                                       for e in (2, 3, 4, 5)}}
 BARS = ("asr", "acc_drop_points", "cost_ratio", "stays_erased")

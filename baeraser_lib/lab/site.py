@@ -467,7 +467,7 @@ def schedule_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_sche
     """benchmarks/unlearning_schedule.py's tables (the README's copy): each candidate on each
     development victim with the bars it met and the choice; then the chosen setting on every
     families row beside the grid's default, and how many rows meet each bar under each."""
-    from .schedule_study import BARS
+    from .schedule_study import BARS, bars as judge
 
     doc = json.loads(Path(path).read_text())
     dev = doc.get("development", {})
@@ -487,20 +487,17 @@ def schedule_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_sche
     if rows:
         lines += ["", f"| families row | re-tuned reference | grid default (constant, 10 epochs) | {doc['chosen']} | "
                       "bars met: grid default → chosen |", "|---|---|---|---|---|"]
-        count = {"grid default": dict.fromkeys(BARS, 0), doc["chosen"]: dict.fromkeys(BARS, 0)}
-        from .schedule_study import bars as judge
+        judged = {"grid default": [], doc["chosen"]: []}  # each row's bars under each
         for name, r in rows.items():
             old = judge(r["grid_default"], r["reference_reactivated_asr"])
-            for b in BARS:
-                count["grid default"][b] += old[b]
-                count[doc["chosen"]][b] += r["bars"][b]
+            judged["grid default"].append(old)
+            judged[doc["chosen"]].append(r["bars"])
             label = f"{name} (nothing unlearned)" if r.get("note") else name
             lines.append(f"| {label} | {r['reference_reactivated_asr']:.4f} | {figs(r['grid_default'])} | "
                          f"{figs(r['chosen'])} | {sum(old.values())} → {sum(r['bars'].values())} |")
         lines += ["", f"| rows meeting the bar (of {len(rows)}) | ASR ≤ 0.02 | ≤ 2 points lost | cost ≤ 0.25 | "
                       "stays erased | all four |", "|---|---|---|---|---|---|"]
-        for who, c in count.items():
-            every = sum(all((judge(r["grid_default"], r["reference_reactivated_asr"]) if who == "grid default"
-                             else r["bars"]).values()) for r in rows.values())
-            lines.append(f"| {who} | " + " | ".join(str(c[b]) for b in BARS) + f" | {every} |")
+        for who, got in judged.items():
+            lines.append(f"| {who} | " + " | ".join(str(sum(g[b] for g in got)) for b in BARS)
+                         + f" | {sum(all(g.values()) for g in got)} |")
     return "\n".join(lines)
