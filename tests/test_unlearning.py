@@ -362,3 +362,45 @@ def test_unlearning_steps_at_the_schedules_lr(repaired_setup, monkeypatch):
     U.unlearn(model, data.holding, pool, cfg, progress=False)
     assert len(seen) > 3 and seen == [U.step_lr(cfg, t, len(seen)) for t in range(len(seen))]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the input model is untouched
+
+
+def test_along_path_moves_the_weights_beyond_theta_and_brings_them_back():
+    """Inside the block θ sits at θ + ρ(θ − θ0); a gradient taken there survives the way back."""
+    theta0 = [torch.tensor([1.0, 2.0])]
+    p = torch.tensor([2.0, 0.0], requires_grad=True)
+    with U.along_path([p], theta0, 0.5):
+        assert torch.equal(p.detach(), torch.tensor([2.5, -1.0]))
+        (p ** 2).sum().backward()
+    assert torch.equal(p.detach(), torch.tensor([2.0, 0.0]))
+    assert torch.equal(p.grad, torch.tensor([5.0, -2.0]))  # 2·(θ + ρ(θ − θ0)), not 2·θ
+    with U.along_path([p], theta0, 0.0):
+        assert torch.equal(p.detach(), torch.tensor([2.0, 0.0]))  # ρ = 0: nothing moves
+    with pytest.raises(RuntimeError, match="boom"), U.along_path([p], theta0, 1.0):
+        raise RuntimeError("boom")
+    assert torch.equal(p.detach(), torch.tensor([2.0, 0.0]))  # put back on an error too
+
+
+def test_the_path_step_changes_the_run_leaves_the_input_alone_and_writes_nothing_on_nan(repaired_setup):
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=2, batch_size=32, lr=0.05, select="last")  # the raw runs, no epoch choice
+    plain, _ = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    path, history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "path_rho": 1.0}),
+                              progress=False)
+    assert all(torch.isfinite(p).all() for p in path.parameters()) and len(history) == 3
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), path.parameters()))
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+    class NaNHead(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, path_rho=1.0), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="path_rho"):
+        U.UnlearnConfig(path_rho=-1.0)

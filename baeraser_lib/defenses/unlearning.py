@@ -53,6 +53,7 @@ stable at any lr, and important weights are pulled back hardest (our implementat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -94,12 +95,14 @@ class UnlearnConfig:
     invariance: float = 1.0  # γ: stamped images' penultimate features pulled onto their clean ones (issue #18); 0: off
     early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     schedule: str = "cosine"  # cosine: lr·½(1 + cos(π·t/T)) over the run's T steps; constant: lr at every step
+    path_rho: float = 0.0  # ρ > 0: each step's loss is taken at θ + ρ·(θ − θ0), applied at θ (path-aware; 0: off)
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
                             epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
                             fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
-                            stop_asr="[0, 1]", invariance="[0, 1000]", seed="[0, 4294967295]")
+                            stop_asr="[0, 1]", invariance="[0, 1000]", path_rho="[0, 100]",
+                            seed="[0, 4294967295]")
 
     def __post_init__(self):
         validate(self)
@@ -228,6 +231,28 @@ def fisher_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return [a / mean for a in acc]
 
 
+@contextlib.contextmanager
+def along_path(params: list[torch.Tensor], theta0: list[torch.Tensor], rho: float):
+    """Inside the block the weights sit at θ + ρ·(θ − θ0), further along the path from the suspect
+    θ0 through the current θ; on leaving, θ comes back (gradients taken inside are kept). The loss
+    is then asked to be low a step beyond θ along that path, which pushes the solution away from
+    the backdoored basin (the idea of Min et al.'s PAM, NeurIPS 2024; our simplified form).
+    ρ = 0: nothing moves."""
+    if not rho:
+        yield
+        return
+    with torch.no_grad():
+        kept = [p.detach().clone() for p in params]
+        for p, p0 in zip(params, theta0):
+            p.add_(p - p0, alpha=rho)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, k in zip(params, kept):
+                p.copy_(k)
+
+
 def batch_loss(student: nn.Module, tap: "PenultimateTap | None", pool: TriggerPool, xb: torch.Tensor,
                yb: torch.Tensor, held: torch.Tensor | None, cfg: "UnlearnConfig", gen: torch.Generator, device):
     """One step's loss on a clean batch: clean CE + α·unlearning (+ β·outputs anchor, + invariance
@@ -288,7 +313,8 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     tap = PenultimateTap(student) if invariant else None  # refuses a model without a head before any compute
     params = [p for p in student.parameters() if p.requires_grad]
     weight_anchor = not cfg.vanilla and cfg.beta > 0 and cfg.anchor == "weights"
-    theta0 = [p.detach().clone() for p in params] if weight_anchor else []  # only the weight penalty needs θ0
+    path = cfg.path_rho > 0 and not cfg.vanilla
+    theta0 = [p.detach().clone() for p in params] if weight_anchor or path else []  # the weight penalty and the path step need θ0
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -332,14 +358,15 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             for group in opt.param_groups:
                 group["lr"] = lr
             with memory_advice("unlearning", cfg.batch_size, device):
-                with autocast(device, precision):
-                    loss, parts = batch_loss(student, tap, pool, xb, yb,
-                                             None if held_all is None else held_all[idx.to(held_all.device)],
-                                             cfg, gen, device)
-                clean, u, pen, inv = parts
-                check_finite(loss, f"unlearning epoch {epoch}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                with along_path(params, theta0, cfg.path_rho if path else 0.0):  # θ is back when it ends
+                    with autocast(device, precision):
+                        loss, parts = batch_loss(student, tap, pool, xb, yb,
+                                                 None if held_all is None else held_all[idx.to(held_all.device)],
+                                                 cfg, gen, device)
+                    clean, u, pen, inv = parts
+                    check_finite(loss, f"unlearning epoch {epoch}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 opt.step()
             if omega is not None:  # the penalty's exact proximal step (stable at any lr)
                 with torch.no_grad():

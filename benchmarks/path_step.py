@@ -1,0 +1,97 @@
+"""A path-aware unlearning step, measured on development victims outside the families grid (issue #18).
+
+    .venv/bin/python benchmarks/path_step.py develop [--only dev_wanet_t3 ...]
+
+After the schedule study, the default still let two families rows re-learn their backdoor when
+re-tuned (WaNet and all-to-all BadNets): the recovered trigger erased the ASR, but the true
+trigger's features stayed one short step away. `UnlearnConfig.path_rho = ρ` takes each step's
+loss at θ + ρ·(θ − θ0), a step further along the path from the suspect θ0 through the current θ,
+and applies its gradient at θ (the idea of Min et al.'s Path-Aware Minimization, NeurIPS 2024, in
+a simplified form). The solution must then stay good beyond itself, away from the backdoored basin.
+
+Fixed before any candidate ran (`baeraser_lib/lab/path_study.py`):
+* **Development victims** (`DEV_VICTIMS`): the schedule study's, plus a WaNet victim (target 3)
+  and an all-to-all BadNets victim (4×4 at [3, 3]); no families row's trigger, place, target or seed.
+* **Candidates** (`CANDIDATES`): the default (ρ = 0) and ρ = 0.5, 1, 2, all else the default.
+* **The rule** (`choose`): the most (victim, bar) pairs met over #18's four bars (ASR ≤ 0.02, ≤ 2
+  points lost, cost ≤ 25% of training, re-tuned ASR ≤ the never-backdoored model's + 0.10); the
+  default wins ties. A change becomes the default only if the rule picks it.
+
+The true trigger is read for scoring only, after unlearning has run. Writes
+reports/benchmarks/path_step.json (merged per victim, so runs resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from baeraser_lib.data import load_experiment_data
+from baeraser_lib.defenses import RecoveryConfig
+from baeraser_lib.defenses.pool import obtain_pool
+from baeraser_lib.defenses.unlearning import best_epoch
+from baeraser_lib.lab.path_study import CANDIDATES, DEV_VICTIMS, choose
+from baeraser_lib.lab.reports import REPO, write_json_atomic
+from baeraser_lib.lab.schedule_study import bars
+from baeraser_lib.metrics import evaluate
+from baeraser_lib.reactivation import ReactivationConfig, reactivation
+from baeraser_lib.victims import obtain_model
+from unlearning_schedule import HOLDING, TRAIN, scorer, timed_unlearn  # benchmarks/ is on sys.path as a script
+
+OUT = REPO / "reports" / "benchmarks" / "path_step.json"
+
+
+def develop(name: str, data, artifacts: str) -> dict:
+    attack = DEV_VICTIMS[name]
+    victim = obtain_model(TRAIN, attack, data, artifacts, device="cpu", progress=False)
+    clean = obtain_model(TRAIN, None, data, artifacts, device="cpu", progress=False)
+    pool, meta, pool_path, _ = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
+                                           RecoveryConfig(), artifacts, {**HOLDING, "n": len(data.holding)},
+                                           progress=False)
+    react_cfg = ReactivationConfig()
+    before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
+    reference = reactivation(clean.model, data.train, data.evaluation, victim.trigger, victim.rule, react_cfg,
+                             device="cpu")["asr_after"]
+    row = {"attack": repr(attack), "victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
+           "train_seconds": victim.train_seconds, "recovery_seconds": meta["seconds_recovery"], "before": before,
+           "reference_reactivated_asr": reference, "candidates": {}}
+    if len(pool) == 0:
+        return {**row, "note": "empty pool: recovery judged the victim clean; no candidate runs"}
+    score = scorer(victim, data, before, react_cfg)
+    for cname, cfg in CANDIDATES.items():
+        model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
+        fig = {**score(model), "unlearn_seconds": seconds, "chosen_epoch": best_epoch(history),
+               "cost_ratio": (row["recovery_seconds"] + seconds) / row["train_seconds"]}
+        row["candidates"][cname] = {**fig, "bars": bars(fig, reference)}
+        print(name, cname, json.dumps({k: round(v, 4) for k, v in fig.items() if isinstance(v, float)}),
+              [b for b, ok in row["candidates"][cname]["bars"].items() if not ok], flush=True)
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("step", choices=("develop",))
+    ap.add_argument("--data", default=str(REPO / "data"))
+    ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    ap.add_argument("--only", nargs="*", default=None, help="development victims to run")
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.only or []) - set(DEV_VICTIMS))
+    if unknown:
+        raise SystemExit(f"unknown development victims {unknown}; choose from {sorted(DEV_VICTIMS)}")
+    torch.manual_seed(0)
+    doc = json.loads(OUT.read_text()) if OUT.exists() else {}
+    data = load_experiment_data(TRAIN.dataset, args.data, holding_ratio=HOLDING["holding_ratio"], seed=HOLDING["seed"])
+    victims = doc.get("development", {})
+    for name in args.only or DEV_VICTIMS:
+        victims[name] = develop(name, data, args.artifacts)
+        doc = {"candidates": {k: repr(v) for k, v in CANDIDATES.items()}, "development": victims,
+               "chosen": choose(victims) if set(victims) == set(DEV_VICTIMS) else None}
+        write_json_atomic(OUT, doc)
+    print(OUT, "chosen:", doc["chosen"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
