@@ -232,25 +232,49 @@ def fisher_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 @contextlib.contextmanager
-def along_path(params: list[torch.Tensor], theta0: list[torch.Tensor], rho: float):
+def along_path(params: list[torch.Tensor], theta0: list[torch.Tensor], rho: float, buffers: list[torch.Tensor] = ()):
     """Inside the block the weights sit at θ + ρ·(θ − θ0), further along the path from the suspect
-    θ0 through the current θ; on leaving, θ comes back (gradients taken inside are kept). The loss
-    is then asked to be low a step beyond θ along that path, which pushes the solution away from
-    the backdoored basin (the idea of Min et al.'s PAM, NeurIPS 2024; our simplified form).
+    θ0 through the current θ; on leaving, θ comes back (gradients taken inside are kept), and so do
+    `buffers` (BatchNorm's running statistics: those of the shifted weights would not fit θ). The
+    loss is then asked to be low a step beyond θ along that path, which pushes the solution away
+    from the backdoored basin (the idea of Min et al.'s PAM, NeurIPS 2024, in a simplified form).
     ρ = 0: nothing moves."""
     if not rho:
         yield
         return
     with torch.no_grad():
-        kept = [p.detach().clone() for p in params]
+        kept = [t.detach().clone() for t in (*params, *buffers)]
         for p, p0 in zip(params, theta0):
             p.add_(p - p0, alpha=rho)
     try:
         yield
     finally:
         with torch.no_grad():
-            for p, k in zip(params, kept):
-                p.copy_(k)
+            for t, k in zip((*params, *buffers), kept):
+                t.copy_(k)
+
+
+def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """The running means and variances of every BatchNorm layer."""
+    return [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var) if b is not None]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> None:
+    """Recompute every BatchNorm layer's running statistics as the plain average over clean images
+    `x` (forward passes in train mode, no weight changes); the model is left in eval mode."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for xb in x.split(batch_size):
+        model(xb.to(device))
+    for m, mom in zip(layers, momenta):
+        m.momentum = mom
+    model.eval()
 
 
 def batch_loss(student: nn.Module, tap: "PenultimateTap | None", pool: TriggerPool, xb: torch.Tensor,
@@ -317,6 +341,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     theta0 = [p.detach().clone() for p in params] if weight_anchor or path else []  # the weight penalty and the path step need θ0
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
+    bn = batchnorm_buffers(student) if path else []
 
     overhead = [0.0]  # seconds spent on plotting-only work (callbacks, traces): not the defense's cost
 
@@ -358,7 +383,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             for group in opt.param_groups:
                 group["lr"] = lr
             with memory_advice("unlearning", cfg.batch_size, device):
-                with along_path(params, theta0, cfg.path_rho if path else 0.0):  # θ is back when it ends
+                with along_path(params, theta0, cfg.path_rho if path else 0.0, bn):  # θ is back when it ends
                     with autocast(device, precision):
                         loss, parts = batch_loss(student, tap, pool, xb, yb,
                                                  None if held_all is None else held_all[idx.to(held_all.device)],
@@ -382,6 +407,8 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
                 student.eval()
                 history.append({**row(epoch - 1 + done / steps, {}, trace=True), "trace": True})
                 student.train()
+        if path:  # the path step kept no statistics of its own: θ's, from the clean images
+            recalibrate_batchnorm(student, xtr, cfg.batch_size, device)
         student.eval()
         history.append(row(epoch, sums))
         h = history[-1]
