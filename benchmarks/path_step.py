@@ -1,6 +1,7 @@
 """A path-aware unlearning step, measured on development victims outside the families grid (issue #18).
 
-    .venv/bin/python benchmarks/path_step.py develop [--only dev_wanet_t3 ...]
+    .venv/bin/python benchmarks/path_step.py develop [--only dev_wanet_t3 ...]   # the study: writes the choice
+    .venv/bin/python benchmarks/path_step.py families [--only wanet ...]         # the choice on every families row
 
 After the schedule study, the default still let two families rows re-learn their backdoor when
 re-tuned (WaNet and all-to-all BadNets): the recovered trigger erased the ASR, but the true
@@ -17,6 +18,11 @@ Fixed before any candidate ran (`baeraser_lib/lab/path_study.py`):
   points lost, cost ≤ 25% of training, re-tuned ASR ≤ the never-backdoored model's + 0.10); the
   default wins ties. A change becomes the default only if the rule picks it.
 
+`families` runs the chosen candidate on every families row (its cached victim and pool, the same
+D_h) and scores it as the schedule study does, the schedule study's figures for the default beside
+it. Its cost ratio is timed here, alone: (the sweep's recovery seconds + this run's unlearning
+seconds) / the sweep's training seconds.
+
 The true trigger is read for scoring only, after unlearning has run. Writes
 reports/benchmarks/path_step.json (merged per victim, so runs resume).
 """
@@ -24,6 +30,7 @@ reports/benchmarks/path_step.json (merged per victim, so runs resume).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import torch
@@ -32,15 +39,18 @@ from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses import RecoveryConfig
 from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch
+from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
 from baeraser_lib.lab.path_study import CANDIDATES, DEV_VICTIMS, choose
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.schedule_study import bars
 from baeraser_lib.metrics import evaluate
+from baeraser_lib.params import reactivation_config, unlearn_config
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
 from baeraser_lib.victims import obtain_model
 from unlearning_schedule import HOLDING, TRAIN, scorer, timed_unlearn  # benchmarks/ is on sys.path as a script
 
 OUT = REPO / "reports" / "benchmarks" / "path_step.json"
+SCHEDULE = REPO / "reports" / "benchmarks" / "unlearning_schedule.json"
 
 
 def develop(name: str, data, artifacts: str) -> dict:
@@ -70,23 +80,59 @@ def develop(name: str, data, artifacts: str) -> dict:
     return row
 
 
+def families_row(name: str, params: dict, data, artifacts: str, cfg, schedule_rows: dict) -> dict:
+    victim, pool, meta, _, _ = row_victim_and_pool(params, data, artifacts)
+    nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
+    reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
+    before_default = schedule_rows[name]
+    row = {"victim": victim.path.name, "train_seconds": victim.train_seconds,
+           "recovery_seconds": meta["seconds_recovery"], "reference_reactivated_asr": reference,
+           "default": {**before_default["chosen"], "bars": before_default["bars"]}}
+    if len(pool) == 0:
+        return {**row, "note": "empty pool: the model is judged clean and left alone",
+                "chosen": row["default"], "bars": row["default"]["bars"]}
+    before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
+    model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
+    fig = {**scorer(victim, data, before, reactivation_config(params))(model), "unlearn_seconds": seconds,
+           "chosen_epoch": best_epoch(history), "cost_ratio": (row["recovery_seconds"] + seconds) / row["train_seconds"]}
+    return {**row, "chosen": fig, "bars": bars(fig, reference)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=("develop",))
+    ap.add_argument("step", choices=("develop", "families"))
     ap.add_argument("--data", default=str(REPO / "data"))
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
-    ap.add_argument("--only", nargs="*", default=None, help="development victims to run")
+    ap.add_argument("--only", nargs="*", default=None, help="development victims (develop) or rows (families) to run")
     args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    doc = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if args.step == "families":
+        if not doc.get("chosen"):
+            raise SystemExit("run the development study first (step `develop` on every development victim)")
+        if doc["chosen"] == "default":
+            raise SystemExit("the study kept the default: the schedule study's families figures are its own")
+        todo = finished_rows(args.only)
+        data = rows_data(todo, args.data)
+        cfg = CANDIDATES[doc["chosen"]]
+        schedule_rows = json.loads(SCHEDULE.read_text())["families"]
+        rows = doc.get("families", {})
+        for name, params in todo.items():
+            if dataclasses.replace(unlearn_config(params), path_rho=cfg.path_rho) != cfg:
+                raise SystemExit(f"row {name} sets unlearning parameters of its own; this study runs the defaults only")
+            rows[name] = families_row(name, params, data, args.artifacts, cfg, schedule_rows)
+            print(name, json.dumps({k: round(v, 4) for k, v in rows[name]["chosen"].items() if isinstance(v, float)}),
+                  flush=True)
+            write_json_atomic(OUT, {**doc, "families_config": repr(cfg), "families": rows})
+        return 0
     unknown = sorted(set(args.only or []) - set(DEV_VICTIMS))
     if unknown:
         raise SystemExit(f"unknown development victims {unknown}; choose from {sorted(DEV_VICTIMS)}")
-    torch.manual_seed(0)
-    doc = json.loads(OUT.read_text()) if OUT.exists() else {}
     data = load_experiment_data(TRAIN.dataset, args.data, holding_ratio=HOLDING["holding_ratio"], seed=HOLDING["seed"])
     victims = doc.get("development", {})
     for name in args.only or DEV_VICTIMS:
         victims[name] = develop(name, data, args.artifacts)
-        doc = {"candidates": {k: repr(v) for k, v in CANDIDATES.items()}, "development": victims,
+        doc = {**doc, "candidates": {k: repr(v) for k, v in CANDIDATES.items()}, "development": victims,
                "chosen": choose(victims) if set(victims) == set(DEV_VICTIMS) else None}
         write_json_atomic(OUT, doc)
     print(OUT, "chosen:", doc["chosen"])

@@ -187,7 +187,8 @@ def main(argv=None) -> int:
     cfg = CANDIDATES[doc["chosen"]]
     rows = doc.get("families", {})
     for name, params in todo.items():
-        if dataclasses.replace(unlearn_config(params), schedule=cfg.schedule, epochs=cfg.epochs) != cfg:
+        if dataclasses.replace(unlearn_config(params), schedule=cfg.schedule, epochs=cfg.epochs,
+                               path_rho=cfg.path_rho) != cfg:
             raise SystemExit(f"row {name} sets unlearning parameters of its own; this study runs the defaults only")
         rows[name] = families_row(name, params, data, args.artifacts, cfg, budget)
         print(name, json.dumps({k: round(v, 4) for k, v in rows[name]["chosen"].items() if isinstance(v, float)}),

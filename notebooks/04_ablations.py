@@ -85,6 +85,7 @@ unlearn_anchor = "outputs"  # as notebook 03 (issue #18's default); sections 1 a
 unlearn_invariance = 1.0
 unlearn_early_stop = False
 unlearn_schedule = "cosine"
+unlearn_path_rho = 0.5  # ρ: each step's loss taken at θ + ρ(θ − θ0), applied at θ (0: off, the paper)
 finetune_lr = 0.01
 finetune_epochs = 10
 fineprune_acc_drop = 0.05

@@ -14,11 +14,16 @@ def _victims(met: dict[str, dict[str, int]]) -> dict:
             for v, got in met.items()}
 
 
-def test_the_candidates_differ_from_the_default_in_rho_alone():
-    assert DEFAULT == UnlearnConfig() and CANDIDATES["default"] == DEFAULT
+def test_the_candidates_differ_from_the_default_before_in_rho_alone_and_the_choice_is_the_default_now():
+    import json
+
+    assert CANDIDATES["default"] == DEFAULT == UnlearnConfig(path_rho=0.0)
     for name, cfg in CANDIDATES.items():
         assert UnlearnConfig(**{**cfg.__dict__, "path_rho": 0.0}) == DEFAULT
         assert (cfg.path_rho > 0) == (name != "default")
+    doc = json.loads((REPO / "reports" / "benchmarks" / "path_step.json").read_text())
+    assert doc["chosen"] == choose(doc["development"])  # the committed choice follows the rule
+    assert CANDIDATES[doc["chosen"]] == UnlearnConfig()  # and is the library's default
 
 
 def test_a_change_must_meet_more_bars_than_the_default():

@@ -404,3 +404,21 @@ def test_the_path_step_changes_the_run_leaves_the_input_alone_and_writes_nothing
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="path_rho"):
         U.UnlearnConfig(path_rho=-1.0)
+
+
+def test_batchnorm_statistics_are_kept_by_the_path_step_and_recomputed_from_clean_images():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3))
+    x = torch.randn(64, 3) * 2 + 5
+    bufs = U.batchnorm_buffers(model)
+    assert len(bufs) == 2
+    before = [b.clone() for b in bufs]
+    w = list(model.parameters())
+    with U.along_path(w, [t.detach() - 1 for t in w], 1.0, bufs):
+        model.train()(x)  # a forward at the shifted weights would move the running statistics
+        assert not torch.equal(bufs[0], before[0])
+    assert all(torch.equal(a, b) for a, b in zip(bufs, before))
+    U.recalibrate_batchnorm(model, x, 64, "cpu")
+    assert torch.allclose(model[0].running_mean, x.mean(0), atol=1e-5)
+    assert torch.allclose(model[0].running_var, x.var(0), atol=1e-4)
+    assert not model.training and model[0].momentum == 0.1

@@ -467,9 +467,20 @@ def schedule_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_sche
     """benchmarks/unlearning_schedule.py's tables (the README's copy): each candidate on each
     development victim with the bars it met and the choice; then the chosen setting on every
     families row beside the grid's default, and how many rows meet each bar under each."""
+    return study_markdown(json.loads(Path(path).read_text()), "grid_default", "grid default (constant, 10 epochs)")
+
+
+def path_markdown(path: Path = REPORTS_DIR / "benchmarks" / "path_step.json") -> str:
+    """benchmarks/path_step.py's tables (the README's copy), as `schedule_markdown`'s: the chosen
+    path step on every families row beside the default before it (3 cosine epochs, no path step)."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no path step)")
+
+
+def study_markdown(doc: dict, before: str, before_label: str) -> str:
+    """A study of candidate unlearning settings: its development table and choice, then the chosen
+    setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
     from .schedule_study import BARS, bars as judge
 
-    doc = json.loads(Path(path).read_text())
     dev = doc.get("development", {})
 
     def figs(f: dict) -> str:
@@ -485,15 +496,15 @@ def schedule_markdown(path: Path = REPORTS_DIR / "benchmarks" / "unlearning_sche
                   + (f" Chosen by the rule: **{doc['chosen']}**." if doc.get("chosen") else "")]
     rows = doc.get("families", {})
     if rows:
-        lines += ["", f"| families row | re-tuned reference | grid default (constant, 10 epochs) | {doc['chosen']} | "
-                      "bars met: grid default → chosen |", "|---|---|---|---|---|"]
-        judged = {"grid default": [], doc["chosen"]: []}  # each row's bars under each
+        lines += ["", f"| families row | re-tuned reference | {before_label} | {doc['chosen']} | "
+                      "bars met: before → chosen |", "|---|---|---|---|---|"]
+        judged = {before_label: [], doc["chosen"]: []}  # each row's bars under each
         for name, r in rows.items():
-            old = judge(r["grid_default"], r["reference_reactivated_asr"])
-            judged["grid default"].append(old)
+            old = judge(r[before], r["reference_reactivated_asr"])
+            judged[before_label].append(old)
             judged[doc["chosen"]].append(r["bars"])
             label = f"{name} (nothing unlearned)" if r.get("note") else name
-            lines.append(f"| {label} | {r['reference_reactivated_asr']:.4f} | {figs(r['grid_default'])} | "
+            lines.append(f"| {label} | {r['reference_reactivated_asr']:.4f} | {figs(r[before])} | "
                          f"{figs(r['chosen'])} | {sum(old.values())} → {sum(r['bars'].values())} |")
         lines += ["", f"| rows meeting the bar (of {len(rows)}) | ASR ≤ 0.02 | ≤ 2 points lost | cost ≤ 0.25 | "
                       "stays erased | all four |", "|---|---|---|---|---|---|"]
