@@ -29,7 +29,6 @@ reports/benchmarks/path_step.json (merged per victim, so runs resume).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 
@@ -44,10 +43,10 @@ from baeraser_lib.lab.path_study import CANDIDATES, DEV_VICTIMS, choose
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.schedule_study import bars
 from baeraser_lib.metrics import evaluate
-from baeraser_lib.params import reactivation_config, unlearn_config
+from baeraser_lib.params import unlearn_config
 from baeraser_lib.reactivation import ReactivationConfig, reactivation
 from baeraser_lib.victims import obtain_model
-from unlearning_schedule import HOLDING, TRAIN, scorer, timed_unlearn  # benchmarks/ is on sys.path as a script
+from unlearning_schedule import HOLDING, TRAIN, scorer, study_arguments, timed_unlearn, unlearn_and_score  # benchmarks/ is on sys.path as a script
 
 OUT = REPO / "reports" / "benchmarks" / "path_step.json"
 SCHEDULE = REPO / "reports" / "benchmarks" / "unlearning_schedule.json"
@@ -92,19 +91,13 @@ def families_row(name: str, params: dict, data, artifacts: str, cfg, schedule_ro
         return {**row, "note": "empty pool: the model is judged clean and left alone",
                 "chosen": row["default"], "bars": row["default"]["bars"]}
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
-    model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
-    fig = {**scorer(victim, data, before, reactivation_config(params))(model), "unlearn_seconds": seconds,
-           "chosen_epoch": best_epoch(history), "cost_ratio": (row["recovery_seconds"] + seconds) / row["train_seconds"]}
+    fig = unlearn_and_score(victim, data, pool, cfg, params, before)
+    fig["cost_ratio"] = (row["recovery_seconds"] + fig["unlearn_seconds"]) / row["train_seconds"]
     return {**row, "chosen": fig, "bars": bars(fig, reference)}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("step", choices=("develop", "families"))
-    ap.add_argument("--data", default=str(REPO / "data"))
-    ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
-    ap.add_argument("--only", nargs="*", default=None, help="development victims (develop) or rows (families) to run")
-    args = ap.parse_args(argv)
+    args = study_arguments(__doc__.split("\n")[0], argv)
     torch.manual_seed(0)
     doc = json.loads(OUT.read_text()) if OUT.exists() else {}
     if args.step == "families":

@@ -133,6 +133,14 @@ def develop(name: str, data, artifacts: str) -> dict:
     return row
 
 
+def unlearn_and_score(victim, data, pool, cfg: UnlearnConfig, params: dict, before: dict) -> dict:
+    """A families row's victim unlearned with `cfg` (timed alone), then scored with the row's own
+    re-tuning settings: ASR, accuracy, points lost, re-tuned ASR, seconds and the epoch returned."""
+    model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
+    return {**scorer(victim, data, before, reactivation_config(params))(model), "unlearn_seconds": seconds,
+            "chosen_epoch": best_epoch(history)}
+
+
 def families_row(name: str, params: dict, data, artifacts: str, cfg: UnlearnConfig, budget: dict) -> dict:
     victim, pool, meta, _, _ = row_victim_and_pool(params, data, artifacts)
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
@@ -149,21 +157,25 @@ def families_row(name: str, params: dict, data, artifacts: str, cfg: UnlearnConf
         fig["cost_ratio_here"] = fig["cost_ratio"]
         return {**row, "note": "empty pool: the model is judged clean and left alone", "chosen": fig,
                 "bars": bars(fig, reference)}
-    model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
-    fig = {**scorer(victim, data, before, reactivation_config(params))(model), "unlearn_seconds": seconds,
-           "chosen_epoch": best_epoch(history),
-           "cost_ratio_here": (row["recovery_seconds"] + seconds) / row["train_seconds"],
+    fig = unlearn_and_score(victim, data, pool, cfg, params, before)
+    fig = {**fig, "cost_ratio_here": (row["recovery_seconds"] + fig["unlearn_seconds"]) / row["train_seconds"],
            "cost_ratio": budget["rows"][name]["budgets"][str(cfg.epochs)]["cost_ratio"]}
     return {**row, "chosen": fig, "bars": bars(fig, reference)}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def study_arguments(description: str, argv=None) -> argparse.Namespace:
+    """A study's command line: its step (develop, then families), the data and artifacts roots, and
+    the development victims or families rows to run (all by default)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("step", choices=("develop", "families"))
     ap.add_argument("--data", default=str(REPO / "data"))
     ap.add_argument("--artifacts", default=str(REPO / "artifacts"))
-    ap.add_argument("--only", nargs="*", default=None, help="victims (develop) or rows (families) to run")
-    args = ap.parse_args(argv)
+    ap.add_argument("--only", nargs="*", default=None, help="development victims (develop) or rows (families) to run")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = study_arguments(__doc__.split("\n")[0], argv)
     torch.manual_seed(0)
     doc = json.loads(OUT.read_text()) if OUT.exists() else {}
     if args.step == "develop":

@@ -488,7 +488,8 @@ print(verdict_lines(new))
 # recipe. The settings take the default apart, one piece at a time:
 # * **the default**: the clean outputs held (KL to the suspect on D_h) + feature invariance
 #   (stamped images' penultimate features pulled onto their clean ones), all epochs (3, the lr
-#   decayed along a cosine), best validation DER;
+#   decayed along a cosine, each step's loss taken a little further along the path from θ0: the
+#   path step, ρ = 0.5), best validation DER;
 # * **the paper's reading**: the Fisher-weighted penalty towards θ0 and early stopping;
 # * **outputs anchor only**: the default without feature invariance;
 # * **invariance + weight anchor**: the default with the paper's penalty instead of the outputs

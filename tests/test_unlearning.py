@@ -3,7 +3,6 @@ import inspect
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from baeraser_lib.attacks.badnets import make_trigger
 from baeraser_lib.config import AttackConfig, TrainConfig
@@ -17,6 +16,17 @@ from baeraser_lib.errors import ConfigError
 from baeraser_lib.metrics import der, evaluate
 from baeraser_lib.victims import new_model
 from test_recovery import FAST, plant
+
+
+class NaNHead(nn.Module):
+    """Wraps a model so that every output is NaN."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * float("nan")
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +163,6 @@ def test_nan_and_empty_pool_are_refused(repaired_setup):
     with pytest.raises(ConfigError, match="pool is empty"):
         U.unlearn(model, data.holding, empty, progress=False)
 
-    class NaNHead(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x) * float("nan")
-
     with pytest.raises(FloatingPointError, match="NaN or inf"):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1), progress=False)
 
@@ -268,14 +270,6 @@ def test_the_output_anchor_is_zero_at_the_suspect_and_positive_away_from_it():
 def test_the_outputs_anchor_on_nan_raises_and_leaves_the_input_alone(repaired_setup):
     model, data, pool = repaired_setup
     original = {k: v.clone() for k, v in model.state_dict().items()}
-
-    class NaNHead(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x) * float("nan")
 
     with pytest.raises(FloatingPointError, match="NaN or inf"):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, anchor="outputs"), progress=False)
@@ -390,14 +384,6 @@ def test_the_path_step_changes_the_run_leaves_the_input_alone_and_writes_nothing
     assert all(torch.isfinite(p).all() for p in path.parameters()) and len(history) == 3
     assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), path.parameters()))
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
-
-    class NaNHead(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x) * float("nan")
 
     with pytest.raises(FloatingPointError, match="NaN or inf"):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, path_rho=1.0), progress=False)
