@@ -408,3 +408,15 @@ def test_batchnorm_statistics_are_kept_by_the_path_step_and_recomputed_from_clea
     assert torch.allclose(model[0].running_mean, x.mean(0), atol=1e-5)
     assert torch.allclose(model[0].running_var, x.var(0), atol=1e-4)
     assert not model.training and model[0].momentum == 0.1
+
+
+def test_trace_rows_with_the_path_step_leave_the_run_as_it_was(repaired_setup):
+    """Trace rows recompute BatchNorm's statistics for their figure; the steps use batch
+    statistics, so the weights, the epochs' figures and the returned model are unchanged."""
+    model, data, pool = repaired_setup
+    cfg = U.UnlearnConfig(epochs=2, batch_size=32, lr=0.05, select="last", path_rho=0.5)
+    plain, h_plain = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    traced, h_traced = U.unlearn(model, data.holding, pool, cfg, progress=False, trace_every=2)
+    assert any(h.get("trace") for h in h_traced)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), traced.state_dict().values()))
+    assert [h for h in h_traced if not h.get("trace")] == h_plain
