@@ -35,8 +35,6 @@ import json
 import torch
 
 from baeraser_lib.data import load_experiment_data
-from baeraser_lib.defenses import RecoveryConfig
-from baeraser_lib.defenses.pool import obtain_pool
 from baeraser_lib.defenses.unlearning import best_epoch
 from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
 from baeraser_lib.lab.path_study import CANDIDATES, DEV_VICTIMS, choose
@@ -44,31 +42,17 @@ from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.schedule_study import bars
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.params import unlearn_config
-from baeraser_lib.reactivation import ReactivationConfig, reactivation
-from baeraser_lib.victims import obtain_model
-from unlearning_schedule import HOLDING, TRAIN, scorer, study_arguments, timed_unlearn, unlearn_and_score  # benchmarks/ is on sys.path as a script
+from unlearning_schedule import TRAIN, HOLDING, development_row, study_arguments, timed_unlearn, unlearn_and_score  # benchmarks/ is on sys.path as a script
 
 OUT = REPO / "reports" / "benchmarks" / "path_step.json"
 SCHEDULE = REPO / "reports" / "benchmarks" / "unlearning_schedule.json"
 
 
 def develop(name: str, data, artifacts: str) -> dict:
-    attack = DEV_VICTIMS[name]
-    victim = obtain_model(TRAIN, attack, data, artifacts, device="cpu", progress=False)
-    clean = obtain_model(TRAIN, None, data, artifacts, device="cpu", progress=False)
-    pool, meta, pool_path, _ = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
-                                           RecoveryConfig(), artifacts, {**HOLDING, "n": len(data.holding)},
-                                           progress=False)
-    react_cfg = ReactivationConfig()
-    before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
-    reference = reactivation(clean.model, data.train, data.evaluation, victim.trigger, victim.rule, react_cfg,
-                             device="cpu")["asr_after"]
-    row = {"attack": repr(attack), "victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
-           "train_seconds": victim.train_seconds, "recovery_seconds": meta["seconds_recovery"], "before": before,
-           "reference_reactivated_asr": reference, "candidates": {}}
+    victim, pool, row, score = development_row(DEV_VICTIMS[name], data, artifacts)
     if len(pool) == 0:
-        return {**row, "note": "empty pool: recovery judged the victim clean; no candidate runs"}
-    score = scorer(victim, data, before, react_cfg)
+        return row
+    reference = row["reference_reactivated_asr"]
     for cname, cfg in CANDIDATES.items():
         model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
         fig = {**score(model), "unlearn_seconds": seconds, "chosen_epoch": best_epoch(history),

@@ -94,23 +94,32 @@ def timed_unlearn(model, holding, pool, cfg: UnlearnConfig, keep_epochs: bool = 
     return out, history, time.perf_counter() - start - mine[0], states
 
 
-def develop(name: str, data, artifacts: str) -> dict:
-    attack = DEV_VICTIMS[name]
+def development_row(attack, data, artifacts: str):
+    """A development victim (trained or cached), its pool (recovered or cached) and the row every
+    study starts from: before-figures, the never-backdoored model's re-tuned ASR, timings. Returns
+    (victim, pool, row, score): `score(model)` as `scorer` gives it."""
     victim = obtain_model(TRAIN, attack, data, artifacts, device="cpu", progress=False)
     clean = obtain_model(TRAIN, None, data, artifacts, device="cpu", progress=False)
-    holding_key = {**HOLDING, "n": len(data.holding)}
     pool, meta, pool_path, _ = obtain_pool(victim.model, victim.path.name, data.holding, data.info.num_classes,
-                                           RecoveryConfig(), artifacts, holding_key, progress=False)
+                                           RecoveryConfig(), artifacts, {**HOLDING, "n": len(data.holding)},
+                                           progress=False)
     react_cfg = ReactivationConfig()
     before = evaluate(victim.model, data.evaluation, victim.trigger, victim.rule)
     reference = reactivation(clean.model, data.train, data.evaluation, victim.trigger, victim.rule, react_cfg,
                              device="cpu")["asr_after"]
-    score = scorer(victim, data, before, react_cfg)
     row = {"attack": repr(attack), "victim": victim.path.name, "pool": pool_path.name, "pool_labels": list(pool.labels),
            "train_seconds": victim.train_seconds, "recovery_seconds": meta["seconds_recovery"], "before": before,
-           "reference_reactivated_asr": reference, "candidates": {}, "constant_cut": {}}
+           "reference_reactivated_asr": reference, "candidates": {}}
     if len(pool) == 0:
         row["note"] = "empty pool: recovery judged the victim clean; no candidate runs"
+    return victim, pool, row, scorer(victim, data, before, react_cfg)
+
+
+def develop(name: str, data, artifacts: str) -> dict:
+    victim, pool, row, score = development_row(DEV_VICTIMS[name], data, artifacts)
+    row["constant_cut"] = {}
+    reference = row["reference_reactivated_asr"]
+    if len(pool) == 0:
         return row
 
     def figures(model, seconds: float) -> dict:
