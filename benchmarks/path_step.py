@@ -31,29 +31,44 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
+from typing import Callable
 
 import torch
 
 from baeraser_lib.data import load_experiment_data
 from baeraser_lib.defenses.unlearning import best_epoch
+from baeraser_lib.lab import path_study
 from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
-from baeraser_lib.lab.path_study import CANDIDATES, DEV_VICTIMS, choose
 from baeraser_lib.lab.reports import REPO, write_json_atomic
 from baeraser_lib.lab.schedule_study import bars
 from baeraser_lib.metrics import evaluate
 from baeraser_lib.params import unlearn_config
 from unlearning_schedule import TRAIN, HOLDING, development_row, study_arguments, timed_unlearn, unlearn_and_score  # benchmarks/ is on sys.path as a script
 
-OUT = REPO / "reports" / "benchmarks" / "path_step.json"
-SCHEDULE = REPO / "reports" / "benchmarks" / "unlearning_schedule.json"
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One knob's study: where it writes, its fixed parts, and where the default's families figures
+    before it come from (a JSON whose `families[row]` has `chosen` and `bars`)."""
+    out: Path
+    victims: dict
+    candidates: dict
+    choose: Callable[[dict], str]
+    knob: str
+    before: Path
 
 
-def develop(name: str, data, artifacts: str) -> dict:
-    victim, pool, row, score = development_row(DEV_VICTIMS[name], data, artifacts)
+PATH_STEP = Study(REPO / "reports" / "benchmarks" / "path_step.json", path_study.DEV_VICTIMS, path_study.CANDIDATES,
+                  path_study.choose, "path_rho", REPO / "reports" / "benchmarks" / "unlearning_schedule.json")
+
+
+def develop(study: Study, name: str, data, artifacts: str) -> dict:
+    victim, pool, row, score = development_row(study.victims[name], data, artifacts)
     if len(pool) == 0:
         return row
     reference = row["reference_reactivated_asr"]
-    for cname, cfg in CANDIDATES.items():
+    for cname, cfg in study.candidates.items():
         model, history, seconds, _ = timed_unlearn(victim.model, data.holding, pool, cfg)
         fig = {**score(model), "unlearn_seconds": seconds, "chosen_epoch": best_epoch(history),
                "cost_ratio": (row["recovery_seconds"] + seconds) / row["train_seconds"]}
@@ -63,11 +78,11 @@ def develop(name: str, data, artifacts: str) -> dict:
     return row
 
 
-def families_row(name: str, params: dict, data, artifacts: str, cfg, schedule_rows: dict) -> dict:
+def families_row(name: str, params: dict, data, artifacts: str, cfg, before_rows: dict) -> dict:
     victim, pool, meta, _, _ = row_victim_and_pool(params, data, artifacts)
     nb03 = json.loads((FAMILIES / name / "03_unlearn.json").read_text())
     reference = nb03["reactivation"]["models"]["clean reference"]["asr_after"]
-    before_default = schedule_rows[name]
+    before_default = before_rows[name]
     row = {"victim": victim.path.name, "train_seconds": victim.train_seconds,
            "recovery_seconds": meta["seconds_recovery"], "reference_reactivated_asr": reference,
            "default": {**before_default["chosen"], "bars": before_default["bars"]}}
@@ -80,41 +95,42 @@ def families_row(name: str, params: dict, data, artifacts: str, cfg, schedule_ro
     return {**row, "chosen": fig, "bars": bars(fig, reference)}
 
 
-def main(argv=None) -> int:
-    args = study_arguments(__doc__.split("\n")[0], argv)
+def run(study: Study, description: str, argv=None) -> int:
+    """`develop` (the study, writing its choice) or `families` (the choice on every families row)."""
+    args = study_arguments(description, argv)
     torch.manual_seed(0)
-    doc = json.loads(OUT.read_text()) if OUT.exists() else {}
+    doc = json.loads(study.out.read_text()) if study.out.exists() else {}
     if args.step == "families":
         if not doc.get("chosen"):
             raise SystemExit("run the development study first (step `develop` on every development victim)")
         if doc["chosen"] == "default":
-            raise SystemExit("the study kept the default: the schedule study's families figures are its own")
+            raise SystemExit("the study kept the default: the earlier study's families figures are its own")
         todo = finished_rows(args.only)
         data = rows_data(todo, args.data)
-        cfg = CANDIDATES[doc["chosen"]]
-        schedule_rows = json.loads(SCHEDULE.read_text())["families"]
+        cfg = study.candidates[doc["chosen"]]
+        before_rows = json.loads(study.before.read_text())["families"]
         rows = doc.get("families", {})
         for name, params in todo.items():
-            if dataclasses.replace(unlearn_config(params), path_rho=cfg.path_rho) != cfg:
+            if dataclasses.replace(unlearn_config(params), **{study.knob: getattr(cfg, study.knob)}) != cfg:
                 raise SystemExit(f"row {name} sets unlearning parameters of its own; this study runs the defaults only")
-            rows[name] = families_row(name, params, data, args.artifacts, cfg, schedule_rows)
+            rows[name] = families_row(name, params, data, args.artifacts, cfg, before_rows)
             print(name, json.dumps({k: round(v, 4) for k, v in rows[name]["chosen"].items() if isinstance(v, float)}),
                   flush=True)
-            write_json_atomic(OUT, {**doc, "families_config": repr(cfg), "families": rows})
+            write_json_atomic(study.out, {**doc, "families_config": repr(cfg), "families": rows})
         return 0
-    unknown = sorted(set(args.only or []) - set(DEV_VICTIMS))
+    unknown = sorted(set(args.only or []) - set(study.victims))
     if unknown:
-        raise SystemExit(f"unknown development victims {unknown}; choose from {sorted(DEV_VICTIMS)}")
+        raise SystemExit(f"unknown development victims {unknown}; choose from {sorted(study.victims)}")
     data = load_experiment_data(TRAIN.dataset, args.data, holding_ratio=HOLDING["holding_ratio"], seed=HOLDING["seed"])
     victims = doc.get("development", {})
-    for name in args.only or DEV_VICTIMS:
-        victims[name] = develop(name, data, args.artifacts)
-        doc = {**doc, "candidates": {k: repr(v) for k, v in CANDIDATES.items()}, "development": victims,
-               "chosen": choose(victims) if set(victims) == set(DEV_VICTIMS) else None}
-        write_json_atomic(OUT, doc)
-    print(OUT, "chosen:", doc["chosen"])
+    for name in args.only or study.victims:
+        victims[name] = develop(study, name, data, args.artifacts)
+        doc = {**doc, "candidates": {k: repr(v) for k, v in study.candidates.items()}, "development": victims,
+               "chosen": study.choose(victims) if set(victims) == set(study.victims) else None}
+        write_json_atomic(study.out, doc)
+    print(study.out, "chosen:", doc["chosen"])
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(PATH_STEP, __doc__.split("\n")[0]))

@@ -420,3 +420,43 @@ def test_trace_rows_with_the_path_step_leave_the_run_as_it_was(repaired_setup):
     assert any(h.get("trace") for h in h_traced)
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), traced.state_dict().values()))
     assert [h for h in h_traced if not h.get("trace")] == h_plain
+
+
+def test_reset_zeroes_the_lowest_fisher_weights_of_each_layer_and_nothing_else():
+    """A weight no clean image uses (its input is always 0) has zero clean Fisher: it is reset
+    first; BatchNorm and biases are never touched."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(64, 4)
+    x[:, 3] = 0.0  # input 3 is dormant on clean data
+    y = torch.randint(0, 2, (64,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    n = U.reset_unused_weights(model, x, y, 0.25, 32, 2, gen, "cpu")
+    assert n == 3 + 1  # a quarter of 12 weights, of 6 weights (int: 1)
+    assert torch.equal(model[0].weight[:, 3], torch.zeros(3))  # the dormant input's weights went first
+    assert torch.equal(model[0].weight[:, :3], before["0.weight"][:, :3])
+    assert (model[3].weight == 0).sum() == 1
+    for k in ("0.bias", "1.weight", "1.bias", "1.running_mean", "3.bias"):
+        assert torch.equal(model.state_dict()[k], before[k])
+    with pytest.raises(ConfigError, match="reset_fraction"):
+        U.UnlearnConfig(reset_fraction=1.0)
+
+
+def test_the_reset_changes_the_run_leaves_the_input_alone_and_writes_nothing_on_nan(repaired_setup):
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=1, batch_size=32, lr=0.05, select="last")
+    plain, h_plain = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    reset, history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "reset_fraction": 0.3}),
+                               progress=False)
+    total = sum(w.numel() for w in U.prunable_weights(model))
+    assert 0.29 * total < history[0]["weights_reset"] <= 0.3 * total and "weights_reset" not in h_plain[0]
+    assert history[0]["val_acc"] == h_plain[0]["val_acc"]  # epoch 0 is the suspect's, before the reset
+    assert all(torch.isfinite(p).all() for p in reset.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), reset.parameters()))
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, reset_fraction=0.3), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())

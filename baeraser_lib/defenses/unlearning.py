@@ -104,12 +104,13 @@ class UnlearnConfig:
     early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     schedule: str = "cosine"  # cosine: lr·½(1 + cos(π·t/T)) over the run's T steps; constant: lr at every step
     path_rho: float = 0.5  # each step's loss taken at θ + ρ·(θ − θ0), applied at θ (benchmarks/path_step.py); 0: off
+    reset_fraction: float = 0.0  # q: before the first step, each conv/linear weight's q lowest-clean-Fisher entries set to 0
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
                             epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
                             fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
-                            stop_asr="[0, 1]", invariance="[0, 1000]", path_rho="[0, 100]",
+                            stop_asr="[0, 1]", invariance="[0, 1000]", path_rho="[0, 100]", reset_fraction="[0, 1)",
                             seed="[0, 4294967295]")
 
     def __post_init__(self):
@@ -263,6 +264,33 @@ def along_path(params: list[torch.Tensor], theta0: list[torch.Tensor], rho: floa
                 t.copy_(k)
 
 
+def prunable_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weight tensors of every convolution and linear layer (no biases, no BatchNorm)."""
+    return [m.weight for m in model.modules()
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight.requires_grad]
+
+
+@torch.no_grad()
+def reset_unused_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction: float, batch_size: int,
+                         n_batches: int, gen: torch.Generator, device) -> int:
+    """Set to zero, in each convolution and linear weight tensor, the `fraction` of entries with the
+    lowest diagonal Fisher of the clean loss on (x, y); return how many were set. Weights the clean
+    task barely uses are where a backdoor's own detectors can live, and holding their suspect
+    values keeps the backdoor one short re-tuning away; zeroed, they must be re-learned from
+    nothing. They stay free: unlearning may regrow whatever the clean task asks of them."""
+    weights = {id(w): w for w in prunable_weights(model)}
+    with torch.enable_grad():
+        omega = fisher_weights(model, x, y, batch_size, n_batches, gen, device)
+    reset = 0
+    for p, w in zip([p for p in model.parameters() if p.requires_grad], omega):
+        k = int(fraction * p.numel())
+        if id(p) in weights and k > 0:
+            lowest = torch.argsort(w.flatten(), stable=True)[:k]
+            p.view(-1)[lowest] = 0.0
+            reset += k
+    return reset
+
+
 def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
     """The running means and variances of every BatchNorm layer."""
     return [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -378,6 +406,9 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
 
     history[0]["val_der"] = val_der(history[0])
     best = (history[0]["val_der"], copy.deepcopy(student.state_dict()), 0)
+    if cfg.reset_fraction > 0 and not cfg.vanilla:  # after epoch 0's figures: those are the suspect's
+        history[0]["weights_reset"] = reset_unused_weights(student, xtr, ytr, cfg.reset_fraction, cfg.batch_size,
+                                                           cfg.fisher_batches, gen, device)
     steps = -(-len(xtr) // cfg.batch_size)
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))

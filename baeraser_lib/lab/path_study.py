@@ -17,7 +17,7 @@ import dataclasses
 
 from ..config import AttackConfig
 from ..defenses import UnlearnConfig
-from .schedule_study import BARS, DEV_VICTIMS as SCHEDULE_VICTIMS
+from .schedule_study import DEV_VICTIMS as SCHEDULE_VICTIMS, most_pairs
 
 DEV_VICTIMS = {
     **SCHEDULE_VICTIMS,
@@ -35,8 +35,4 @@ def choose(victims: dict[str, dict], candidates: dict[str, UnlearnConfig] = CAND
     """The candidate meeting the most (victim, bar) pairs over the development victims that had
     something to unlearn; the default wins every tie (a change must earn its place), then the
     smaller ρ. `victims[v]["candidates"][c]["bars"]` holds candidate c's bars on victim v."""
-    victims = {k: v for k, v in victims.items() if v["candidates"]}
-    if not victims:
-        raise ValueError("no development victim had anything to unlearn: there is nothing to choose from")
-    met = {c: sum(sum(v["candidates"][c]["bars"][b] for b in BARS) for v in victims.values()) for c in candidates}
-    return min(candidates, key=lambda c: (-met[c], candidates[c] != DEFAULT, candidates[c].path_rho))
+    return most_pairs(victims, candidates, DEFAULT, "path_rho")

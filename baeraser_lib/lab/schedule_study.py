@@ -49,3 +49,15 @@ def choose(victims: dict[str, dict], candidates: dict[str, UnlearnConfig] = CAND
     met = {c: sum(sum(v["candidates"][c]["bars"].values()) for v in victims.values()) for c in candidates}
     full = len(victims) * len(BARS)
     return min(candidates, key=lambda c: (met[c] < full, -met[c], candidates[c].epochs))
+
+
+def most_pairs(victims: dict[str, dict], candidates: dict[str, UnlearnConfig], default: UnlearnConfig,
+               knob: str) -> str:
+    """The later studies' rule: the candidate meeting the most (victim, bar) pairs over the
+    development victims that had something to unlearn; `default` wins every tie (a change must
+    earn its place), then the smaller value of the studied `knob`."""
+    victims = {k: v for k, v in victims.items() if v["candidates"]}
+    if not victims:
+        raise ValueError("no development victim had anything to unlearn: there is nothing to choose from")
+    met = {c: sum(sum(v["candidates"][c]["bars"][b] for b in BARS) for v in victims.values()) for c in candidates}
+    return min(candidates, key=lambda c: (-met[c], candidates[c] != default, getattr(candidates[c], knob)))
