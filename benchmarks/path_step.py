@@ -37,6 +37,7 @@ from typing import Callable
 import torch
 
 from baeraser_lib.data import load_experiment_data
+from baeraser_lib.defenses import UnlearnConfig
 from baeraser_lib.defenses.unlearning import best_epoch
 from baeraser_lib.lab import path_study
 from baeraser_lib.lab.families_rows import FAMILIES, finished_rows, row_victim_and_pool, rows_data
@@ -111,7 +112,7 @@ def run(study: Study, description: str, argv=None) -> int:
         before_rows = json.loads(study.before.read_text())["families"]
         rows = doc.get("families", {})
         for name, params in todo.items():
-            if dataclasses.replace(unlearn_config(params), **{study.knob: getattr(cfg, study.knob)}) != cfg:
+            if unlearn_config(params) != UnlearnConfig():
                 raise SystemExit(f"row {name} sets unlearning parameters of its own; this study runs the defaults only")
             rows[name] = families_row(name, params, data, args.artifacts, cfg, before_rows)
             print(name, json.dumps({k: round(v, 4) for k, v in rows[name]["chosen"].items() if isinstance(v, float)}),

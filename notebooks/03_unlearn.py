@@ -50,7 +50,8 @@
 # `unlearn_schedule = "constant"` and `unlearn_path_rho = 0` give back the paper's reading
 # (`PAPER_UNLEARNING` in the library). The last one turns off the path step: by default each SGD
 # step takes its loss a little further along the path from θ0 (ρ = 0.5). "Choices of ours" says
-# how this default was found and what it costs.
+# how this default was found and what it costs, and what was tried and not adopted
+# (`unlearn_reset_fraction`, off).
 #
 # **Honest control.** D_h is split into a defense-train and a defense-validation part. Stopping
 # and the choice of the returned model use only that validation part and the recovered triggers.
@@ -109,6 +110,7 @@ unlearn_invariance = 1.0  # γ: stamped images' penultimate features pulled onto
 unlearn_early_stop = False  # True: stop at the first epoch that meets the targets (the paper's runs)
 unlearn_schedule = "cosine"  # cosine: lr decayed to 0 over the run; constant: lr at every step (the paper's)
 unlearn_path_rho = 0.5  # ρ: each step's loss taken at θ + ρ(θ − θ0), applied at θ (0: off, the paper)
+unlearn_reset_fraction = 0.0  # q: each layer's q least-used weights (clean Fisher on D_h) zeroed first (0: off)
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines
@@ -505,3 +507,20 @@ for claim, ok in checks.items():
 #   (5 before), the accuracy bar on 12 (9); the WaNet row's re-tuned ASR rose from 0.32 to 0.84,
 #   a miss either way (`benchmarks/path_step.py`; the README has its tables). `unlearn_path_rho = 0`
 #   turns it off.
+# * **Tried and not adopted: a weight reset** (`unlearn_reset_fraction`, off). Before the first
+#   step, each convolution's and linear layer's weights are ranked by the diagonal Fisher of the
+#   clean loss on the training part of D_h (at θ0), and the lowest q are set to zero, free to
+#   regrow. The reasoning is fine-pruning's: a backdoor's own detectors may live in what clean
+#   data leaves unused, and a detector left in place is one short re-tuning from the target
+#   again, where a clean model must grow one. No trigger is guessed. On the path study's six
+#   development victims, among q ∈ {0 (the default), 0.1, 0.3, 0.5} fixed in advance, the path
+#   study's rule picked q = 0.1: 18 pairs of 20 against 17. It kept the WaNet victim erased
+#   (re-tuned ASR 0.47 → 0.024, the reference 0.015) but lost 2.29 points there; it raised the
+#   re-tuned ASR of the BadNets, TrojanNN and IMC victims (BadNets 4×4 0.11 → 0.42, against a bar
+#   of 0.42); its extra pair was the all-to-all victim's ASR (0.153 → 0.007). q ≥ 0.3 lost 10 to
+#   77 points. **On the 13 families rows it did worse**: all four bars on 4 rows against 8,
+#   accuracy on 9 against 12, staying erased on 8 against 9 (WaNet 0.84 → 0.94). So it is not the
+#   default: a change must also meet at least as many (row, bar) pairs on the families rows as the
+#   default it would replace. We wrote that confirmation after seeing these figures; it can only
+#   keep a default, never pick one, so it tunes nothing to the families rows
+#   (`benchmarks/weight_reset.py`; the README has the tables).

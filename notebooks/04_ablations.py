@@ -86,6 +86,7 @@ unlearn_invariance = 1.0
 unlearn_early_stop = False
 unlearn_schedule = "cosine"
 unlearn_path_rho = 0.5  # ρ: each step's loss taken at θ + ρ(θ − θ0), applied at θ (0: off, the paper)
+unlearn_reset_fraction = 0.0  # q: each layer's q least-used weights (clean Fisher on D_h) zeroed first (0: off)
 finetune_lr = 0.01
 finetune_epochs = 10
 fineprune_acc_drop = 0.05

@@ -17,7 +17,7 @@ def _victims(met: dict[str, dict[str, int]]) -> dict:
 def test_the_candidates_differ_from_the_default_before_in_rho_alone_and_the_choice_is_the_default_now():
     import json
 
-    assert CANDIDATES["default"] == DEFAULT == UnlearnConfig(path_rho=0.0)
+    assert CANDIDATES["default"] == DEFAULT == UnlearnConfig(path_rho=0.0, reset_fraction=0.0)
     for name, cfg in CANDIDATES.items():
         assert UnlearnConfig(**{**cfg.__dict__, "path_rho": 0.0}) == DEFAULT
         assert (cfg.path_rho > 0) == (name != "default")

@@ -53,6 +53,15 @@ The rule fixed in advance (`benchmarks/path_step.py`, `lab/path_study.py`) count
 it chose ρ = 0.5. BatchNorm's running statistics are not taken at the shifted weights: they are
 recomputed from the clean training part of D_h at the end of each epoch.
 
+**An option, off by default: a weight reset** (`reset_fraction` q, `reset_unused_weights`).
+Before the first step, in each convolution and linear weight tensor, the q entries with the
+lowest diagonal Fisher of the clean loss on D_h (at θ0) are set to 0, free to regrow: a
+backdoor's own detectors may live in what clean data leaves unused (fine-pruning's observation,
+here per weight and in every layer). The path study's rule picked q = 0.1 on its development
+victims (it kept the WaNet one erased), but on the families rows it did worse than the default
+on accuracy and on staying erased, so it was not adopted (`benchmarks/weight_reset.py`,
+`lab/reset_study.py`).
+
 The penalty is stiff (β·ω reaches 10⁴ for the most important weights), which would make plain
 SGD diverge at any useful learning rate. So each SGD step on the first two terms is followed by
 the penalty's exact proximal step, θ ← θ0 + (θ − θ0) / (1 + 2·lr·β·ω): the same objective,
@@ -104,7 +113,7 @@ class UnlearnConfig:
     early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     schedule: str = "cosine"  # cosine: lr·½(1 + cos(π·t/T)) over the run's T steps; constant: lr at every step
     path_rho: float = 0.5  # each step's loss taken at θ + ρ·(θ − θ0), applied at θ (benchmarks/path_step.py); 0: off
-    reset_fraction: float = 0.0  # q: before the first step, each conv/linear weight's q lowest-clean-Fisher entries set to 0
+    reset_fraction: float = 0.0  # q: before the first step, each conv/linear weight's q lowest-clean-Fisher entries set to 0 (off: benchmarks/weight_reset.py)
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
@@ -128,7 +137,8 @@ class UnlearnConfig:
 
 
 # the paper's reading, the default before issue #18: weight anchor, early stop, up to 10 epochs at a constant lr
-PAPER_UNLEARNING = dict(anchor="weights", invariance=0.0, early_stop=True, epochs=10, schedule="constant", path_rho=0.0)
+PAPER_UNLEARNING = dict(anchor="weights", invariance=0.0, early_stop=True, epochs=10, schedule="constant", path_rho=0.0,
+                        reset_fraction=0.0)
 
 
 def bounded_unlearning_loss(logits: torch.Tensor, labels: torch.Tensor, bound: float) -> torch.Tensor:

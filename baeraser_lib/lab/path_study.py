@@ -25,8 +25,9 @@ DEV_VICTIMS = {
     "dev_all_to_all_4x4": AttackConfig(name="badnets", trigger_size=4, trigger_position=(3, 3), target_label=None,
                                        seed=1, options={"mode": "all_to_all"}),
 }
-# the default when the study ran (3 cosine epochs, no path step); the study chose ρ = 0.5, the default since
-PATH_BEFORE = {"path_rho": 0.0}
+# the default when the study ran (3 cosine epochs, no path step, no weight reset: reset_study); the study
+# chose ρ = 0.5, the default since
+PATH_BEFORE = {"path_rho": 0.0, "reset_fraction": 0.0}
 DEFAULT = UnlearnConfig(**PATH_BEFORE)
 CANDIDATES = {"default": DEFAULT, **{f"path_{r:g}": dataclasses.replace(DEFAULT, path_rho=r) for r in (0.5, 1.0, 2.0)}}
 

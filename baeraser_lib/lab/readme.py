@@ -29,7 +29,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
     from .grid_report import erasure_markdown, grid_markdown, summary_markdown, targets_markdown
     from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_column_markdown,
-                       path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown,
+                       path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown, reset_markdown,
                        schedule_markdown,
                        trigger_agnostic_markdown, verdict_markdown)
 
@@ -55,6 +55,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "unlearning-schedule": lambda root: schedule_markdown(root / "reports" / "benchmarks"
                                                               / "unlearning_schedule.json"),
         "path-step": lambda root: path_markdown(root / "reports" / "benchmarks" / "path_step.json"),
+        "weight-reset": lambda root: reset_markdown(root / "reports" / "benchmarks" / "weight_reset.json"),
         "example": lambda root: example_markdown(root / "reports" / "examples" / "defend-badnets" / "defense.json"),
     }
 

@@ -24,7 +24,8 @@ DEV_VICTIMS = {
 }
 # #18's first schedule, the default before this study (the families grid and the persistence and
 # budget benchmarks ran it): 10 epochs at a constant lr
-SCHEDULE_BEFORE = {"epochs": 10, "schedule": "constant", "path_rho": 0.0}  # (no path step then: path_study)
+SCHEDULE_BEFORE = {"epochs": 10, "schedule": "constant", "path_rho": 0.0,  # (no path step then: path_study,
+                   "reset_fraction": 0.0}  # no weight reset: reset_study)
 BASE = UnlearnConfig(**SCHEDULE_BEFORE)
 CANDIDATES = {"constant_10": BASE, **{f"cosine_{e}": dataclasses.replace(BASE, schedule="cosine", epochs=e)
                                       for e in (2, 3, 4, 5)}}
@@ -61,3 +62,17 @@ def most_pairs(victims: dict[str, dict], candidates: dict[str, UnlearnConfig], d
         raise ValueError("no development victim had anything to unlearn: there is nothing to choose from")
     met = {c: sum(sum(v["candidates"][c]["bars"][b] for b in BARS) for v in victims.values()) for c in candidates}
     return min(candidates, key=lambda c: (-met[c], candidates[c] != default, getattr(candidates[c], knob)))
+
+
+def confirmed(rows: dict[str, dict], expected, before: str = "default") -> bool:
+    """The check after a development choice, before it may become the default: on the families
+    rows (`expected`: every one of them), the chosen setting meets at least as many (row, bar)
+    pairs as the default it would replace (`rows[r][before]`, `rows[r]["chosen"]`). It can only
+    keep a default, never pick one. Written after the weight-reset study's families figures."""
+    missing = sorted(set(expected) - set(rows))
+    if missing:
+        raise ValueError(f"families rows not run yet: {missing}")
+
+    def met(key: str) -> int:
+        return sum(sum(bars(rows[r][key], rows[r]["reference_reactivated_asr"]).values()) for r in expected)
+    return met("chosen") >= met(before)

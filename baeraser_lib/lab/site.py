@@ -476,10 +476,15 @@ def path_markdown(path: Path = REPORTS_DIR / "benchmarks" / "path_step.json") ->
     return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no path step)")
 
 
+def reset_markdown(path: Path = REPORTS_DIR / "benchmarks" / "weight_reset.json") -> str:
+    """benchmarks/weight_reset.py's tables (the README's copy), as `schedule_markdown`'s."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no reset)")
+
+
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
-    from .schedule_study import BARS, bars as judge
+    from .schedule_study import BARS, bars as judge, confirmed
 
     dev = doc.get("development", {})
 
@@ -511,4 +516,9 @@ def study_markdown(doc: dict, before: str, before_label: str) -> str:
         for who, got in judged.items():
             lines.append(f"| {who} | " + " | ".join(str(sum(g[b] for g in got)) for b in BARS)
                          + f" | {sum(all(g.values()) for g in got)} |")
+        pairs = {who: sum(sum(g.values()) for g in got) for who, got in judged.items()}
+        lines += ["", f"(row, bar) pairs met: {pairs[before_label]} before, {pairs[doc['chosen']]} with "
+                      f"{doc['chosen']}: " + ("at least as many, so it could become the default."
+                                              if confirmed(rows, rows, before) else
+                                              "fewer, so it is **not** adopted; the default stays.")]
     return "\n".join(lines)
