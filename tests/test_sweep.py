@@ -435,3 +435,16 @@ def test_grid_holds_issue_18s_bars_per_row_and_its_table():
         assert erased[1:] == ["1 of 2 rows checked (1 not checked)", "**no**", "missed |"]
         assert verdicts[GR.TARGET_LABELS["baeraser_asr_every_row"]][1:] == ["3 of 3 rows", "yes", " |"]
         assert verdicts[GR.TARGET_LABELS["baeraser_acc_drop_points_every_row"]][-1] == "missed |"
+
+
+def test_runs_markdown_says_when_and_at_which_commit_each_row_ran(tmp_path):
+    import json
+
+    from baeraser_lib.lab.grid_report import runs_markdown
+
+    rows = [{"label": "a", "finished_at": "2026-12-07T01:02:03+00:00", "commit": "0123456789abcdef", "status": "ok"},
+            {"label": "b", "finished_at": None, "commit": None, "status": "failed"}]
+    (tmp_path / "grid.json").write_text(json.dumps({"rows": rows}))
+    lines = runs_markdown(tmp_path).splitlines()
+    assert lines[2] == "| a | 2026-12-07 01:02 | 0123456789 | ok |"
+    assert lines[3] == "| b | not recorded | not recorded | failed |"

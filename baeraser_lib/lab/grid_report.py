@@ -360,6 +360,17 @@ def grid_markdown(grid_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def runs_markdown(grid_dir: Path) -> str:
+    """When each row of the grid ran, and at which commit (the README's copy, from grid.json): a
+    grid re-run a few rows at a time holds rows of more than one code state until it is done."""
+    doc = json.loads((grid_dir / "grid.json").read_text())
+    lines = ["| run | finished | commit | status |", "|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['label']} | {(r.get('finished_at') or 'not recorded')[:16].replace('T', ' ')} | "
+                     f"{(r.get('commit') or '')[:10] or 'not recorded'} | {r.get('status', '')} |")
+    return "\n".join(lines)
+
+
 def write_grid_index(grid, grid_dir: Path, records: list[dict], sweep_seconds: float | None = None) -> Path:
     """grid.json and index.html of one grid's reports folder (rewritten as runs finish)."""
     rows = grid_rows(grid_dir, records, grid.axis_names)
