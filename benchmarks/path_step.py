@@ -50,18 +50,17 @@ from unlearning_schedule import TRAIN, HOLDING, development_row, study_arguments
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """One knob's study: where it writes, its fixed parts, and where the default's families figures
+    """One study: where it writes, its fixed parts, and where the default's families figures
     before it come from (a JSON whose `families[row]` has `chosen` and `bars`)."""
     out: Path
     victims: dict
     candidates: dict
     choose: Callable[[dict], str]
-    knob: str
     before: Path
 
 
 PATH_STEP = Study(REPO / "reports" / "benchmarks" / "path_step.json", path_study.DEV_VICTIMS, path_study.CANDIDATES,
-                  path_study.choose, "path_rho", REPO / "reports" / "benchmarks" / "unlearning_schedule.json")
+                  path_study.choose, REPO / "reports" / "benchmarks" / "unlearning_schedule.json")
 
 
 def develop(study: Study, name: str, data, artifacts: str) -> dict:

@@ -35,7 +35,7 @@ from baeraser_lib.lab.reports import REPO
 from path_step import Study, run  # benchmarks/ is on sys.path as a script
 
 WEIGHT_RESET = Study(REPO / "reports" / "benchmarks" / "weight_reset.json", reset_study.DEV_VICTIMS,
-                     reset_study.CANDIDATES, reset_study.choose, "reset_fraction",
+                     reset_study.CANDIDATES, reset_study.choose,
                      REPO / "reports" / "benchmarks" / "path_step.json")
 
 if __name__ == "__main__":

@@ -457,6 +457,36 @@ def test_the_reset_changes_the_run_leaves_the_input_alone_and_writes_nothing_on_
     assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), reset.parameters()))
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
 
-    with pytest.raises(FloatingPointError, match="NaN or inf"):
-        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, reset_fraction=0.3), progress=False)
+    # the reset comes before the first step: with a vanishing lr the zeroed weights are still ~0 at the end
+    still, _ = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "reset_fraction": 0.3,
+                                                                      "lr": 1e-12, "path_rho": 0.0}), progress=False)
+    zeros = sum(int((w.abs() < 1e-9).sum()) for w in U.prunable_weights(still))
+    assert zeros >= history[0]["weights_reset"]
+    _, h_vanilla = U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=1, vanilla=True, reset_fraction=0.3),
+                             progress=False)
+    assert "weights_reset" not in h_vanilla[0]  # plain ascent is the paper's control: no reset
+
+    class NaNOnceReset(nn.Module):
+        """Outputs NaN as soon as any weight of the first layer is exactly 0: only after the reset."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            first = U.prunable_weights(self.inner)[0]
+            return self.inner(x) * (float("nan") if (first == 0).any() else 1.0)
+
+    with pytest.raises(FloatingPointError, match="unlearning epoch 1"):
+        U.unlearn(NaNOnceReset(model), data.holding, pool, U.UnlearnConfig(epochs=1, reset_fraction=0.3,
+                                                                        path_rho=0.0),  # (the path step moves them off 0)
+                  progress=False)
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_reset_works_on_channels_last_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2)).to(memory_format=torch.channels_last)
+    x, y = torch.randn(16, 1, 6, 6), torch.randint(0, 2, (16,))
+    assert U.reset_unused_weights(model, x, y, 0.5, 8, 2, torch.Generator().manual_seed(0), "cpu") == 18 + 64
+    assert int((model[0].weight == 0).sum()) == 18

@@ -295,8 +295,9 @@ def reset_unused_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fra
     for p, w in zip([p for p in model.parameters() if p.requires_grad], omega):
         k = int(fraction * p.numel())
         if id(p) in weights and k > 0:
-            lowest = torch.argsort(w.flatten(), stable=True)[:k]
-            p.view(-1)[lowest] = 0.0
+            mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            mask[torch.argsort(w.flatten(), stable=True)[:k]] = True  # logical order: any memory layout
+            p.masked_fill_(mask.view(p.shape), 0.0)
             reset += k
     return reset
 
