@@ -521,6 +521,7 @@ for claim, ok in checks.items():
 #   77 points. **On the 13 families rows it did worse**: all four bars on 4 rows against 8,
 #   accuracy on 9 against 12, staying erased on 8 against 9 (WaNet 0.84 → 0.94). So it is not the
 #   default: a change must also meet at least as many (row, bar) pairs on the families rows as the
-#   default it would replace. We wrote that confirmation after seeing these figures; it can only
-#   keep a default, never pick one, so it tunes nothing to the families rows
-#   (`benchmarks/weight_reset.py`; the README has the tables).
+#   default it would replace. We wrote that confirmation after seeing these figures. It can only
+#   veto a change, never pick one, but it makes the families rows part of keeping the default.
+#   The study ran with the path step on, which evaluated the zeroed weights at −0.5·θ0, not at 0;
+#   a reset without it is untried (`benchmarks/weight_reset.py`; the README has the tables).
