@@ -382,11 +382,19 @@ def test_the_schedule_tables_show_each_candidate_the_choice_and_the_rows_before_
     assert lines[3] == "| clean_one | 0.9000 | empty pool: judged clean, nothing ran |  |"
     assert "Chosen by the rule: **cosine_3**." in lines[5]
     assert "| r | 0.0500 | 0.0100 / 1.00 / 0.1000 / 0.40 | 0.0100 / 1.00 / 0.1000 / 0.20 | 3 → 4 |" in lines
-    assert lines[-2:] == ["| grid default (constant, 10 epochs) | 1 | 1 | 0 | 1 | 0 |", "| cosine_3 | 1 | 1 | 1 | 1 | 1 |"]
+    assert lines[-4:-2] == ["| grid default (constant, 10 epochs) | 1 | 1 | 0 | 1 | 0 |", "| cosine_3 | 1 | 1 | 1 | 1 | 1 |"]
+    assert lines[-1] == ("(row, bar) pairs met: 3 before, 4 with cosine_3: at least as many, so it could become "
+                         "the default.")
     path = {"candidates": {"default": "…", "path_0.5": "…"}, "development": {}, "chosen": "path_0.5",
             "families": {"r": {**families["r"], "default": families["r"]["grid_default"]}}}
     (tmp_path / "p.json").write_text(json.dumps(path))
     from baeraser_lib.lab.site import path_markdown
 
-    assert path_markdown(tmp_path / "p.json").splitlines()[-2:] == [
+    assert path_markdown(tmp_path / "p.json").splitlines()[-4:-2] == [
         "| default before (no path step) | 1 | 1 | 0 | 1 | 0 |", "| path_0.5 | 1 | 1 | 1 | 1 | 1 |"]
+    costly = fig(0.01, 1.0, 0.1, 0.4, 0.05)  # misses the cost bar
+    worse = {"r": {**path["families"]["r"], "chosen": {k: v for k, v in costly.items() if k != "bars"},
+                   "bars": costly["bars"], "default": {k: v for k, v in chosen.items() if k != "bars"}}}
+    (tmp_path / "w.json").write_text(json.dumps({**path, "families": worse}))
+    assert path_markdown(tmp_path / "w.json").splitlines()[-1] == (
+        "(row, bar) pairs met: 4 before, 3 with path_0.5: fewer, so it is **not** adopted; the default stays.")
