@@ -288,13 +288,13 @@ def reset_unused_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fra
     task barely uses are where a backdoor's own detectors can live, and holding their suspect
     values keeps the backdoor one short re-tuning away; zeroed, they must be re-learned from
     nothing. They stay free: unlearning may regrow whatever the clean task asks of them."""
-    weights = {id(w): w for w in prunable_weights(model)}
+    prunable = {id(w) for w in prunable_weights(model)}
     with torch.enable_grad():
         omega = fisher_weights(model, x, y, batch_size, n_batches, gen, device)
     reset = 0
     for p, w in zip([p for p in model.parameters() if p.requires_grad], omega):
         k = int(fraction * p.numel())
-        if id(p) in weights and k > 0:
+        if id(p) in prunable and k > 0:
             mask = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
             mask[torch.argsort(w.flatten(), stable=True)[:k]] = True  # logical order: any memory layout
             p.masked_fill_(mask.view(p.shape), 0.0)

@@ -484,7 +484,7 @@ def reset_markdown(path: Path = REPORTS_DIR / "benchmarks" / "weight_reset.json"
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
-    from .schedule_study import BARS, bars as judge, confirmed
+    from .schedule_study import BARS, bars as judge, confirmed, families_pairs
 
     dev = doc.get("development", {})
 
@@ -516,8 +516,8 @@ def study_markdown(doc: dict, before: str, before_label: str) -> str:
         for who, got in judged.items():
             lines.append(f"| {who} | " + " | ".join(str(sum(g[b] for g in got)) for b in BARS)
                          + f" | {sum(all(g.values()) for g in got)} |")
-        pairs = {who: sum(sum(g.values()) for g in got) for who, got in judged.items()}
-        lines += ["", f"(row, bar) pairs met: {pairs[before_label]} before, {pairs[doc['chosen']]} with "
+        lines += ["", f"(row, bar) pairs met: {families_pairs(rows, before)} before, "
+                      f"{families_pairs(rows, 'chosen')} with "
                       f"{doc['chosen']}: " + ("at least as many, so it could become the default."
                                               if confirmed(rows, rows, before) else
                                               "fewer, so it is **not** adopted; the default stays.")]
