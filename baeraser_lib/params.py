@@ -29,7 +29,7 @@ RECOVERY = {"trigger_form": "form", "patch_size": "patch_size", "mask_steps": "m
             "max_candidates": "max_candidates", "seed": "seed"}
 UNLEARN = {"alpha": "alpha", "beta": "beta", "unlearn_lr": "lr", "unlearn_epochs": "epochs",
            "unlearn_batch_size": "batch_size", "unlearn_loss": "loss", "bound": "bound", "unlearn_anchor": "anchor",
-           "unlearn_invariance": "invariance", "unlearn_early_stop": "early_stop",
+           "unlearn_invariance": "invariance", "unlearn_invariance_at": "invariance_at", "unlearn_early_stop": "early_stop",
            "unlearn_schedule": "schedule", "unlearn_path_rho": "path_rho",
            "unlearn_reset_fraction": "reset_fraction", "seed": "seed"}
 BAERASER = {"confirm": "confirm", "confirm_ratio": "confirm_ratio"}

@@ -490,3 +490,29 @@ def test_the_reset_works_on_channels_last_weights():
     x, y = torch.randn(16, 1, 6, 6), torch.randint(0, 2, (16,))
     assert U.reset_unused_weights(model, x, y, 0.5, 8, 2, torch.Generator().manual_seed(0), "cpu") == 18 + 64
     assert int((model[0].weight == 0).sum()) == 18
+
+
+def test_stage_invariance_changes_the_run_leaves_the_input_alone_and_writes_nothing_on_nan(repaired_setup):
+    """`invariance_at="stages"` on a ResNet (the pool's triggers are images, any model takes them):
+    it runs to the end with finite weights, differs from the penultimate-only run, removes its hooks,
+    keeps the input model as it was, and a NaN raises before anything is returned."""
+    from baeraser_lib.models import ResNet18
+
+    _, data, pool = repaired_setup
+    torch.manual_seed(0)
+    model = ResNet18(10, in_channels=1, width=4).eval()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=1, batch_size=64, select="last")
+    plain, _ = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    staged, history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "invariance_at": "stages"}),
+                                progress=False)
+    assert history[-1]["invariance"] > 0 and all(torch.isfinite(p).all() for p in staged.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), staged.parameters()))
+    assert not any(m._forward_pre_hooks for m in staged.modules())
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FloatingPointError):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, invariance_at="stages"), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="shrinks the feature map"):  # the small CNN pools in its forward only
+        U.unlearn(repaired_setup[0], data.holding, pool, U.UnlearnConfig(epochs=1, invariance_at="stages"),
+                  progress=False)

@@ -110,6 +110,7 @@ class UnlearnConfig:
     target: str = "pool"  # pool: unlearn x ⊕ Δ → pool label (BAERASER); correct: → each image's own label (a control)
     anchor: str = "outputs"  # outputs: β·KL(suspect ‖ θ) on clean D_h (issue #18); weights: β·Σω(θ − θ0)² (the paper)
     invariance: float = 1.0  # γ: stamped images' penultimate features pulled onto their clean ones (issue #18); 0: off
+    invariance_at: str = "penultimate"  # penultimate: the head's input; stages: also each stage's output map (mean over them)
     early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     schedule: str = "cosine"  # cosine: lr·½(1 + cos(π·t/T)) over the run's T steps; constant: lr at every step
     path_rho: float = 0.5  # each step's loss taken at θ + ρ·(θ − θ0), applied at θ (benchmarks/path_step.py); 0: off
@@ -128,6 +129,8 @@ class UnlearnConfig:
             raise ConfigError(f"select must be 'best_val_der' or 'last', got {self.select!r}")
         if self.target not in ("pool", "correct"):
             raise ConfigError(f"target must be 'pool' or 'correct', got {self.target!r}")
+        if self.invariance_at not in INVARIANCE_AT:
+            raise ConfigError(f"invariance_at must be one of {list(INVARIANCE_AT)}, got {self.invariance_at!r}")
         if self.anchor not in ANCHORS:
             raise ConfigError(f"anchor must be one of {list(ANCHORS)}, got {self.anchor!r}")
         if self.loss not in UNLEARNING_LOSSES:
@@ -160,6 +163,7 @@ def complement_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 UNLEARNING_LOSSES = ("ce", "complement")
 UNLEARNING_SCHEDULES = ("constant", "cosine")
 ANCHORS = ("weights", "outputs")
+INVARIANCE_AT = ("penultimate", "stages")  # where the invariance term compares stamped and clean features
 
 
 def step_lr(cfg: "UnlearnConfig", step: int, total: int) -> float:
@@ -194,24 +198,62 @@ def feature_invariance(stamped: torch.Tensor, clean: torch.Tensor) -> torch.Tens
     return ((stamped - clean) ** 2).sum(1).mean() / (clean ** 2).sum(1).mean().clamp_min(1e-12)
 
 
-class PenultimateTap:
-    """Records the input of the model's last `nn.Linear` (its penultimate features) on each forward.
-    The last one registered is taken as the head, as in every classifier of this library; a model
-    with no `nn.Linear` is refused, before any compute."""
+DOWNSAMPLING = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
-    def __init__(self, model: nn.Module):
+
+def downsampling_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers that shrink the feature map: convolutions with a stride above 1, max and average
+    pools. What enters one is the output of a stage (of a ResNet stage, a VGG block)."""
+    return [m for m in model.modules()
+            if isinstance(m, DOWNSAMPLING)
+            or isinstance(m, nn.modules.conv._ConvNd) and any(s > 1 for s in m.stride)]
+
+
+class FeatureTap:
+    """Records, on each forward, the features the invariance term compares: the penultimate ones
+    (the input of the model's last `nn.Linear`, taken as its head, as in every classifier of this
+    library) and, with `at="stages"`, also the feature map entering each downsampling layer (the
+    output of every stage but the last, where NAD compares attention). A map that two layers read
+    (a ResNet block's convolution and its shortcut) counts once. A model with no `nn.Linear`, or
+    with no downsampling layer for `stages`, is refused before any compute."""
+
+    def __init__(self, model: nn.Module, at: str = "penultimate"):
+        if at not in INVARIANCE_AT:
+            raise ConfigError(f"invariance_at must be one of {list(INVARIANCE_AT)}, got {at!r}")
         heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not heads:
             raise ConfigError("invariance > 0 needs the model's penultimate features, the input of its last "
                               "nn.Linear, and this model has no nn.Linear; set invariance=0")
-        self.features: torch.Tensor | None = None
-        self._hook = heads[-1].register_forward_pre_hook(self._keep)
+        self._maps: list[torch.Tensor] = []
+        self._head: torch.Tensor | None = None
+        self._hooks = [heads[-1].register_forward_pre_hook(self._keep_head)]
+        if at == "stages":
+            downs = downsampling_layers(model)
+            if not downs:
+                raise ConfigError("invariance_at='stages' needs a layer that shrinks the feature map (a strided "
+                                  "convolution or a pool), and this model has none; use 'penultimate'")
+            self._hooks.append(model.register_forward_pre_hook(self._start))
+            self._hooks += [m.register_forward_pre_hook(self._keep_map) for m in downs]
 
-    def _keep(self, module, args):
-        self.features = args[0].flatten(1)
+    def _start(self, module, args):
+        self._maps = []
+
+    def _keep_map(self, module, args):
+        if not any(args[0] is m for m in self._maps):
+            self._maps.append(args[0])
+
+    def _keep_head(self, module, args):
+        self._head = args[0]
+
+    @property
+    def features(self) -> list[torch.Tensor]:
+        """The last forward's tapped features, each flattened per image: stage maps in the order
+        the forward reached them, the penultimate features last."""
+        return [t.flatten(1) for t in self._maps] + ([] if self._head is None else [self._head.flatten(1)])
 
     def remove(self) -> None:
-        self._hook.remove()
+        for h in self._hooks:
+            h.remove()
 
 
 def stamp_every(pool: TriggerPool, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,7 +367,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int, de
     model.eval()
 
 
-def batch_loss(student: nn.Module, tap: "PenultimateTap | None", pool: TriggerPool, xb: torch.Tensor,
+def batch_loss(student: nn.Module, tap: "FeatureTap | None", pool: TriggerPool, xb: torch.Tensor,
                yb: torch.Tensor, held: torch.Tensor | None, cfg: "UnlearnConfig", gen: torch.Generator, device):
     """One step's loss on a clean batch: clean CE + α·unlearning (+ β·outputs anchor, + invariance
     when `tap` is given), and its parts (clean, unlearning, anchor, invariance) for the history.
@@ -339,7 +381,8 @@ def batch_loss(student: nn.Module, tap: "PenultimateTap | None", pool: TriggerPo
         xb, yb, xt, lt, keep = xb.to(device), yb.to(device), xt.to(device), lt.to(device), keep.to(device)
         both = student(torch.cat([xb, xt]))
         n = len(xb)
-        inv = feature_invariance(tap.features[n:], tap.features[:n])
+        taps = tap.features  # the mean over the tapped layers (one: the penultimate features)
+        inv = sum(feature_invariance(t[n:], t[:n]) for t in taps) / len(taps)
         logits, lt_logits = both[:n], both[n:]
         u = unlearning_term(lt_logits[keep], lt[keep], cfg) if keep.any() else zero
     else:
@@ -379,10 +422,10 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     student = copy.deepcopy(model).to(device)
+    invariant = cfg.invariance > 0 and not cfg.vanilla
+    tap = FeatureTap(student, cfg.invariance_at) if invariant else None  # refuses a model without a head before any compute
     held_all = suspect_probs(student, xtr, device) if cfg.anchor == "outputs" and not cfg.vanilla and cfg.beta > 0 \
         else None  # the suspect's clean outputs, once: the outputs anchor's fixed targets
-    invariant = cfg.invariance > 0 and not cfg.vanilla
-    tap = PenultimateTap(student) if invariant else None  # refuses a model without a head before any compute
     params = [p for p in student.parameters() if p.requires_grad]
     weight_anchor = not cfg.vanilla and cfg.beta > 0 and cfg.anchor == "weights"
     path = cfg.path_rho > 0 and not cfg.vanilla
