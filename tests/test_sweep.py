@@ -448,3 +448,36 @@ def test_runs_markdown_says_when_and_at_which_commit_each_row_ran(tmp_path):
     lines = runs_markdown(tmp_path).splitlines()
     assert lines[2] == "| a | 2026-12-07 01:02 | 0123456789 | ok |"
     assert lines[3] == "| b | not recorded | not recorded | failed |"
+
+
+def test_grid_rows_carry_what_detection_flagged_and_the_readme_table_names_the_misses(tmp_path):
+    """Each row keeps notebook 02's verdict beside notebook 01's target: found, missed (judged
+    clean, or a wrong label unlearned), and all-to-all, where no single target exists."""
+    peers = {"baeraser": (0.91, 0.01)}
+    cases = {"found": ({"labels_kept": [0, 8], "target_label_found": True, "target_anomaly_index": 3.2,
+                        "target_mask_rank": 1}, 0),
+             "clean": ({"labels_kept": [], "target_label_found": False, "target_anomaly_index": 1.49,
+                        "target_mask_rank": 2}, 0),
+             "wrong": ({"labels_kept": [8], "target_label_found": False, "target_anomaly_index": 1.5,
+                        "target_mask_rank": 3}, 0),
+             "all": ({"labels_kept": [8, 9], "target_label_found": None, "target_anomaly_index": None,
+                      "target_mask_rank": None}, None)}
+    records = []
+    for name, (recovery, target) in cases.items():
+        records.append(fake_run(tmp_path, name, "fashion_mnist", (0.92, 1.0), peers) | {"axes": {"variant": name}})
+        (tmp_path / name / "02_recover_triggers.json").write_text(json.dumps(recovery))
+        (tmp_path / name / "01_inject.json").write_text(json.dumps({"target_label": target}))
+    records.append(fake_run(tmp_path, "none", "fashion_mnist", (0.92, 1.0), peers) | {"axes": {"variant": "none"}})
+    rows = GR.grid_rows(tmp_path, records)
+    d = {r["run_id"]: r.get("detection") for r in rows}
+    assert d["none"] is None
+    assert d["found"] == {"target_label": 0, "labels_unlearned": [0, 8], "target_found": True,
+                          "target_anomaly_index": 3.2, "target_mask_rank": 1, "judged_clean": False}
+    assert d["clean"]["judged_clean"] and d["wrong"]["judged_clean"] is False
+    (tmp_path / "grid.json").write_text(json.dumps({"rows": rows}))
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in GR.detection_markdown(tmp_path).splitlines()[2:]}
+    assert lines["found"] == "| found | 0 | 0, 8 | yes | 3.20 | 1 |"
+    assert lines["clean"] == "| clean | 0 | none (judged clean) | **no** | 1.49 | 2 |"
+    assert lines["wrong"] == "| wrong | 0 | 8 | **no** | 1.50 | 3 |"
+    assert lines["all"] == "| all | every label (all-to-all) | 8, 9 | n/a | n/a | n/a |"
+    assert lines["none"].startswith("| none | no recovery report |")

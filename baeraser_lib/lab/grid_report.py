@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..defenses import DEFENSES, names
+from ..defenses.detection import DEFAULT_THRESHOLD
 from .claims import COST_SHARE, KEPT_POINTS, LOW_ASR, REACTIVATION_MARGIN
 from .reports import write_json_atomic
 
@@ -52,6 +53,7 @@ def _step_error(record: dict) -> tuple[str | None, str, str | None]:
 
 
 INJECT_NOTEBOOK = "01_inject"  # its report holds the data sizes
+RECOVERY_NOTEBOOK = "02_recover_triggers"  # its report holds what detection flagged
 
 
 def _read(path: Path) -> dict:
@@ -78,6 +80,9 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
                "data_root": rec.get("data_root"), "notebooks": rec.get("notebooks", []),
                "finished_at": rec.get("finished_at"), "commit": rec.get("commit"),  # older records lack the commit
                **{k: inject[k] for k in ("n_train", "n_holding", "n_evaluation") if k in inject}}
+        recovery = _read(run_dir / f"{RECOVERY_NOTEBOOK}.json")
+        if recovery:
+            row["detection"] = detection_figures(recovery, inject)
         if rec["status"] != "ok":
             nb, err, page = _step_error(rec)
             row.update(failed_notebook=nb, error=err,
@@ -126,6 +131,18 @@ def grid_rows(grid_dir: Path, records: list[dict], axis_order: list[str] | None 
             row["baeraser_der_ge_best_peer"] = row["defenses"]["baeraser"]["der"] >= peers[best]
         rows.append(row)
     return rows
+
+
+def detection_figures(recovery: dict, inject: dict) -> dict:
+    """What recovery flagged on one row (notebook 02's report), beside the true target, which the
+    report reads for evaluation only: the labels BAERASER unlearns, and the target's anomaly index
+    and mask-size rank (1 = the smallest mask). An all-to-all row has no single target."""
+    kept = recovery.get("labels_kept")
+    return {"target_label": inject.get("target_label"), "labels_unlearned": kept,
+            "target_found": recovery.get("target_label_found"),
+            "target_anomaly_index": recovery.get("target_anomaly_index"),
+            "target_mask_rank": recovery.get("target_mask_rank"),
+            "judged_clean": (not kept) if kept is not None else None}
 
 
 def _mean(values):
@@ -368,6 +385,29 @@ def runs_markdown(grid_dir: Path) -> str:
     for r in doc["rows"]:
         lines.append(f"| {r['label']} | {(r.get('finished_at') or 'not recorded')[:16].replace('T', ' ')} | "
                      f"{(r.get('commit') or '')[:10] or 'not recorded'} | {r.get('status', '')} |")
+    return "\n".join(lines)
+
+
+def detection_markdown(grid_dir: Path) -> str:
+    """What detection flagged on each row beside the true target (the README's copy, from
+    grid.json): the rows where nothing, or the wrong label, was unlearned are detection misses."""
+    doc = json.loads((grid_dir / "grid.json").read_text())
+    lines = ["| run | target | labels unlearned | target flagged "
+             f"| target's anomaly index (flagged from {DEFAULT_THRESHOLD:g}) "
+             "| target's mask rank (1 = smallest) |", "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        d = r.get("detection")
+        if d is None:
+            lines.append(f"| {r['label']} | no recovery report |  |  |  |  |")
+            continue
+        kept = d.get("labels_unlearned")
+        unlearned = "none (judged clean)" if kept == [] else "not recorded" if kept is None \
+            else ", ".join(str(k) for k in kept)
+        target = "every label (all-to-all)" if d.get("target_label") is None else str(d["target_label"])
+        found = {True: "yes", False: "**no**", None: "n/a"}[d.get("target_found")]
+        rank = d.get("target_mask_rank")
+        lines.append(f"| {r['label']} | {target} | {unlearned} | {found} | {_f(d.get('target_anomaly_index'), 2) or 'n/a'} "
+                     f"| {rank if rank is not None else 'n/a'} |")
     return "\n".join(lines)
 
 

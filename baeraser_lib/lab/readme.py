@@ -27,7 +27,8 @@ from ..errors import ConfigError
 
 def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
-    from .grid_report import erasure_markdown, grid_markdown, runs_markdown, summary_markdown, targets_markdown
+    from .grid_report import (detection_markdown, erasure_markdown, grid_markdown, runs_markdown, summary_markdown,
+                              targets_markdown)
     from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_column_markdown,
                        path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown, reset_markdown,
                        schedule_markdown,
@@ -45,6 +46,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "families-erasure": lambda root: erasure_markdown(families(root)),
         "families-targets": lambda root: targets_markdown(families(root)),
         "families-runs": lambda root: runs_markdown(families(root)),
+        "families-detection": lambda root: detection_markdown(families(root)),
         "trigger-agnostic": lambda root: trigger_agnostic_markdown(root / "reports" / "benchmarks"
                                                                    / "trigger_agnostic.json"),
         "peer-sanity": lambda root: peer_sanity_markdown(root / "reports" / "benchmarks" / "peer_sanity.json",
