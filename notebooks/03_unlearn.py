@@ -107,10 +107,12 @@ unlearn_loss = "ce"  # ce: bounded CE ascent (the paper); complement: −log(1 �
 bound = 4.605  # cap of the ce loss (−log 0.01)
 unlearn_anchor = "outputs"  # outputs: KL to the suspect on clean D_h; weights: the Fisher penalty towards θ0 (the paper)
 unlearn_invariance = 1.0  # γ: stamped images' penultimate features pulled onto the clean ones (0: off, the paper)
+unlearn_invariance_at = "penultimate"  # where: the head's input; "stages": also each stage's output map
 unlearn_early_stop = False  # True: stop at the first epoch that meets the targets (the paper's runs)
 unlearn_schedule = "cosine"  # cosine: lr decayed to 0 over the run; constant: lr at every step (the paper's)
 unlearn_path_rho = 0.5  # ρ: each step's loss taken at θ + ρ(θ − θ0), applied at θ (0: off, the paper)
 unlearn_reset_fraction = 0.0  # q: each layer's q least-used weights (clean Fisher on D_h) zeroed first (0: off)
+unlearn_channel_prune = 0.0  # r: each conv's r channels the recovered triggers move most zeroed first (0: off)
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines

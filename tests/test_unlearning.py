@@ -516,3 +516,37 @@ def test_stage_invariance_changes_the_run_leaves_the_input_alone_and_writes_noth
     with pytest.raises(ConfigError, match="shrinks the feature map"):  # the small CNN pools in its forward only
         U.unlearn(repaired_setup[0], data.holding, pool, U.UnlearnConfig(epochs=1, invariance_at="stages"),
                   progress=False)
+
+
+def test_channel_pruning_draws_its_own_stream_leaves_the_input_alone_and_writes_nothing_on_nan(repaired_setup):
+    """`channel_prune = r` zeroes r of each convolution's channels before the first step, scored on
+    a random stream of its own: with an r that prunes no channel, the run is the default's to the
+    bit. The input model is left as it was, and a NaN raises before anything is returned."""
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=1, batch_size=32, lr=0.05, select="last")
+    plain, h_plain = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    none, h_none = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "channel_prune": 0.01}),
+                             progress=False)  # 1% of 16 or 32 channels: none
+    assert h_none[0]["channels_pruned"] == 0 and "channels_pruned" not in h_plain[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), none.parameters()))
+    pruned, history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "channel_prune": 0.25}),
+                                progress=False)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert history[0]["channels_pruned"] == sum(int(0.25 * c.out_channels) for c in convs)
+    assert history[0]["val_acc"] == h_plain[0]["val_acc"]  # epoch 0 is the suspect's, before the pruning
+    assert all(torch.isfinite(p).all() for p in pruned.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), pruned.parameters()))
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    # the pruning comes before the first step: with a vanishing lr the zeroed filters are still ~0 at the end
+    still, _ = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "channel_prune": 0.25,
+                                                                      "lr": 1e-12}), progress=False)
+    zeroed = sum(int((m.weight.flatten(1).abs().amax(1) < 1e-9).sum()) for m in still.modules()
+                 if isinstance(m, nn.Conv2d))
+    assert zeroed >= history[0]["channels_pruned"]
+    _, h_vanilla = U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=1, vanilla=True, channel_prune=0.25),
+                             progress=False)
+    assert "channels_pruned" not in h_vanilla[0]
+    with pytest.raises(FloatingPointError):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, channel_prune=0.25), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())

@@ -114,6 +114,7 @@ class UnlearnConfig:
     early_stop: bool = False  # stop at the first epoch that meets stop_asr within acc_tolerance (the paper's runs: True)
     schedule: str = "cosine"  # cosine: lr·½(1 + cos(π·t/T)) over the run's T steps; constant: lr at every step
     path_rho: float = 0.5  # each step's loss taken at θ + ρ·(θ − θ0), applied at θ (benchmarks/path_step.py); 0: off
+    channel_prune: float = 0.0  # r: before the first step, each conv's r output channels the recovered triggers move most zeroed (off: benchmarks/trigger_channels.py)
     reset_fraction: float = 0.0  # q: before the first step, each conv/linear weight's q lowest-clean-Fisher entries set to 0 (off: benchmarks/weight_reset.py)
     seed: int = 0
 
@@ -121,6 +122,7 @@ class UnlearnConfig:
                             epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
                             fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
                             stop_asr="[0, 1]", invariance="[0, 1000]", path_rho="[0, 100]", reset_fraction="[0, 1)",
+                            channel_prune="[0, 1)",
                             seed="[0, 4294967295]")
 
     def __post_init__(self):
@@ -141,7 +143,7 @@ class UnlearnConfig:
 
 # the paper's reading, the default before issue #18: weight anchor, early stop, up to 10 epochs at a constant lr
 PAPER_UNLEARNING = dict(anchor="weights", invariance=0.0, early_stop=True, epochs=10, schedule="constant", path_rho=0.0,
-                        reset_fraction=0.0)
+                        reset_fraction=0.0, channel_prune=0.0)
 
 
 def bounded_unlearning_loss(logits: torch.Tensor, labels: torch.Tensor, bound: float) -> torch.Tensor:
@@ -344,6 +346,59 @@ def reset_unused_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fra
     return reset
 
 
+@torch.no_grad()
+def trigger_channel_scores(model: nn.Module, pool: TriggerPool, x: torch.Tensor, batch_size: int, n_batches: int,
+                           gen: torch.Generator, device) -> dict[nn.Module, torch.Tensor]:
+    """Per convolution, per output channel: how far the recovered triggers move it, relative to
+    its clean size, mean |c(x ⊕ Δ) − c(x)| / mean |c(x)| over `n_batches` batches of clean images
+    `x`, each image stamped with a random pool entry. The channels a trigger leans on score high."""
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd) and m.weight.requires_grad]
+    out: dict[nn.Module, torch.Tensor] = {}
+    hooks = [c.register_forward_hook(lambda m, i, o: out.__setitem__(m, o)) for c in convs]
+    moved = {c: torch.zeros(c.out_channels, dtype=torch.float64) for c in convs}
+    size = {c: torch.zeros(c.out_channels, dtype=torch.float64) for c in convs}
+    was = model.training
+    model.eval()
+    try:
+        order = torch.randperm(len(x), generator=gen)
+        for b in range(min(n_batches, -(-len(x) // batch_size))):
+            xb = x[order[b * batch_size:(b + 1) * batch_size]]
+            xt, _ = stamp_every(pool, xb, gen)
+            model(xb.to(device))
+            clean = dict(out)
+            model(xt.to(device))
+            for c in convs:
+                dims = [d for d in range(clean[c].dim()) if d != 1]  # all but the channel
+                moved[c] += (out[c] - clean[c]).abs().float().mean(dims).double().cpu()
+                size[c] += clean[c].abs().float().mean(dims).double().cpu()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return {c: moved[c] / size[c].clamp_min(1e-12) for c in convs}
+
+
+@torch.no_grad()
+def prune_trigger_channels(model: nn.Module, pool: TriggerPool, x: torch.Tensor, fraction: float, batch_size: int,
+                           n_batches: int, gen: torch.Generator, device) -> int:
+    """Zero, in every convolution, the filters (and biases) of the `fraction` of its output channels
+    that the recovered triggers move most (`trigger_channel_scores`); return how many. Neural
+    Cleanse prunes the neurons its reversed trigger excites; here in every layer, and the zeroed
+    filters stay free: unlearning regrows whatever the clean task asks of them, and a detector the
+    backdoor had there must be grown again from nothing, as in a model that never had it."""
+    pruned = 0
+    for conv, score in trigger_channel_scores(model, pool, x, batch_size, n_batches, gen, device).items():
+        k = int(fraction * len(score))
+        if k == 0:
+            continue
+        idx = torch.argsort(score, descending=True, stable=True)[:k].to(conv.weight.device)
+        conv.weight[idx] = 0.0
+        if conv.bias is not None:
+            conv.bias[idx] = 0.0
+        pruned += k
+    return pruned
+
+
 def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
     """The running means and variances of every BatchNorm layer."""
     return [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -463,6 +518,11 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if cfg.reset_fraction > 0 and not cfg.vanilla:  # after epoch 0's figures: those are the suspect's
         history[0]["weights_reset"] = reset_unused_weights(student, xtr, ytr, cfg.reset_fraction, cfg.batch_size,
                                                            cfg.fisher_batches, gen, device)
+    if cfg.channel_prune > 0 and not cfg.vanilla:  # its own random stream: the steps draw what the default's draw
+        history[0]["channels_pruned"] = prune_trigger_channels(
+            student, pool, xtr, cfg.channel_prune, cfg.batch_size, cfg.fisher_batches,
+            torch.Generator().manual_seed(cfg.seed + 1), device)
+        theta0 = [p.detach().clone() for p in params] if theta0 else theta0  # the path starts at the pruned model
     steps = -(-len(xtr) // cfg.batch_size)
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))

@@ -30,7 +30,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
     from .grid_report import (detection_markdown, erasure_markdown, grid_markdown, runs_markdown, summary_markdown,
                               targets_markdown)
     from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_column_markdown,
-                       path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown, reset_markdown,
+                       invariance_markdown, path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown, reset_markdown,
                        schedule_markdown,
                        trigger_agnostic_markdown, verdict_markdown)
 
@@ -59,6 +59,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                                                               / "unlearning_schedule.json"),
         "path-step": lambda root: path_markdown(root / "reports" / "benchmarks" / "path_step.json"),
         "weight-reset": lambda root: reset_markdown(root / "reports" / "benchmarks" / "weight_reset.json"),
+        "stage-invariance": lambda root: invariance_markdown(root / "reports" / "benchmarks" / "stage_invariance.json"),
         "example": lambda root: example_markdown(root / "reports" / "examples" / "defend-badnets" / "defense.json"),
     }
 

@@ -481,6 +481,11 @@ def reset_markdown(path: Path = REPORTS_DIR / "benchmarks" / "weight_reset.json"
     return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no reset)")
 
 
+def invariance_markdown(path: Path = REPORTS_DIR / "benchmarks" / "stage_invariance.json") -> str:
+    """benchmarks/stage_invariance.py's tables (the README's copy), as `schedule_markdown`'s."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (penultimate features only)")
+
+
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
