@@ -527,3 +527,13 @@ for claim, ok in checks.items():
 #   veto a change, never pick one, but it makes the families rows part of keeping the default.
 #   The study ran with the path step on, which evaluated the zeroed weights at −0.5·θ0, not at 0;
 #   a reset without it is untried (`benchmarks/weight_reset.py`; the README has the tables).
+# * **Tried and not adopted: invariance at every stage** (`unlearn_invariance_at = "stages"`, off).
+#   The invariance term above compares penultimate features only, so the layers below may still
+#   detect the trigger. NAD, the one peer whose models stayed erased on every families row, aligns
+#   its student at the output of every stage. This option also pulls the feature map entering each
+#   downsampling layer (a strided convolution or a pool; on ResNet-18 the outputs of layer1 to
+#   layer3) of a stamped image onto its clean image's, the term the mean over the taps. On the path
+#   study's six development victims, with γ ∈ {1, 2, 4} fixed in advance beside the default, the
+#   rule kept the default: 16 pairs of 20, tied by γ = 2 (a tie keeps the default). It lowered the
+#   WaNet victim's re-tuned ASR (0.47 → 0.30) but not to its bar (0.115); the all-to-all victim
+#   re-learned as before (`benchmarks/stage_invariance.py`; the README has the table).

@@ -67,3 +67,15 @@ def test_the_penultimate_tap_alone_is_the_default_and_bad_models_are_refused_bef
         FeatureTap(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "stages")
     with pytest.raises(ConfigError, match="invariance_at"):
         UnlearnConfig(invariance_at="all")
+
+
+def test_the_committed_choice_follows_the_rule_and_keeps_the_default():
+    import json
+
+    from baeraser_lib.lab.reports import REPO
+    from test_reset_study import config_from_repr
+
+    doc = json.loads((REPO / "reports" / "benchmarks" / "stage_invariance.json").read_text())
+    assert {k: config_from_repr(v) for k, v in doc["candidates"].items()} == CANDIDATES
+    assert set(doc["development"]) == set(DEV_VICTIMS)
+    assert doc["chosen"] == choose(doc["development"]) == "default"
