@@ -537,3 +537,13 @@ for claim, ok in checks.items():
 #   rule kept the default: 16 pairs of 20, tied by γ = 2 (a tie keeps the default). It lowered the
 #   WaNet victim's re-tuned ASR (0.47 → 0.30) but not to its bar (0.115); the all-to-all victim
 #   re-learned as before (`benchmarks/stage_invariance.py`; the README has the table).
+# * **Tried and not adopted: pruning the channels the recovered triggers lean on**
+#   (`unlearn_channel_prune`, off). Before the first step, the defender's clean images are stamped
+#   with the recovered triggers, every convolution's output channels are scored by how far the
+#   stamps move them (relative to their clean size), and the filters of the top fraction r in each
+#   convolution are zeroed, free to regrow (the third candidate; Neural Cleanse prunes the
+#   neurons its reversed trigger excites, in one layer). With r ∈ {0.05, 0.1, 0.2} fixed in advance,
+#   the rule kept the default (16 pairs of 20 against 13 and 12). r = 0.2 kept the WaNet victim
+#   erased (re-tuned ASR 0.47 → 0.026) but lost 2.7 to 5.5 points on every victim, and the pruned
+#   BadNets, TrojanNN and IMC victims re-learned more than the default's, as after the weight reset
+#   (`benchmarks/trigger_channels.py`; the README has the table).

@@ -60,3 +60,15 @@ def test_the_channel_a_trigger_moves_scores_highest_and_is_the_one_zeroed():
     assert torch.all(conv.weight[0] == 0) and conv.bias[0] == 0
     assert torch.equal(conv.weight[1], before["0.weight"][1]) and conv.bias[1] == 50.0
     assert not conv._forward_hooks and model.training  # hooks removed, mode restored
+
+
+def test_the_committed_choice_follows_the_rule_and_keeps_the_default():
+    import json
+
+    from baeraser_lib.lab.reports import REPO
+    from test_reset_study import config_from_repr
+
+    doc = json.loads((REPO / "reports" / "benchmarks" / "trigger_channels.json").read_text())
+    assert {k: config_from_repr(v) for k, v in doc["candidates"].items()} == CANDIDATES
+    assert set(doc["development"]) == set(DEV_VICTIMS)
+    assert doc["chosen"] == choose(doc["development"]) == "default"

@@ -29,9 +29,9 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
     from .grid_report import (detection_markdown, erasure_markdown, grid_markdown, runs_markdown, summary_markdown,
                               targets_markdown)
-    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, peer_column_markdown,
-                       invariance_markdown, path_markdown, peer_sanity_markdown, persistence_markdown, reactivation_markdown, reset_markdown,
-                       schedule_markdown,
+    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, invariance_markdown,
+                       path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
+                       prune_markdown, reactivation_markdown, reset_markdown, schedule_markdown,
                        trigger_agnostic_markdown, verdict_markdown)
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
@@ -60,6 +60,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "path-step": lambda root: path_markdown(root / "reports" / "benchmarks" / "path_step.json"),
         "weight-reset": lambda root: reset_markdown(root / "reports" / "benchmarks" / "weight_reset.json"),
         "stage-invariance": lambda root: invariance_markdown(root / "reports" / "benchmarks" / "stage_invariance.json"),
+        "trigger-channels": lambda root: prune_markdown(root / "reports" / "benchmarks" / "trigger_channels.json"),
         "example": lambda root: example_markdown(root / "reports" / "examples" / "defend-badnets" / "defense.json"),
     }
 

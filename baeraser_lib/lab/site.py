@@ -486,6 +486,11 @@ def invariance_markdown(path: Path = REPORTS_DIR / "benchmarks" / "stage_invaria
     return study_markdown(json.loads(Path(path).read_text()), "default", "default before (penultimate features only)")
 
 
+def prune_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger_channels.json") -> str:
+    """benchmarks/trigger_channels.py's tables (the README's copy), as `schedule_markdown`'s."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no pruning)")
+
+
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
