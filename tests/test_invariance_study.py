@@ -9,13 +9,12 @@ from baeraser_lib.defenses.unlearning import FeatureTap, downsampling_layers
 from baeraser_lib.errors import ConfigError
 from baeraser_lib.lab import path_study
 from baeraser_lib.lab.invariance_study import CANDIDATES, DEFAULT, DEV_VICTIMS, choose
-from baeraser_lib.lab.schedule_study import BARS
 from baeraser_lib.models import ResNet18
+from test_reset_study import victims_meeting
 
 
 def _victims(met: dict[str, dict[str, int]]) -> dict:
-    return {v: {"candidates": {c: {"bars": {b: i < got.get(c, 0) for i, b in enumerate(BARS)}} for c in CANDIDATES}}
-            for v, got in met.items()}
+    return victims_meeting(met, CANDIDATES)
 
 
 def test_the_candidates_differ_from_today_s_default_in_where_and_how_much_invariance_alone():

@@ -7,12 +7,11 @@ from baeraser_lib.defenses import UnlearnConfig
 from baeraser_lib.defenses import unlearning as U
 from baeraser_lib.lab import path_study
 from baeraser_lib.lab.prune_study import CANDIDATES, DEFAULT, DEV_VICTIMS, choose
-from baeraser_lib.lab.schedule_study import BARS
+from test_reset_study import victims_meeting
 
 
 def _victims(met: dict[str, dict[str, int]]) -> dict:
-    return {v: {"candidates": {c: {"bars": {b: i < got.get(c, 0) for i, b in enumerate(BARS)}} for c in CANDIDATES}}
-            for v, got in met.items()}
+    return victims_meeting(met, CANDIDATES)
 
 
 def test_the_candidates_differ_from_today_s_default_in_r_alone():

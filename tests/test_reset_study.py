@@ -16,10 +16,14 @@ def config_from_repr(text: str) -> UnlearnConfig:
     return UnlearnConfig(**{k: ast.literal_eval(v) for k, v in re.findall(r"(\w+)=('[^']*'|[^,]+)", body)})
 
 
-def _victims(met: dict[str, dict[str, int]]) -> dict:
-    """{victim: {candidate: how many bars met}} → the shape `choose` reads."""
-    return {v: {"candidates": {c: {"bars": {b: i < got.get(c, 0) for i, b in enumerate(BARS)}} for c in CANDIDATES}}
+def victims_meeting(met: dict[str, dict[str, int]], candidates=CANDIDATES) -> dict:
+    """{victim: {candidate: how many bars met}} → the shape a study's `choose` reads (shared by the
+    studies' tests)."""
+    return {v: {"candidates": {c: {"bars": {b: i < got.get(c, 0) for i, b in enumerate(BARS)}} for c in candidates}}
             for v, got in met.items()}
+
+
+_victims = victims_meeting
 
 
 def test_the_candidates_differ_from_the_default_before_in_q_alone():
