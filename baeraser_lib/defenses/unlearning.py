@@ -62,6 +62,13 @@ victims (it kept the WaNet one erased), but on the families rows it did worse th
 on accuracy and on staying erased, so it was not adopted (`benchmarks/weight_reset.py`,
 `lab/reset_study.py`).
 
+**Two more options, off by default, each studied the same way and not adopted:**
+`invariance_at="stages"` (`FeatureTap`) also pulls each stage's output map of a stamped image onto
+its clean image's, the maps entering the strided convolutions and pools (`lab/invariance_study.py`);
+`channel_prune = r` (`prune_trigger_channels`) zeroes, before the first step, each convolution's r
+output channels that the recovered triggers move most (`lab/prune_study.py`). On the development
+victims the rule kept the default against both (the README has the tables).
+
 The penalty is stiff (β·ω reaches 10⁴ for the most important weights), which would make plain
 SGD diverge at any useful learning rate. So each SGD step on the first two terms is followed by
 the penalty's exact proximal step, θ ← θ0 + (θ − θ0) / (1 + 2·lr·β·ω): the same objective,
