@@ -23,8 +23,6 @@ def victims_meeting(met: dict[str, dict[str, int]], candidates=CANDIDATES) -> di
             for v, got in met.items()}
 
 
-_victims = victims_meeting
-
 
 def test_the_candidates_differ_from_the_default_before_in_q_alone():
     assert CANDIDATES["default"] == DEFAULT
@@ -47,10 +45,10 @@ def test_the_committed_choice_follows_the_rule():
 
 def test_a_change_must_meet_more_bars_than_the_default():
     met = {"a": {"default": 3, "reset_0.3": 3}, "b": {"default": 2, "reset_0.5": 2}}
-    assert choose(_victims(met)) == "default"  # a tie keeps the default
+    assert choose(victims_meeting(met)) == "default"  # a tie keeps the default
     met["b"]["reset_0.5"] = 3
     met["b"]["reset_0.3"] = 3
-    assert choose(_victims(met)) == "reset_0.3"  # one more pair: the smaller q of the two that met it
+    assert choose(victims_meeting(met)) == "reset_0.3"  # one more pair: the smaller q of the two that met it
 
 
 def test_the_rule_s_pick_did_worse_on_the_families_rows_and_is_not_the_default():

@@ -401,7 +401,7 @@ def detection_markdown(grid_dir: Path) -> str:
             lines.append(f"| {r['label']} | no recovery report |  |  |  |  |")
             continue
         kept = d.get("labels_unlearned")
-        unlearned = "none (judged clean)" if kept == [] else "not recorded" if kept is None \
+        unlearned = "not recorded" if kept is None else "none (judged clean)" if d.get("judged_clean") \
             else ", ".join(str(k) for k in kept)
         target = "every label (all-to-all)" if d.get("target_label") is None else str(d["target_label"])
         found = {True: "yes", False: "**no**", None: "n/a"}[d.get("target_found")]
