@@ -31,8 +31,8 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                               targets_markdown)
     from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, invariance_markdown,
                        path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
-                       prune_markdown, reactivation_markdown, reset_markdown, schedule_markdown,
-                       trigger_agnostic_markdown, verdict_markdown)
+                       prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
+                       schedule_markdown, trigger_agnostic_markdown, verdict_markdown)
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
     return {
@@ -47,6 +47,8 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "families-targets": lambda root: targets_markdown(families(root)),
         "families-runs": lambda root: runs_markdown(families(root)),
         "families-detection": lambda root: detection_markdown(families(root)),
+        "reference-masks": lambda root: reference_masks_markdown(root / "reports" / "benchmarks"
+                                                                 / "natural_shortcuts_reference_masks.json"),
         "trigger-agnostic": lambda root: trigger_agnostic_markdown(root / "reports" / "benchmarks"
                                                                    / "trigger_agnostic.json"),
         "peer-sanity": lambda root: peer_sanity_markdown(root / "reports" / "benchmarks" / "peer_sanity.json",

@@ -216,6 +216,27 @@ def trigger_agnostic_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger
     return "\n".join(lines)
 
 
+def reference_masks_markdown(path: Path = REPORTS_DIR / "benchmarks" / "natural_shortcuts_reference_masks.json") -> str:
+    """benchmarks/reference_masks.py's tables (the README's copy): per model the labels each index
+    flags (the plain one, and each relative to a reference trained on D_h alone), then the counts."""
+    doc = json.loads(Path(path).read_text())
+    names = list(doc["summary"])
+    lines = ["| model | truth: target | " + " | ".join(f"flagged: {n}" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for victim, r in doc["rows"].items():
+        truth = "clean" if r["attack"] is None else ("all-to-all" if r["true_target"] is None else str(r["true_target"]))
+        cells = [", ".join(map(str, r[n]["flagged"])) or "none" for n in names]
+        lines.append(f"| {victim} | {truth} | " + " | ".join(cells) + " |")
+    refs = doc["references"]
+    lines += ["", "| index | targets flagged | clean models judged clean | models with 6 or 8 flagged, not the target |"
+              " reference: train s + mask search s |", "|---|---|---|---|---|"]
+    for n, s in doc["summary"].items():
+        cost = f"{refs[n]['train_seconds']:.0f} + {refs[n]['mask_seconds']:.0f}" if n in refs else "–"
+        lines.append(f"| {n} | {s['targets_flagged']} of {s['single_target_victims']} | {s['clean_judged_clean']} of "
+                     f"{s['clean_models']} | {s['models_with_a_shortcut_flagged']} of {s['models']} | {cost} |")
+    return "\n".join(lines)
+
+
 def inject_markdown(out_dir: Path = REPORTS_DIR, pattern: str = "01_inject*.json") -> str:
     """Every attack's notebook 01 figures under `out_dir` as a Markdown table (the README's
     attack-families table): ASR, accuracy cost, and how large the change x′ − x is. A grid's
