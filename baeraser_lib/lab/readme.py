@@ -33,6 +33,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                        path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
                        prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
                        schedule_markdown, trigger_agnostic_markdown, verdict_markdown)
+    from .timing_report import timing_markdown
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
     return {
@@ -47,6 +48,8 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "families-targets": lambda root: targets_markdown(families(root)),
         "families-runs": lambda root: runs_markdown(families(root)),
         "families-detection": lambda root: detection_markdown(families(root)),
+        "families-timing": lambda root: timing_markdown(families(root), root / "reports" / "benchmarks"
+                                                        / "path_step.json"),
         "reference-masks": lambda root: reference_masks_markdown(root / "reports" / "benchmarks"
                                                                  / "natural_shortcuts_reference_masks.json"),
         "trigger-agnostic": lambda root: trigger_agnostic_markdown(root / "reports" / "benchmarks"
