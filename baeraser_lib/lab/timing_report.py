@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from .claims import COST_SHARE
+from .grid_report import TABLE_NOTEBOOK
 
 SAME = 1e-9  # ASR, accuracy and re-tuned ASR each this close: the same model
 
@@ -24,7 +25,7 @@ def timing_rows(families: Path, study: Path) -> list[dict]:
     rows = json.loads(Path(study).read_text()).get("families", {})
     out = []
     for name, s in rows.items():
-        nb03_path = Path(families) / name / "03_unlearn.json"
+        nb03_path = Path(families) / name / f"{TABLE_NOTEBOOK}.json"
         if not nb03_path.exists():
             continue
         nb03 = json.loads(nb03_path.read_text())
