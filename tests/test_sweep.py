@@ -481,3 +481,47 @@ def test_grid_rows_carry_what_detection_flagged_and_the_readme_table_names_the_m
     assert lines["wrong"] == "| wrong | 0 | 8 | **no** | 1.50 | 3 |"
     assert lines["all"] == "| all | every label (all-to-all) | 8, 9 | n/a | n/a | n/a |"
     assert lines["none"].startswith("| none | no recovery report |")
+
+
+def test_a_kernel_that_fails_to_start_is_started_again_and_a_failing_cell_is_not(toy, monkeypatch):
+    """The port race of kernels started side by side (`ZMQError: Address already in use`) fails a
+    run before any cell ran: the runner starts it again. A run that failed inside a cell is never
+    repeated (its cells may have side effects)."""
+    import errno
+
+    import papermill as pm
+    import zmq
+
+    from baeraser_lib.lab import runner as R
+
+    nbs, _, tmp = toy
+    real, tries = pm.execute_notebook, []
+
+    def flaky(*args, **kwargs):
+        tries.append(1)
+        if len(tries) == 1:
+            raise zmq.error.ZMQError(errno.EADDRINUSE)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    art = tmp / "artifacts"
+    art.mkdir()
+    row = R.run_notebook("toy", {"x": 5, "artifacts_dir": str(art)}, tmp / "out", notebooks_dir=nbs, progress=False)
+    assert (row["status"], row["attempts"], len(tries)) == ("ok", 2, 2)
+    assert calls(art) == ["toy x=5"] and json.loads((tmp / "out" / "toy.json").read_text())["x"] == 5
+
+    row = R.run_notebook("toy", {"x": 6, "fail": True, "artifacts_dir": str(art)}, tmp / "out", notebooks_dir=nbs,
+                         progress=False)
+    assert (row["status"], row["attempts"]) == ("failed", 1) and "toy failure at x=6" in row["error"]
+    assert calls(art) == ["toy x=5", "toy x=6"]
+
+    def never(*args, **kwargs):
+        tries.append(1)
+        raise zmq.error.ZMQError(errno.EADDRINUSE)
+
+    monkeypatch.setattr(pm, "execute_notebook", never)
+    tries.clear()
+    row = R.run_notebook("toy", {"x": 7, "artifacts_dir": str(art)}, tmp / "out", notebooks_dir=nbs, progress=False)
+    assert (row["status"], row["attempts"], len(tries)) == ("failed", R.KERNEL_START_TRIES, R.KERNEL_START_TRIES)
+    assert "Address already in use" in row["error"]
+    assert json.loads((tmp / "out" / "toy.json").read_text())["x"] == 5  # the last good report stays

@@ -54,6 +54,10 @@ DEFAULT_ATTACK = "badnets"  # its reports keep the plain names
 RUNS_DIR = "runs"  # reports/runs/<name>/: runs whose parameters differ from the defaults
 SAME_RESULTS = ("attack", "device", "download")  # parameters that do not make a run another run
 FAILED_DIR = "failed"  # <out>/failed/<report>.html: the page of a run that failed
+# Kernels that start side by side can race for the same TCP port (jupyter_client picks free ports,
+# the kernel binds them later: `ZMQError: Address already in use`). A run that failed before any
+# cell ran starts again, up to this many tries in all; a run that failed in a cell never does.
+KERNEL_START_TRIES = 3
 
 
 def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None = None,
@@ -78,19 +82,25 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
         nb = jupytext.read(notebooks_dir / f"{name}.py")
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         full = {**params, "reports_dir": str(stage.resolve()), "report_name": report_name}
-        start, status, error = time.perf_counter(), "ok", None
-        try:
-            pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
-                                kernel_name="python3", progress_bar=progress)
-        except pm.PapermillExecutionError as err:
-            status, error = "failed", f"{err.ename}: {err.evalue}"
-        except Exception as err:  # kernel died, timeout, ...
-            status, error = "failed", f"{type(err).__name__}: {err}"
+        start = time.perf_counter()
+        for attempt in range(1, KERNEL_START_TRIES + 1):
+            status, error = "ok", None
+            try:
+                pm.execute_notebook(nb, str(executed_path), parameters=full, cwd=str(notebooks_dir),
+                                    kernel_name="python3", progress_bar=progress)
+            except pm.PapermillExecutionError as err:
+                status, error = "failed", f"{err.ename}: {err.evalue}"
+            except Exception as err:  # kernel died, timeout, a port taken at start-up, ...
+                status, error = "failed", f"{type(err).__name__}: {err}"
+                if attempt < KERNEL_START_TRIES and _no_cell_ran(executed_path, nbformat):
+                    time.sleep(0.5 * attempt)
+                    continue
+            break
         seconds = time.perf_counter() - start
         if status == "ok" and not (stage / f"{report_name}.json").exists():
             status, error = "failed", "the notebook ran but wrote no report JSON"
         row = {"notebook": name, "status": status, "error": error, "seconds": round(seconds, 1),
-               "parameters": params,
+               "attempts": attempt, "parameters": params,
                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         if status == "ok":  # the figures and the notebook first: a failed export must not lose them
             executed_dir.mkdir(exist_ok=True)
@@ -111,6 +121,19 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
         return row
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _no_cell_ran(executed_path: Path, nbformat) -> bool:
+    """True when a failed run executed no code cell (its kernel never started), so running it again
+    repeats nothing: a cell may have side effects, a kernel that failed to start has none."""
+    if not executed_path.exists():
+        return True
+    try:
+        cells = nbformat.read(executed_path, as_version=4).cells
+    except Exception:  # half-written by papermill: treat as run, never repeat blindly
+        return False
+    return all(c.get("execution_count") is None and not c.get("outputs")
+               for c in cells if c.cell_type == "code")
 
 
 def differing(params: dict, declared: dict[str, dict]) -> dict:
