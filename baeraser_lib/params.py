@@ -31,7 +31,9 @@ UNLEARN = {"alpha": "alpha", "beta": "beta", "unlearn_lr": "lr", "unlearn_epochs
            "unlearn_batch_size": "batch_size", "unlearn_loss": "loss", "bound": "bound", "unlearn_anchor": "anchor",
            "unlearn_invariance": "invariance", "unlearn_invariance_at": "invariance_at", "unlearn_early_stop": "early_stop",
            "unlearn_schedule": "schedule", "unlearn_path_rho": "path_rho",
-           "unlearn_reset_fraction": "reset_fraction", "unlearn_channel_prune": "channel_prune", "seed": "seed"}
+           "unlearn_reset_fraction": "reset_fraction", "unlearn_channel_prune": "channel_prune",
+           "unlearn_head_shift": "head_shift",
+           "unlearn_augment_invariance": "augment_invariance", "seed": "seed"}
 BAERASER = {"confirm": "confirm", "confirm_ratio": "confirm_ratio"}
 FINETUNE = {"finetune_lr": "lr", "finetune_epochs": "epochs", "seed": "seed"}
 FINEPRUNE = {"fineprune_acc_drop": "acc_drop", "seed": "seed"}

@@ -113,6 +113,8 @@ unlearn_schedule = "cosine"  # cosine: lr decayed to 0 over the run; constant: l
 unlearn_path_rho = 0.5  # ρ: each step's loss taken at θ + ρ(θ − θ0), applied at θ (0: off, the paper)
 unlearn_reset_fraction = 0.0  # q: each layer's q least-used weights (clean Fisher on D_h) zeroed first (0: off)
 unlearn_channel_prune = 0.0  # r: each conv's r channels the recovered triggers move most zeroed first (0: off)
+unlearn_head_shift = 0.0  # λ: head re-initialised, pushed off the suspect's by λ·⟨W, W_s⟩ (FST; 0: off)
+unlearn_augment_invariance = 0.0  # γ_a: features also held under random patches, warps, blends (0: off)
 confirm = False  # True: also require a flagged label's smallest mask to grow ≥ confirm_ratio× when unlearned
 confirm_ratio = 2.0
 # baselines

@@ -550,3 +550,66 @@ def test_channel_pruning_draws_its_own_stream_leaves_the_input_alone_and_writes_
     with pytest.raises(FloatingPointError):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, channel_prune=0.25), progress=False)
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+def test_head_shift_turns_the_head_away_at_the_suspect_s_norm_and_leaves_the_input_alone(repaired_setup):
+    """`head_shift = λ` re-initialises the head from a random stream of its own, pushes its weights
+    away from the suspect's (λ·⟨W, W_s⟩) and keeps ‖W‖ at the suspect's after every step. Epoch 0
+    is the suspect's; the input model is left as it was; a NaN raises before anything is returned;
+    a model without an nn.Linear is refused before any compute."""
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    head = U.classifier_head(model)
+    cfg = U.UnlearnConfig(epochs=1, batch_size=32, lr=0.05, select="last")
+    plain, h_plain = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    shifted, history = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "head_shift": 0.4}),
+                                 progress=False)
+    new = U.classifier_head(shifted).weight.detach()
+    assert torch.allclose(new.norm(), head.weight.norm(), rtol=1e-5)  # held at the suspect's norm
+    cos = lambda a, b: float((a * b).sum() / (a.norm() * b.norm()))  # noqa: E731
+    assert cos(new, head.weight.detach()) < cos(U.classifier_head(plain).weight.detach(), head.weight.detach())
+    assert history[0]["val_acc"] == h_plain[0]["val_acc"]  # epoch 0 is the suspect's, before the re-initialisation
+    assert all(torch.isfinite(p).all() for p in shifted.parameters())
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    # the penalty alone, measured: λ·⟨W, W_s⟩ on a fresh HeadShift, and the projection restores the norm
+    lin = nn.Linear(4, 3)
+    w_s = lin.weight.detach().clone()
+    hs = U.HeadShift(lin, 0.5, torch.Generator().manual_seed(12345))  # not the seed that drew lin's init
+    assert not torch.equal(lin.weight, w_s)
+    assert torch.allclose(hs.penalty(), 0.5 * (lin.weight * w_s).sum())
+    with torch.no_grad():
+        lin.weight.mul_(3.0)
+    hs.project()
+    assert torch.allclose(lin.weight.norm(), w_s.norm())
+    with pytest.raises(FloatingPointError):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, head_shift=0.2), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    no_head = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())
+    with pytest.raises(ConfigError, match="head_shift"):
+        U.unlearn(no_head, data.holding, pool, U.UnlearnConfig(epochs=1, invariance=0.0, head_shift=0.2),
+                  progress=False)
+
+
+def test_augmented_invariance_draws_its_own_stream_leaves_the_input_alone_and_writes_nothing_on_nan(repaired_setup):
+    """`augment_invariance = γ_a` also passes a randomly perturbed copy of each clean batch and pulls
+    its penultimate features onto the clean ones'. Its perturbations come from a stream of their
+    own, so with γ_a so small it cannot move a weight the run sees the default's batches and stamps
+    (its losses agree closely; BatchNorm also sees the perturbed copies); at a real γ_a the model
+    differs. The input
+    is left as it was, and a NaN raises before anything is returned."""
+    model, data, pool = repaired_setup
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = U.UnlearnConfig(epochs=1, batch_size=32, lr=0.05, select="last")
+    plain, h_plain = U.unlearn(model, data.holding, pool, cfg, progress=False)
+    tiny, h_tiny = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "augment_invariance": 1e-30}),
+                             progress=False)
+    assert h_tiny[-1]["unlearn_loss"] == pytest.approx(h_plain[-1]["unlearn_loss"], rel=0.02)
+    assert h_tiny[-1]["invariance"] == pytest.approx(h_plain[-1]["invariance"], rel=0.02)
+    aug, _ = U.unlearn(model, data.holding, pool, U.UnlearnConfig(**{**cfg.__dict__, "augment_invariance": 2.0}),
+                       progress=False)
+    assert all(torch.isfinite(p).all() for p in aug.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), aug.parameters()))
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FloatingPointError):
+        U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, augment_invariance=1.0), progress=False)
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())

@@ -94,6 +94,7 @@ from ..checks import rules, validate
 from ..errors import ConfigError
 from ..metrics import der  # the formula only: it is applied to the defender's own figures
 from ..train import autocast, batches, memory_advice, pick_device, progress_kwargs, uses_bf16
+from .perturbations import perturb
 from .common import check_finite, defender_figures, split_defense, stamp_entries, triggered_copy
 from .pool import TriggerPool
 
@@ -123,13 +124,16 @@ class UnlearnConfig:
     path_rho: float = 0.5  # each step's loss taken at θ + ρ·(θ − θ0), applied at θ (benchmarks/path_step.py); 0: off
     channel_prune: float = 0.0  # r: before the first step, each conv's r output channels the recovered triggers move most zeroed (off: benchmarks/trigger_channels.py)
     reset_fraction: float = 0.0  # q: before the first step, each conv/linear weight's q lowest-clean-Fisher entries set to 0 (off: benchmarks/weight_reset.py)
+    head_shift: float = 0.0  # λ: the head re-initialised, λ·⟨W, W_suspect⟩ added, ‖W‖ held at the suspect's (FST; off: benchmarks/head_shift.py)
+    augment_invariance: float = 0.0  # γ_a: clean images' penultimate features also held under random patches, warps, blends (off: benchmarks/augment_invariance.py)
     seed: int = 0
 
     RULES: ClassVar = rules(alpha="(0, 1000]", beta="[0, 1e9]", lr="(0, 10]", momentum="[0, 1)",
                             epochs="[1, 10000]", batch_size="[1, 65536]", bound="(0, 1000]",
                             fisher_batches="[1, 100000]", val_fraction="(0, 1)", acc_tolerance="[0, 1]",
                             stop_asr="[0, 1]", invariance="[0, 1000]", path_rho="[0, 100]", reset_fraction="[0, 1)",
-                            channel_prune="[0, 1)",
+                            channel_prune="[0, 1)", head_shift="[0, 1000]",
+                            augment_invariance="[0, 1000]",
                             seed="[0, 4294967295]")
 
     def __post_init__(self):
@@ -150,7 +154,8 @@ class UnlearnConfig:
 
 # the paper's reading, the default before issue #18: weight anchor, early stop, up to 10 epochs at a constant lr
 PAPER_UNLEARNING = dict(anchor="weights", invariance=0.0, early_stop=True, epochs=10, schedule="constant", path_rho=0.0,
-                        reset_fraction=0.0, channel_prune=0.0)
+                        reset_fraction=0.0, channel_prune=0.0, head_shift=0.0,
+                        augment_invariance=0.0)
 
 
 def bounded_unlearning_loss(logits: torch.Tensor, labels: torch.Tensor, bound: float) -> torch.Tensor:
@@ -406,6 +411,42 @@ def prune_trigger_channels(model: nn.Module, pool: TriggerPool, x: torch.Tensor,
     return pruned
 
 
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The model's last `nn.Linear`, taken as its head (as `FeatureTap` does); refused when there is none."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ConfigError("head_shift > 0 needs the model's head, its last nn.Linear, and this model has no "
+                          "nn.Linear; set head_shift=0")
+    return heads[-1]
+
+
+class HeadShift:
+    """Feature-shift tuning's head (Min et al., NeurIPS 2023, "Towards stable backdoor purification
+    through feature shift tuning"), as an option of unlearning. On creation the head is
+    re-initialised (PyTorch's own uniform ±1/√fan_in, from `gen`); `penalty()` is λ·⟨W, W_s⟩, W_s the
+    suspect's head weights, so the new head is pushed away from the old one; `project()` (after
+    each step) puts ‖W‖ back at ‖W_s‖, so the push turns the head rather than shrinking it. A head
+    that cannot reuse the suspect's directions makes the features below shift: those the backdoor
+    read through the old head must change, not only the label it maps them to."""
+
+    def __init__(self, head: nn.Linear, strength: float, gen: torch.Generator):
+        self.head, self.strength = head, strength
+        with torch.no_grad():
+            self.suspect = head.weight.detach().clone()
+            self.norm = self.suspect.norm()
+            bound = 1 / math.sqrt(head.in_features)
+            for t in (head.weight, head.bias):
+                if t is not None:
+                    t.copy_((torch.rand(t.shape, generator=gen) * 2 - 1).mul_(bound).to(t))
+
+    def penalty(self) -> torch.Tensor:
+        return self.strength * (self.head.weight * self.suspect).sum()
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.head.weight.mul_(self.norm / self.head.weight.norm().clamp_min(1e-12))
+
+
 def batchnorm_buffers(model: nn.Module) -> list[torch.Tensor]:
     """The running means and variances of every BatchNorm layer."""
     return [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -430,22 +471,29 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int, de
 
 
 def batch_loss(student: nn.Module, tap: "FeatureTap | None", pool: TriggerPool, xb: torch.Tensor,
-               yb: torch.Tensor, held: torch.Tensor | None, cfg: "UnlearnConfig", gen: torch.Generator, device):
+               yb: torch.Tensor, held: torch.Tensor | None, cfg: "UnlearnConfig", gen: torch.Generator, device,
+               aug_gen: torch.Generator | None = None):
     """One step's loss on a clean batch: clean CE + α·unlearning (+ β·outputs anchor, + invariance
     when `tap` is given), and its parts (clean, unlearning, anchor, invariance) for the history.
-    `held`: the suspect's probabilities on this batch (the outputs anchor), or None."""
+    `held`: the suspect's probabilities on this batch (the outputs anchor), or None. With `aug_gen`
+    (`augment_invariance` > 0), a randomly perturbed copy of the batch (`perturbations.perturb`,
+    drawn from `aug_gen`) passes too, and γ_a · its penultimate invariance is added to the loss."""
     zero = torch.zeros((), device=device)
-    inv = zero
+    inv = inv_a = zero
     if tap is not None:  # clean and stamped images pass together, so BatchNorm sees one batch
         xt, lt = stamp_every(pool, xb, gen)
+        xa = perturb(xb, aug_gen) if aug_gen is not None else xb[:0]
         keep = lt != yb
         lt = torch.where(keep, yb, lt) if cfg.target == "correct" else lt
         xb, yb, xt, lt, keep = xb.to(device), yb.to(device), xt.to(device), lt.to(device), keep.to(device)
-        both = student(torch.cat([xb, xt]))
+        out = student(torch.cat([xb, xt] + ([xa.to(device)] if len(xa) else [])))
         n = len(xb)
-        taps = tap.features  # the mean over the tapped layers (one: the penultimate features)
+        taps = [t[:2 * n] for t in tap.features]  # the mean over the tapped layers (one: the penultimate features)
         inv = sum(feature_invariance(t[n:], t[:n]) for t in taps) / len(taps)
-        logits, lt_logits = both[:n], both[n:]
+        if len(xa):  # the penultimate features of the perturbed copies, onto the clean ones'
+            feats = tap.features[-1]
+            inv_a = feature_invariance(feats[2 * n:], feats[:n])
+        logits, lt_logits = out[:n], out[n:2 * n]
         u = unlearning_term(lt_logits[keep], lt[keep], cfg) if keep.any() else zero
     else:
         xt, lt = triggered_copy(pool, xb, yb, gen, correct_labels=cfg.target == "correct")
@@ -453,6 +501,8 @@ def batch_loss(student: nn.Module, tap: "FeatureTap | None", pool: TriggerPool, 
         u = unlearning_term(student(xt), lt, cfg) if len(xt) else zero
         logits = None if cfg.vanilla else student(xb)
     loss = cfg.alpha * u + cfg.invariance * inv  # inv is an exact zero when the term is off
+    if aug_gen is not None and tap is not None:
+        loss = loss + cfg.augment_invariance * inv_a
     clean, pen = zero, zero
     if not cfg.vanilla:
         clean = F.cross_entropy(logits, yb)
@@ -484,8 +534,9 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     if len(pool) == 0:
         raise ConfigError("the trigger pool is empty: recovery kept no label, so there is nothing to unlearn")
     student = copy.deepcopy(model).to(device)
-    invariant = cfg.invariance > 0 and not cfg.vanilla
+    invariant = (cfg.invariance > 0 or cfg.augment_invariance > 0) and not cfg.vanilla
     tap = FeatureTap(student, cfg.invariance_at) if invariant else None  # refuses a model without a head before any compute
+    shift_head = classifier_head(student) if cfg.head_shift > 0 and not cfg.vanilla else None  # likewise
     held_all = suspect_probs(student, xtr, device) if cfg.anchor == "outputs" and not cfg.vanilla and cfg.beta > 0 \
         else None  # the suspect's clean outputs, once: the outputs anchor's fixed targets
     params = [p for p in student.parameters() if p.requires_grad]
@@ -530,6 +581,11 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             student, pool, xtr, cfg.channel_prune, cfg.batch_size, cfg.fisher_batches,
             torch.Generator().manual_seed(cfg.seed + 1), device)
         theta0 = [p.detach().clone() for p in params] if theta0 else theta0  # the path starts at the pruned model
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 3) if invariant and cfg.augment_invariance > 0 else None
+    shift = None
+    if shift_head is not None:  # its own random stream too; the path starts at the re-initialised head
+        shift = HeadShift(shift_head, cfg.head_shift, torch.Generator().manual_seed(cfg.seed + 2))
+        theta0 = [p.detach().clone() for p in params] if theta0 else theta0
     steps = -(-len(xtr) // cfg.batch_size)
     bar = tqdm(total=cfg.epochs * steps, desc="vanilla ascent" if cfg.vanilla else "unlearning", leave=False,
                **progress_kwargs(progress))
@@ -548,12 +604,16 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
                     with autocast(device, precision):
                         loss, parts = batch_loss(student, tap, pool, xb, yb,
                                                  None if held_all is None else held_all[idx.to(held_all.device)],
-                                                 cfg, gen, device)
+                                                 cfg, gen, device, aug_gen)
                     clean, u, pen, inv = parts
+                    if shift is not None:
+                        loss = loss + shift.penalty()
                     check_finite(loss, f"unlearning epoch {epoch}")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 opt.step()
+            if shift is not None:
+                shift.project()
             if omega is not None:  # the penalty's exact proximal step (stable at any lr)
                 with torch.no_grad():
                     for w, p, p0 in zip(omega, params, theta0):

@@ -26,7 +26,8 @@ from .schedule_study import most_pairs
 __all__ = ["CANDIDATES", "DEFAULT", "DEV_VICTIMS", "INVARIANCE_BEFORE", "choose"]
 
 # the default when the study was fixed (3 cosine epochs, path step ρ = 0.5, no reset, γ = 1 on the penultimate features)
-INVARIANCE_BEFORE = {"invariance_at": "penultimate", "invariance": 1.0, "reset_fraction": 0.0, "channel_prune": 0.0}
+INVARIANCE_BEFORE = {"invariance_at": "penultimate", "invariance": 1.0, "reset_fraction": 0.0, "channel_prune": 0.0,
+                     "head_shift": 0.0}
 DEFAULT = UnlearnConfig(**INVARIANCE_BEFORE)
 # γ weighs the mean over the taps: on ResNet-18 (three stage maps and the penultimate features)
 # γ = 4 gives the penultimate term its weight in the default, γ = 1 a quarter of it

@@ -27,7 +27,8 @@ DEV_VICTIMS = {
 }
 # the default when the study ran (3 cosine epochs, no path step, no weight reset: reset_study); the study
 # chose ρ = 0.5, the default since
-PATH_BEFORE = {"path_rho": 0.0, "reset_fraction": 0.0, "invariance_at": "penultimate", "channel_prune": 0.0}
+PATH_BEFORE = {"path_rho": 0.0, "reset_fraction": 0.0, "invariance_at": "penultimate", "channel_prune": 0.0,
+               "head_shift": 0.0}
 DEFAULT = UnlearnConfig(**PATH_BEFORE)
 CANDIDATES = {"default": DEFAULT, **{f"path_{r:g}": dataclasses.replace(DEFAULT, path_rho=r) for r in (0.5, 1.0, 2.0)}}
 

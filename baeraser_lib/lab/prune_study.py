@@ -26,7 +26,7 @@ from .schedule_study import most_pairs
 __all__ = ["CANDIDATES", "DEFAULT", "DEV_VICTIMS", "PRUNE_BEFORE", "choose"]
 
 # the default when the study was fixed (3 cosine epochs, path step ρ = 0.5, penultimate invariance, no reset)
-PRUNE_BEFORE = {"channel_prune": 0.0, "invariance_at": "penultimate", "reset_fraction": 0.0}
+PRUNE_BEFORE = {"channel_prune": 0.0, "invariance_at": "penultimate", "reset_fraction": 0.0, "head_shift": 0.0}
 DEFAULT = UnlearnConfig(**PRUNE_BEFORE)
 CANDIDATES = {"default": DEFAULT,
               **{f"prune_{r:g}": dataclasses.replace(DEFAULT, channel_prune=r) for r in (0.05, 0.1, 0.2)}}

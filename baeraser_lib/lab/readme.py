@@ -32,7 +32,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
     from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, invariance_markdown,
                        path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
                        prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
-                       schedule_markdown, trigger_agnostic_markdown, verdict_markdown)
+                       schedule_markdown, shift_markdown, trigger_agnostic_markdown, verdict_markdown)
     from .timing_report import timing_markdown
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
@@ -66,6 +66,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "weight-reset": lambda root: reset_markdown(root / "reports" / "benchmarks" / "weight_reset.json"),
         "stage-invariance": lambda root: invariance_markdown(root / "reports" / "benchmarks" / "stage_invariance.json"),
         "trigger-channels": lambda root: prune_markdown(root / "reports" / "benchmarks" / "trigger_channels.json"),
+        "head-shift": lambda root: shift_markdown(root / "reports" / "benchmarks" / "head_shift.json"),
         "example": lambda root: example_markdown(root / "reports" / "examples" / "defend-badnets" / "defense.json"),
     }
 

@@ -24,7 +24,7 @@ __all__ = ["CANDIDATES", "DEFAULT", "DEV_VICTIMS", "RESET_BEFORE", "choose"]
 
 # the default when the study ran and since (3 cosine epochs, path step ρ = 0.5, no reset); the rule picked q = 0.1
 # on the development victims, which did worse on the families rows and was not adopted (`confirmed`)
-RESET_BEFORE = {"reset_fraction": 0.0, "invariance_at": "penultimate", "channel_prune": 0.0}
+RESET_BEFORE = {"reset_fraction": 0.0, "invariance_at": "penultimate", "channel_prune": 0.0, "head_shift": 0.0}
 DEFAULT = UnlearnConfig(**RESET_BEFORE)
 CANDIDATES = {"default": DEFAULT,
               **{f"reset_{q:g}": dataclasses.replace(DEFAULT, reset_fraction=q) for q in (0.1, 0.3, 0.5)}}

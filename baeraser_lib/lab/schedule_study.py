@@ -27,7 +27,8 @@ DEV_VICTIMS = {
 SCHEDULE_BEFORE = {"epochs": 10, "schedule": "constant", "path_rho": 0.0,  # (no path step then: path_study,
                    "reset_fraction": 0.0,  # no weight reset: reset_study)
                    "invariance_at": "penultimate",  # (the penultimate features only: invariance_study)
-                   "channel_prune": 0.0}  # (no channel pruning: prune_study)
+                   "channel_prune": 0.0,  # (no channel pruning: prune_study)
+                   "head_shift": 0.0}  # (no head shift: shift_study)
 BASE = UnlearnConfig(**SCHEDULE_BEFORE)
 CANDIDATES = {"constant_10": BASE, **{f"cosine_{e}": dataclasses.replace(BASE, schedule="cosine", epochs=e)
                                       for e in (2, 3, 4, 5)}}

@@ -512,6 +512,11 @@ def prune_markdown(path: Path = REPORTS_DIR / "benchmarks" / "trigger_channels.j
     return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no pruning)")
 
 
+def shift_markdown(path: Path = REPORTS_DIR / "benchmarks" / "head_shift.json") -> str:
+    """benchmarks/head_shift.py's tables (the README's copy), as `schedule_markdown`'s."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no head shift)")
+
+
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
