@@ -549,3 +549,22 @@ for claim, ok in checks.items():
 #   erased (re-tuned ASR 0.47 → 0.026) but lost 2.7 to 5.5 points on every victim, and the pruned
 #   BadNets, TrojanNN and IMC victims re-learned more than the default's, as after the weight reset
 #   (`benchmarks/trigger_channels.py`; the README has the table).
+# * **Tried and not adopted: a shifted head** (`unlearn_head_shift`, off). Feature-shift tuning's
+#   idea (FST, Min et al., NeurIPS 2023): the head is re-initialised, λ·⟨W, W_suspect⟩ joins the
+#   loss so that the new head points away from the suspect's, and ‖W‖ is put back at the suspect's
+#   after each step; the features the old head read must then shift. With λ ∈ {0.1, 0.2, 0.4}
+#   fixed in advance (0.2 is FST's published CIFAR-10 setting), the rule kept the default (16 pairs
+#   of 20 against 11, 10 and 8). Every λ lost more than 2 points on every development victim, and
+#   the shifted BadNets, TrojanNN and IMC victims re-learned far more than the default's (TrojanNN
+#   0.07 → 0.79–0.99), as after the weight reset and the channel pruning; WaNet came down
+#   (0.47 → 0.28) but not to its bar (`benchmarks/head_shift.py`; the README has the table).
+# * **Tried and not adopted: invariance under random perturbations** (`unlearn_augment_invariance`,
+#   off). The invariance term above uses the recovered triggers only, and on the WaNet and
+#   all-to-all rows they do not look like the true trigger. This option also passes a copy of each
+#   clean batch with one random generic change per image (a square of random pixels, a smooth
+#   warp of at most 1.5 px, a faint noise blend: standard augmentations, and the kinds our attack
+#   families take, sizes fixed in advance) and holds its penultimate features on the clean ones'.
+#   With γ_a ∈ {0.5, 1, 2} fixed in advance, the rule kept the default (16 pairs of 20 against 14,
+#   13 and 14). The WaNet victim re-learned more (0.47 → 0.56–0.69), the all-to-all victim as
+#   before, and the third batch made unlearning 30–45% slower
+#   (`benchmarks/augment_invariance.py`; the README has the table).

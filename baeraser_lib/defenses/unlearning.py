@@ -67,7 +67,11 @@ on accuracy and on staying erased, so it was not adopted (`benchmarks/weight_res
 its clean image's, the maps entering the strided convolutions and pools (`lab/invariance_study.py`);
 `channel_prune = r` (`prune_trigger_channels`) zeroes, before the first step, each convolution's r
 output channels that the recovered triggers move most (`lab/prune_study.py`). On the development
-victims the rule kept the default against both (the README has the tables).
+victims the rule kept the default against both (the README has the tables). So it did against
+`head_shift = λ` (`HeadShift`, feature-shift tuning's head: re-initialised, pushed off the
+suspect's by λ·⟨W, W_s⟩ at the suspect's norm; `lab/shift_study.py`), and against
+`augment_invariance = γ_a` (the penultimate features also held under random patches, warps and
+blends of the clean images, `perturbations`; `lab/augment_study.py`).
 
 The penalty is stiff (β·ω reaches 10⁴ for the most important weights), which would make plain
 SGD diverge at any useful learning rate. So each SGD step on the first two terms is followed by

@@ -29,10 +29,11 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
     """Block name → the function of the repository root that writes it (imports kept lazy)."""
     from .grid_report import (detection_markdown, erasure_markdown, grid_markdown, runs_markdown, summary_markdown,
                               targets_markdown)
-    from .site import (attack_markdown, budget_markdown, example_markdown, inject_markdown, invariance_markdown,
-                       path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
+    from .site import (attack_markdown, augment_markdown, budget_markdown, example_markdown, inject_markdown,
+                       invariance_markdown, path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
                        prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
                        schedule_markdown, shift_markdown, trigger_agnostic_markdown, verdict_markdown)
+    from .studies_report import studies_markdown
     from .timing_report import timing_markdown
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
@@ -67,6 +68,9 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "stage-invariance": lambda root: invariance_markdown(root / "reports" / "benchmarks" / "stage_invariance.json"),
         "trigger-channels": lambda root: prune_markdown(root / "reports" / "benchmarks" / "trigger_channels.json"),
         "head-shift": lambda root: shift_markdown(root / "reports" / "benchmarks" / "head_shift.json"),
+        "augment-invariance": lambda root: augment_markdown(root / "reports" / "benchmarks"
+                                                            / "augment_invariance.json"),
+        "relearning-studies": lambda root: studies_markdown(root / "reports" / "benchmarks"),
         "example": lambda root: example_markdown(root / "reports" / "examples" / "defend-badnets" / "defense.json"),
     }
 

@@ -517,6 +517,11 @@ def shift_markdown(path: Path = REPORTS_DIR / "benchmarks" / "head_shift.json") 
     return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no head shift)")
 
 
+def augment_markdown(path: Path = REPORTS_DIR / "benchmarks" / "augment_invariance.json") -> str:
+    """benchmarks/augment_invariance.py's tables (the README's copy), as `schedule_markdown`'s."""
+    return study_markdown(json.loads(Path(path).read_text()), "default", "default before (no augmented invariance)")
+
+
 def study_markdown(doc: dict, before: str, before_label: str) -> str:
     """A study of candidate unlearning settings: its development table and choice, then the chosen
     setting on the families rows beside `doc["families"][row][before]`, and the rows meeting each bar."""
