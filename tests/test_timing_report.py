@@ -52,3 +52,22 @@ def test_table_gives_each_ratio_and_names_the_rows_the_bar_judges_differently(be
     assert "Over the 2 rows" in summary and "unlearning 1.00 to 2.00 (median 1.50)" in summary
     assert "cost ratio, grid − study, +0.000 to +0.067." in summary
     assert summary.endswith("opposite sides of the bar (0.25) in the two runs: slow.")
+
+
+def test_the_work_table_judges_each_row_by_image_passes_and_sums_up(tmp_path):
+    from baeraser_lib.lab.timing_report import work_markdown
+
+    def row(rec: int, unl: int, ratio_s: float, same=True) -> dict:
+        train = 720000
+        return {"recovery_work": rec, "unlearning_work": unl, "training_work": train,
+                "work_ratio": (rec + unl) / train, "seconds_cost_ratio_in_grid": ratio_s,
+                "same_pool_labels": same, "same_model_as_grid": True}
+
+    path = tmp_path / "work_ratio.json"
+    path.write_text(json.dumps({"rows": {"a": row(100000, 50000, 0.17), "b": row(150000, 60000, 0.2, same=False),
+                                         "c": row(90000, 0, 0.1)}}))
+    table = work_markdown(path)
+    assert "| a | 100,000 | 50,000 | 720,000 | 0.208 met | 0.170 | yes / yes |" in table
+    assert "| b | 150,000 | 60,000 | 720,000 | 0.292 MISSED | 0.200 | NO / yes |" in table
+    assert "Over 3 rows: work ratio 0.125 to 0.292 (median 0.208), 2 within the bar" in table
+    assert "unlearning alone 0.069 to 0.083 where it ran" in table  # row c unlearned nothing

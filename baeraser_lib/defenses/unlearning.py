@@ -98,8 +98,8 @@ from ..checks import rules, validate
 from ..errors import ConfigError
 from ..metrics import der  # the formula only: it is applied to the defender's own figures
 from ..train import autocast, batches, memory_advice, pick_device, progress_kwargs, uses_bf16
-from .perturbations import perturb
 from .common import check_finite, defender_figures, split_defense, stamp_entries, triggered_copy
+from .perturbations import perturb
 from .pool import TriggerPool
 
 

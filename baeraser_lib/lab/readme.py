@@ -34,7 +34,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                        prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
                        schedule_markdown, shift_markdown, trigger_agnostic_markdown, verdict_markdown)
     from .studies_report import studies_markdown
-    from .timing_report import timing_markdown
+    from .timing_report import timing_markdown, work_markdown
 
     families = lambda root: root / "reports" / "families"  # noqa: E731
     return {
@@ -51,6 +51,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "families-detection": lambda root: detection_markdown(families(root)),
         "families-timing": lambda root: timing_markdown(families(root), root / "reports" / "benchmarks"
                                                         / "path_step.json"),
+        "families-work": lambda root: work_markdown(root / "reports" / "benchmarks" / "work_ratio.json"),
         "reference-masks": lambda root: reference_masks_markdown(root / "reports" / "benchmarks"
                                                                  / "natural_shortcuts_reference_masks.json"),
         "trigger-agnostic": lambda root: trigger_agnostic_markdown(root / "reports" / "benchmarks"

@@ -78,3 +78,28 @@ def timing_markdown(families: Path, study: Path) -> str:
                   + (", ".join(r["row"] for r in rows if (r["cost_ratio"][0] <= COST_SHARE) != (r["cost_ratio"][1] <= COST_SHARE))
                      or "none") + "."]
     return "\n".join(lines)
+
+
+def work_markdown(path: Path) -> str:
+    """`benchmarks/work_ratio.py`'s table: per families row, recovery's and unlearning's image
+    passes (in forward-pass units) against the victim's training passes, beside the grid's
+    seconds ratio; rows not run are named below it."""
+    doc = json.loads(Path(path).read_text())
+    rows = doc.get("rows", {})
+    lines = ["| families row | recovery work | unlearning work | training work | work ratio (≤ 0.25) | "
+             "seconds ratio in the grid | same labels kept / same model as the grid |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        mark = "met" if r["work_ratio"] <= COST_SHARE else "MISSED"
+        same = f"{'yes' if r['same_pool_labels'] else 'NO'} / {'yes' if r['same_model_as_grid'] else 'NO'}"
+        lines.append(f"| {name} | {r['recovery_work']:,} | {r['unlearning_work']:,} | {r['training_work']:,} | "
+                     f"{r['work_ratio']:.3f} {mark} | {r['seconds_cost_ratio_in_grid']:.3f} | {same} |")
+    if rows:
+        ratios = [r["work_ratio"] for r in rows.values()]
+        unl = [r["unlearning_work"] / r["training_work"] for r in rows.values() if r["unlearning_work"]]
+        rec = [r["recovery_work"] / r["training_work"] for r in rows.values()]
+        lines += ["", f"Over {len(rows)} rows: work ratio {min(ratios):.3f} to {max(ratios):.3f} "
+                      f"(median {statistics.median(ratios):.3f}), {sum(x <= COST_SHARE for x in ratios)} within the bar; "
+                      f"recovery alone {min(rec):.3f} to {max(rec):.3f} of training, unlearning alone "
+                      f"{min(unl):.3f} to {max(unl):.3f} where it ran."]
+    return "\n".join(lines)
