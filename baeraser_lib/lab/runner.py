@@ -92,7 +92,7 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
                 status, error = "failed", f"{err.ename}: {err.evalue}"
             except Exception as err:  # kernel died, timeout, a port taken at start-up, ...
                 status, error = "failed", f"{type(err).__name__}: {err}"
-                if attempt < KERNEL_START_TRIES and _no_cell_ran(executed_path, nbformat):
+                if attempt < KERNEL_START_TRIES and _no_cell_ran(executed_path):
                     time.sleep(0.5 * attempt)
                     continue
             break
@@ -123,9 +123,11 @@ def run_notebook(name: str, params: dict, out_dir: Path, report_name: str | None
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _no_cell_ran(executed_path: Path, nbformat) -> bool:
+def _no_cell_ran(executed_path: Path) -> bool:
     """True when a failed run executed no code cell (its kernel never started), so running it again
     repeats nothing: a cell may have side effects, a kernel that failed to start has none."""
+    import nbformat
+
     if not executed_path.exists():
         return True
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .claims import REACTIVATION_MARGIN
 from .schedule_study import BARS, confirmed
 
 # (README name, JSON under reports/benchmarks/, what the candidates change), in the order they ran
@@ -38,7 +39,7 @@ def study_line(name: str, doc: dict, changes: str) -> dict:
             others = {c: f["reactivated_asr"] for c, f in cands.items() if c != "default"}
             best = min(others, key=others.get) if others else None
             watched[v] = {"default": cands["default"]["reactivated_asr"], "best": best,
-                          "best_asr": others.get(best), "bar": dev[v]["reference_reactivated_asr"] + 0.1,
+                          "best_asr": others.get(best), "bar": dev[v]["reference_reactivated_asr"] + REACTIVATION_MARGIN,
                           "best_points": cands[best]["acc_drop_points"] if best else None}
     families = doc.get("families")
     check = None

@@ -4,7 +4,8 @@ A study (e.g. `benchmarks/path_step.py`) re-runs BAERASER's default on a row's c
 pool. Where it returns the same model as the grid's notebook 03 (the same ASR, accuracy and ASR
 after the attacker's re-tuning), any gap in seconds is the machine's, not the method's. The cost
 bar (recovery + unlearning ≤ 25% of the victim's training time) is a ratio of such seconds, so
-this table says how far it moves.
+this table says how far it moves. `work_markdown` gives the same bar in image passes
+(`baeraser_lib.passes`), which do not move with the machine.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def work_markdown(path: Path) -> str:
     doc = json.loads(Path(path).read_text())
     rows = doc.get("rows", {})
     lines = ["| families row | recovery work | unlearning work | training work | work ratio (≤ 0.25) | "
-             "seconds ratio in the grid | same labels kept / same model as the grid |",
+             "seconds ratio in the grid | same labels kept / same ASR as the grid's model |",
              "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         mark = "met" if r["work_ratio"] <= COST_SHARE else "MISSED"
