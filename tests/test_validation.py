@@ -71,7 +71,18 @@ def test_every_numeric_field_rejects_nonsense_at_construction(cls, name, bad):
 
 @pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)
 def test_every_default_passes_its_own_rules(cls):
-    _build(cls)
+    """The defaults build, and each numeric default lies inside its own stated interval."""
+    built = _build(cls)
+    default = built if cls is AttackConfig or not isinstance(built, AttackConfig) else built.resolved_options()
+    assert isinstance(default, cls)
+    stated = rules_of(cls)
+    checked = 0
+    for name in numeric_fields(cls):
+        value = getattr(default, name)
+        if value is not None:  # None means "chosen from the data" (a documented default)
+            assert interval(stated[name]).holds(value), f"{cls.__name__}.{name} = {value!r} outside {stated[name]}"
+            checked += 1
+    assert checked or not numeric_fields(cls)
 
 
 def test_numpy_numbers_become_python_numbers_and_keep_the_hash():
