@@ -482,7 +482,7 @@ for claim, ok in checks.items():
 #   have lost the most accuracy (the clean task comes back over the following epochs).
 #   On the default victim, three attacker seeds: re-tuned ASR 0.038 against the reference's
 #   0.051 (the bar 0.151), ASR 0.0011, 1.33 points lost. **The cost**: all 10 epochs ran, about
-#   105 s instead of about 23 s, so BAERASER's share of the victim's training time rose above
+#   105 s instead of about 11 s (`benchmarks/persistence.py`), so BAERASER's share of the victim's training time rose above
 #   the 25% target. The design was fixed on the default victim only; the families grid measures
 #   it on every other attack.
 # * **3 epochs with a cosine decay of the lr: the schedule since issue #18's cost study** (ours).
@@ -531,8 +531,9 @@ for claim, ok in checks.items():
 #   a reset without it is untried (`benchmarks/weight_reset.py`; the README has the tables).
 # * **Tried and not adopted: invariance at every stage** (`unlearn_invariance_at = "stages"`, off).
 #   The invariance term above compares penultimate features only, so the layers below may still
-#   detect the trigger. NAD, the one peer whose models stayed erased on every families row, aligns
-#   its student at the output of every stage. This option also pulls the feature map entering each
+#   detect the trigger. NAD, the one peer whose re-tuned ASR met the bar on every families row (on
+#   blended and sig it had not erased the backdoor to begin with), aligns its student at the
+#   output of every stage. This option also pulls the feature map entering each
 #   downsampling layer (a strided convolution or a pool; on ResNet-18 the outputs of layer1 to
 #   layer3) of a stamped image onto its clean image's, the term the mean over the taps. On the path
 #   study's six development victims, with γ ∈ {1, 2, 4} fixed in advance beside the default, the
@@ -566,5 +567,5 @@ for claim, ok in checks.items():
 #   families take, sizes fixed in advance) and holds its penultimate features on the clean ones'.
 #   With γ_a ∈ {0.5, 1, 2} fixed in advance, the rule kept the default (16 pairs of 20 against 14,
 #   13 and 14). The WaNet victim re-learned more (0.47 → 0.56–0.69), the all-to-all victim as
-#   before, and the third batch made unlearning 30–45% slower
+#   before, and the third batch made unlearning 26–54% slower
 #   (`benchmarks/augment_invariance.py`; the README has the table).
