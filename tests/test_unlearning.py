@@ -613,3 +613,15 @@ def test_augmented_invariance_draws_its_own_stream_leaves_the_input_alone_and_wr
     with pytest.raises(FloatingPointError):
         U.unlearn(NaNHead(model), data.holding, pool, U.UnlearnConfig(epochs=1, augment_invariance=1.0), progress=False)
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("key", ["val_acc", "val_recovered_asr", "val_der", "clean_loss"])
+def test_an_on_epoch_figure_cannot_overwrite_the_defenders_own(repaired_setup, key):
+    """The defender's validation figures choose the returned model; a notebook's callback (test-set
+    figures) may add beside them but never replace them."""
+    model, data, pool = repaired_setup
+    with pytest.raises(ConfigError, match=key):
+        U.unlearn(model, data.holding, pool, U.UnlearnConfig(epochs=1), progress=False,
+                  on_epoch=lambda m, e: {key: 1.0})
+    with pytest.raises(ConfigError, match="empty_pool"):
+        U.unlearn_or_keep(model, data.holding, None, U.UnlearnConfig(epochs=1), on_epoch=lambda m, e: {"empty_pool": 0})

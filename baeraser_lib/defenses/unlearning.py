@@ -181,6 +181,10 @@ def complement_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 UNLEARNING_LOSSES = ("ce", "complement")
 UNLEARNING_SCHEDULES = ("constant", "cosine")
 ANCHORS = ("weights", "outputs")
+# the history's own keys: a notebook's `on_epoch` figures must take other names (checked at epoch 0)
+LOSS_KEYS = ("clean_loss", "unlearn_loss", "penalty", "invariance")
+OWN_KEYS = frozenset({"epoch", "val_acc", "val_recovered_asr", "val_der", "diverged", "trace", "chosen",
+                      "weights_reset", "channels_pruned", "empty_pool", *LOSS_KEYS})
 INVARIANCE_AT = ("penultimate", "stages")  # where the invariance term compares stamped and clean features
 
 
@@ -525,7 +529,8 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
 
     `on_epoch(model, epoch)`, if given, is called after each epoch (and with epoch 0 before the
     first) and may return extra figures for the history, e.g. a notebook's evaluation on test data
-    for plotting; its result never steers unlearning or the choice of the returned model.
+    for plotting; its result never steers unlearning or the choice of the returned model (a name
+    of the defense's own figures, e.g. `val_acc`, is refused).
     `trace_every` adds such rows (marked "trace", fractional epochs) every that many SGD steps,
     for a finer trade-off curve; traces do not take part in stopping or choosing the model. The
     time both take goes to `seconds["overhead"]` (pass a dict), apart from the defense's own; the
@@ -563,7 +568,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
             return {"epoch": epoch, "val_acc": 0.0, "val_recovered_asr": 1.0, "diverged": True, **extra}
         t1 = time.perf_counter()
         if on_epoch is not None:
-            figs.update(on_epoch(student, epoch) or {})
+            figs.update(callback_figures(on_epoch, student, epoch, figs))
         if trace or on_epoch is not None:
             overhead[0] += time.perf_counter() - (t0 if trace else t1)
         return figs
@@ -597,7 +602,7 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
         omega = fisher_weights(student, xtr, ytr, cfg.batch_size, cfg.fisher_batches, gen, device) \
             if weight_anchor else None
         student.train()
-        sums = {"clean_loss": 0.0, "unlearn_loss": 0.0, "penalty": 0.0, "invariance": 0.0}
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
         for done, (xb, idx) in enumerate(batches(xtr, torch.arange(len(xtr)), cfg.batch_size, True, gen), start=1):
             yb = ytr[idx]
             lr = step_lr(cfg, (epoch - 1) * steps + done - 1, cfg.epochs * steps)
@@ -666,6 +671,17 @@ def unlearn(model: nn.Module, holding: Dataset, pool: TriggerPool, cfg: UnlearnC
     return student.eval(), history
 
 
+def callback_figures(on_epoch, model: nn.Module, epoch: float, own: dict) -> dict:
+    """`on_epoch(model, epoch)`'s figures, refused where they would overwrite the defense's own
+    (those choose the returned model; a notebook's figures may only sit beside them)."""
+    extra = on_epoch(model, epoch) or {}
+    taken = sorted(set(extra) & (set(own) | OWN_KEYS))
+    if taken:
+        raise ConfigError(f"on_epoch returned {taken}, names of the defense's own figures; "
+                          "give its figures other names (e.g. 'test_acc')")
+    return extra
+
+
 def best_epoch(history: list[dict], last: float | None = None) -> int:
     """The epoch `unlearn` returns under `select="best_val_der"` had it stopped after epoch `last`
     (default: where the history ends): the first epoch with the highest validation DER, epoch 0
@@ -690,7 +706,7 @@ def unlearn_or_keep(model: nn.Module, holding: Dataset, pool: TriggerPool | None
     if pool is None or len(pool) == 0:
         model = copy.deepcopy(model)  # a copy, like unlearn's: callers may change it without touching the victim
         row = {"epoch": 0, "chosen": True, "empty_pool": True}
-        row.update((on_epoch(model, 0) or {}) if on_epoch is not None else {})
+        row.update(callback_figures(on_epoch, model, 0, row) if on_epoch is not None else {})
         return model, [row]
     return unlearn(model, holding, pool, cfg, device=device, progress=progress, on_epoch=on_epoch,
                    trace_every=trace_every, seconds=seconds, precision=precision)
