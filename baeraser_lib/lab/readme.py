@@ -33,6 +33,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
                        invariance_markdown, path_markdown, peer_column_markdown, peer_sanity_markdown, persistence_markdown,
                        prune_markdown, reactivation_markdown, reference_masks_markdown, reset_markdown,
                        schedule_markdown, shift_markdown, trigger_agnostic_markdown, verdict_markdown)
+    from .seeds_report import seeds_markdown
     from .studies_report import studies_markdown
     from .timing_report import timing_markdown, work_markdown
 
@@ -61,6 +62,7 @@ def _blocks() -> dict[str, Callable[[Path], str]]:
         "peer-column": lambda root: peer_column_markdown(root / "reports" / "benchmarks" / "peer_column.json"),
         "persistence": lambda root: persistence_markdown(root / "reports" / "benchmarks" / "persistence.json"),
         "reactivation": lambda root: reactivation_markdown(root / "reports" / "03_unlearn.json"),
+        "reactivation-seeds": lambda root: seeds_markdown(root / "reports" / "benchmarks" / "reactivation_seeds.json"),
         "unlearning-budget": lambda root: budget_markdown(root / "reports" / "benchmarks" / "unlearning_budget.json"),
         "unlearning-schedule": lambda root: schedule_markdown(root / "reports" / "benchmarks"
                                                               / "unlearning_schedule.json"),
