@@ -35,4 +35,4 @@ def test_the_table_names_the_rows_whose_seeds_disagree_and_counts_the_reproducti
     assert "| missed |" in md and "0 of 2 | MISSED | MISSED |" in md
     assert "held on every seed on 2; the seeds disagree on 1: split." in md
     assert "the bar is met on 1 rows (the grid: 2)" in md
-    assert "Seed 0 gave the grid's figures again on 2 of 3 rows" in md and "grid's ASR on 2 of 3" in md
+    assert "Seed 0 gave the grid's figures again on 2 of the 3 rows that ran it" in md and "grid's ASR on 2 of 3" in md

@@ -38,13 +38,14 @@ def seeds_markdown(path: Path) -> str:
                      f"{'met' if v['grid'] else 'MISSED'}{'' if v['agree'] else ' (seeds disagree)'} |")
     if rows:
         split = [n for n, v in verdicts.items() if not v["agree"]]
-        same = sum(r.get("seed0_as_grid", False) for r in rows.values())
+        with_seed0 = [r for r in rows.values() if "seed0_as_grid" in r]  # rows whose seeds included 0
+        same = sum(r["seed0_as_grid"] for r in with_seed0)
         model = sum(r["same_model_as_grid"] for r in rows.values())
         lines += ["", f"Bar: BAERASER's re-tuned ASR ≤ the reference's with the same seed + {margin:g}. "
                       f"Over {len(rows)} rows the grid's verdict held on every seed on {len(rows) - len(split)}; "
                       f"the seeds disagree on {len(split)}{': ' + ', '.join(split) if split else ''}. "
                       f"On the seeds' means the bar is met on {sum(v['on_means'] for v in verdicts.values())} rows "
                       f"(the grid: {sum(v['grid'] for v in verdicts.values())}). "
-                      f"Seed 0 gave the grid's figures again on {same} of {len(rows)} rows; BAERASER's model, "
+                      f"Seed 0 gave the grid's figures again on {same} of the {len(with_seed0)} rows that ran it; BAERASER's model, "
                       f"unlearned again, had the grid's ASR on {model} of {len(rows)}."]
     return "\n".join(lines)
